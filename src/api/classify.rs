@@ -1,0 +1,206 @@
+//! Classification of API failures: what the daemon does about each one.
+//!
+//! Pure: it looks at an HTTP status, a `Retry-After` header and the GraphQL `errors[]`, never
+//! at a socket. AppSync answers most failures with HTTP 200 and `errors[]` (sometimes beside
+//! partial `data`), so `errors` is always inspected.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What to do about a failed request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Transport, timeout, 5xx, 429 and throttling: try again later (after `retry_after` when
+    /// the server said so).
+    Retryable { retry_after: Option<Duration> },
+    /// Bad or revoked token: pause and alert; retrying with the same token will not help.
+    Auth,
+    /// The request itself is wrong (validation, mapping template, 400): it will never succeed.
+    Permanent,
+    /// `Lambda:Unhandled`: may be a passing fault or a refusal. Retry a few times, then give up.
+    Ambiguous,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Retryable { .. } => "retryable",
+            ErrorClass::Auth => "auth",
+            ErrorClass::Permanent => "permanent",
+            ErrorClass::Ambiguous => "ambiguous",
+        }
+    }
+
+    /// The API could not give an answer (the offline policy decides instead).
+    pub fn is_unavailable(self) -> bool {
+        matches!(self, ErrorClass::Retryable { .. } | ErrorClass::Auth)
+    }
+}
+
+/// One entry of a GraphQL `errors[]` as AppSync sends it.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct GqlError {
+    #[serde(default)]
+    pub message: String,
+    #[serde(default)]
+    pub error_type: Option<String>,
+    #[serde(default)]
+    pub path: Option<Vec<serde_json::Value>>,
+}
+
+impl GqlError {
+    /// The first path segment: the root field or alias the error belongs to.
+    pub fn root_field(&self) -> Option<&str> {
+        self.path.as_ref()?.first()?.as_str()
+    }
+}
+
+/// The class of one GraphQL error.
+pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
+    let ty = e.error_type.as_deref().unwrap_or("");
+    let lower = ty.to_ascii_lowercase();
+    if lower.starts_with("unauthorized") || lower == "unauthenticated" || lower == "accessdeniedexception" {
+        ErrorClass::Auth
+    } else if lower.contains("throttl")
+        || lower.contains("executiontimeout")
+        || lower.contains("provisionedthroughputexceeded")
+        || lower.contains("requestlimitexceeded")
+        || lower.contains("serviceunavailable")
+        || lower.contains("internalfailure")
+        || lower.contains("internalservererror")
+        || lower.contains("toomanyrequests")
+        || lower == "lambda:toomanyrequestsexception"
+    {
+        ErrorClass::Retryable { retry_after: None }
+    } else if ty == "Lambda:Unhandled" {
+        ErrorClass::Ambiguous
+    } else {
+        // Validation errors ("Validation error of type ..."), MappingTemplate, DynamoDB
+        // condition failures and whatever else the server chose to refuse: retrying the same
+        // request gives the same answer.
+        ErrorClass::Permanent
+    }
+}
+
+/// The class of a response's `errors[]` as a whole: auth beats retryable beats ambiguous
+/// beats permanent (an auth problem must be seen; a passing fault must not drop a scan).
+pub fn classify_gql_errors(errors: &[GqlError]) -> Option<ErrorClass> {
+    errors.iter().map(classify_gql_error).max_by_key(|c| match c {
+        ErrorClass::Auth => 3,
+        ErrorClass::Retryable { .. } => 2,
+        ErrorClass::Ambiguous => 1,
+        ErrorClass::Permanent => 0,
+    })
+}
+
+/// The class of a non-2xx HTTP answer.
+pub fn classify_status(status: u16, retry_after: Option<Duration>) -> ErrorClass {
+    match status {
+        401 | 403 => ErrorClass::Auth,
+        408 | 425 | 429 => ErrorClass::Retryable { retry_after },
+        500..=599 => ErrorClass::Retryable { retry_after },
+        _ => ErrorClass::Permanent,
+    }
+}
+
+/// Parses a `Retry-After` header: delta-seconds or an HTTP date (relative to `now`).
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs.min(24 * 3600)));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(ty: Option<&str>, msg: &str) -> GqlError {
+        GqlError {
+            message: msg.into(),
+            error_type: ty.map(Into::into),
+            path: None,
+        }
+    }
+
+    #[test]
+    fn http_statuses() {
+        let ra = Some(Duration::from_secs(7));
+        assert_eq!(classify_status(401, None), ErrorClass::Auth);
+        assert_eq!(classify_status(403, None), ErrorClass::Auth);
+        assert_eq!(classify_status(429, ra), ErrorClass::Retryable { retry_after: ra });
+        assert_eq!(classify_status(500, None), ErrorClass::Retryable { retry_after: None });
+        assert_eq!(classify_status(502, None), ErrorClass::Retryable { retry_after: None });
+        assert_eq!(classify_status(503, ra), ErrorClass::Retryable { retry_after: ra });
+        assert_eq!(classify_status(504, None), ErrorClass::Retryable { retry_after: None });
+        assert_eq!(classify_status(400, None), ErrorClass::Permanent);
+        assert_eq!(classify_status(404, None), ErrorClass::Permanent);
+        assert_eq!(classify_status(413, None), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn appsync_error_types() {
+        let retry = ErrorClass::Retryable { retry_after: None };
+        for (ty, class) in [
+            ("Unauthorized", ErrorClass::Auth),
+            ("UnauthorizedException", ErrorClass::Auth),
+            ("Lambda:ExecutionTimeoutException", retry),
+            ("ExecutionTimeout", retry),
+            ("ThrottlingException", retry),
+            ("Throttling", retry),
+            ("DynamoDB:ProvisionedThroughputExceededException", retry),
+            ("DynamoDB:ThrottlingException", retry),
+            ("Lambda:TooManyRequestsException", retry),
+            ("Lambda:Unhandled", ErrorClass::Ambiguous),
+            ("MappingTemplate", ErrorClass::Permanent),
+            ("DynamoDB:ConditionalCheckFailedException", ErrorClass::Permanent),
+            ("NoEntriesLeft", ErrorClass::Permanent),
+        ] {
+            assert_eq!(classify_gql_error(&err(Some(ty), "x")), class, "{ty}");
+        }
+        let validation = err(None, "Validation error of type FieldUndefined: Field 'x' in type 'Query' is undefined");
+        assert_eq!(classify_gql_error(&validation), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn mixed_errors_take_the_most_urgent_class() {
+        let errors = [err(Some("MappingTemplate"), "a"), err(Some("ThrottlingException"), "b")];
+        assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Retryable { retry_after: None }));
+        let errors = [err(Some("ThrottlingException"), "a"), err(Some("Unauthorized"), "b")];
+        assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Auth));
+        let errors = [err(Some("MappingTemplate"), "a"), err(Some("Lambda:Unhandled"), "b")];
+        assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Ambiguous));
+        assert_eq!(classify_gql_errors(&[]), None);
+    }
+
+    #[test]
+    fn unavailable_means_the_offline_policy_decides() {
+        assert!(ErrorClass::Retryable { retry_after: None }.is_unavailable());
+        assert!(ErrorClass::Auth.is_unavailable());
+        assert!(!ErrorClass::Permanent.is_unavailable());
+        assert!(!ErrorClass::Ambiguous.is_unavailable());
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
+        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
+        let date = httpdate::fmt_http_date(now - Duration::from_secs(100));
+        assert_eq!(parse_retry_after(&date, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("99999999", now), Some(Duration::from_secs(86400)));
+    }
+
+    #[test]
+    fn root_field_of_an_error_path() {
+        let e: GqlError = serde_json::from_str(r#"{"message":"m","errorType":"X","path":["e3","id"]}"#).unwrap();
+        assert_eq!(e.root_field(), Some("e3"));
+    }
+}

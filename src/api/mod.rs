@@ -1,0 +1,461 @@
+//! The Tiketo GraphQL client.
+//!
+//! One `reqwest` client for the daemon's life: its connection is opened at start (`warmup`)
+//! and kept alive, so a scan never pays a TCP or TLS handshake. Every document it can send is
+//! in `operations/` and is validated against `schema.graphql` by the tests (and by tiketo-sim
+//! on every request). Failures are classified by [`classify`].
+
+pub mod classify;
+
+use std::fmt;
+use std::path::Path;
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::Url;
+use serde::Serialize;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::decision::PassFacts;
+use crate::mask::Secret;
+use classify::{classify_gql_errors, classify_status, parse_retry_after, ErrorClass, GqlError};
+
+/// The reconstructed SDL of the Tiketo API.
+pub const SCHEMA: &str = include_str!("schema.graphql");
+
+/// A named GraphQL document the daemon sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Operation {
+    pub name: &'static str,
+    pub document: &'static str,
+}
+
+pub mod ops {
+    use super::Operation;
+
+    pub const PASS_BY_SCAN_CODE: Operation = Operation {
+        name: "PassByScanCode",
+        document: include_str!("operations/PassByScanCode.graphql"),
+    };
+    pub const CREATE_SCAN_EVENT: Operation = Operation {
+        name: "CreateScanEvent",
+        document: include_str!("operations/CreateScanEvent.graphql"),
+    };
+    pub const REGISTER_DEVICE: Operation = Operation {
+        name: "RegisterDevice",
+        document: include_str!("operations/RegisterDevice.graphql"),
+    };
+    pub const PROJECTS: Operation = Operation {
+        name: "Projects",
+        document: include_str!("operations/Projects.graphql"),
+    };
+    pub const WARMUP: Operation = Operation {
+        name: "Warmup",
+        document: include_str!("operations/Warmup.graphql"),
+    };
+
+    /// Every fixed document the client can send.
+    pub const ALL: &[Operation] = &[
+        PASS_BY_SCAN_CODE,
+        CREATE_SCAN_EVENT,
+        REGISTER_DEVICE,
+        PROJECTS,
+        WARMUP,
+    ];
+}
+
+/// A failed API call. Its text never holds a token; callers scrub pass codes from it.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub class: ErrorClass,
+    pub status: Option<u16>,
+    pub detail: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} error", self.class.as_str())?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s})")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    fn new(class: ErrorClass, status: Option<u16>, detail: impl Into<String>) -> Self {
+        ApiError { class, status, detail: detail.into() }
+    }
+
+    fn from_gql(errors: &[GqlError], status: Option<u16>) -> Self {
+        let class = classify_gql_errors(errors).unwrap_or(ErrorClass::Permanent);
+        let detail = errors
+            .iter()
+            .take(3)
+            .map(|e| match &e.error_type {
+                Some(t) => format!("{t}: {}", truncate(&e.message, 200)),
+                None => truncate(&e.message, 200),
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError::new(class, status, detail)
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A GraphQL response: `data` and `errors` as the server sent them.
+#[derive(Debug, Clone, Default)]
+pub struct GqlResponse {
+    pub data: Option<Value>,
+    pub errors: Vec<GqlError>,
+}
+
+/// The input of `createScanEvent`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanEventInput {
+    pub code: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reward_points: Option<i64>,
+    /// AWSJSON: a JSON document as a string.
+    pub data: String,
+}
+
+/// What the server answered to `createScanEvent`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanEventAck {
+    pub id: String,
+    pub voided: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub workspace_name: Option<String>,
+    pub token: Secret,
+}
+
+/// The Tiketo API client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    url: Url,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+/// Installs the process-wide rustls crypto provider (ring: builds with any C cross compiler).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl Client {
+    /// Builds the client. `url` must already be checked (https, or http to loopback).
+    pub fn new(url: Url, token: &Secret, ca_file: Option<&Path>) -> Result<Client, String> {
+        install_crypto_provider();
+        let mut auth = HeaderValue::from_str(&format!("TOKEN {}", token.expose()))
+            .map_err(|_| "the API token contains characters that cannot go in an HTTP header".to_owned())?;
+        auth.set_sensitive(true);
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let mut builder = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("tiketo-gate/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            // AppSync ends a request after 30 s; a request still open past that is dead.
+            .timeout(Duration::from_secs(35))
+            .pool_idle_timeout(None)
+            .pool_max_idle_per_host(4)
+            .tcp_nodelay(true)
+            .tcp_keepalive(Duration::from_secs(30))
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .http2_keep_alive_while_idle(true)
+            .https_only(url.scheme() == "https");
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("api.ca_file {}: cannot read: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| format!("api.ca_file {}: not a PEM bundle: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("api.ca_file {}: holds no certificate", path.display()));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Client { http, url })
+    }
+
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// Sends one document; returns the GraphQL response of an HTTP 2xx answer.
+    pub async fn execute(&self, operation_name: &str, document: &str, variables: Value) -> Result<GqlResponse, ApiError> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            query: &'a str,
+            operation_name: &'a str,
+            variables: Value,
+        }
+        let body = serde_json::to_vec(&Body { query: document, operation_name, variables })
+            .map_err(|e| ApiError::new(ErrorClass::Permanent, None, format!("cannot encode request: {e}")))?;
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let parsed = parse_response(&bytes);
+        if !(200..300).contains(&status) {
+            let class = classify_status(status, retry_after);
+            let detail = match &parsed {
+                Some(r) if !r.errors.is_empty() => ApiError::from_gql(&r.errors, None).detail,
+                _ => format!("HTTP {status}"),
+            };
+            return Err(ApiError::new(class, Some(status), detail));
+        }
+        match parsed {
+            Some(r) => Ok(r),
+            // A captive portal or a proxy page: the API was not reached.
+            None => Err(ApiError::new(
+                ErrorClass::Retryable { retry_after: None },
+                Some(status),
+                "the answer is not a GraphQL response (a proxy or captive portal?)",
+            )),
+        }
+    }
+
+    async fn execute_op(&self, op: Operation, variables: Value) -> Result<Value, ApiError> {
+        let r = self.execute(op.name, op.document, variables).await?;
+        if !r.errors.is_empty() {
+            return Err(ApiError::from_gql(&r.errors, Some(200)));
+        }
+        r.data.ok_or_else(|| ApiError::new(ErrorClass::Permanent, Some(200), "response has neither data nor errors"))
+    }
+
+    /// Opens (or checks) the connection with a request that costs the API nothing.
+    pub async fn warmup(&self) -> Result<(), ApiError> {
+        self.execute_op(ops::WARMUP, serde_json::json!({})).await.map(|_| ())
+    }
+
+    /// `passByScanCode`: `None` when no pass has this code.
+    pub async fn pass_by_scan_code(&self, code: &str) -> Result<Option<PassFacts>, ApiError> {
+        let data = self
+            .execute_op(ops::PASS_BY_SCAN_CODE, serde_json::json!({ "code": code }))
+            .await?;
+        parse_pass(data.get("passByScanCode").unwrap_or(&Value::Null))
+    }
+
+    /// `createScanEvent`.
+    pub async fn create_scan_event(&self, input: &ScanEventInput) -> Result<ScanEventAck, ApiError> {
+        let data = self
+            .execute_op(ops::CREATE_SCAN_EVENT, serde_json::json!({ "input": input }))
+            .await?;
+        parse_scan_event(data.get("createScanEvent").unwrap_or(&Value::Null))
+    }
+
+    /// `registerDevice`.
+    pub async fn register_device(&self, name: &str) -> Result<Registration, ApiError> {
+        let data = self
+            .execute_op(ops::REGISTER_DEVICE, serde_json::json!({ "input": { "name": name } }))
+            .await?;
+        let r = data.get("registerDevice").unwrap_or(&Value::Null);
+        let token = r
+            .get("token")
+            .and_then(Value::as_str)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| bad_shape("registerDevice.token is missing"))?;
+        Ok(Registration {
+            workspace_name: r.get("workspaceName").and_then(Value::as_str).map(str::to_owned),
+            token: Secret::new(token),
+        })
+    }
+
+    /// `projects`: (id, name) of every project the token sees.
+    pub async fn projects(&self) -> Result<Vec<(String, Option<String>)>, ApiError> {
+        let data = self.execute_op(ops::PROJECTS, serde_json::json!({})).await?;
+        let list = data
+            .get("projects")
+            .and_then(Value::as_array)
+            .ok_or_else(|| bad_shape("projects is not a list"))?;
+        list.iter()
+            .map(|p| {
+                let id = id_string(p.get("id")).ok_or_else(|| bad_shape("project without id"))?;
+                Ok((id, p.get("name").and_then(Value::as_str).map(str::to_owned)))
+            })
+            .collect()
+    }
+}
+
+fn transport_error(e: reqwest::Error) -> ApiError {
+    // reqwest's message names the URL, never the headers.
+    let what = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else {
+        "transport error"
+    };
+    let mut detail = format!("{what}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        detail.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    ApiError::new(ErrorClass::Retryable { retry_after: None }, None, truncate(&detail, 300))
+}
+
+fn bad_shape(what: &str) -> ApiError {
+    ApiError::new(ErrorClass::Permanent, Some(200), format!("unexpected response: {what}"))
+}
+
+/// Parses a GraphQL response body; `None` when it is not one.
+pub fn parse_response(bytes: &[u8]) -> Option<GqlResponse> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let obj = v.as_object()?;
+    if !obj.contains_key("data") && !obj.contains_key("errors") {
+        return None;
+    }
+    let errors = match obj.get("errors") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list
+            .iter()
+            .map(|e| serde_json::from_value::<GqlError>(e.clone()).unwrap_or_else(|_| GqlError {
+                message: truncate(&e.to_string(), 200),
+                ..GqlError::default()
+            }))
+            .collect(),
+        Some(other) => vec![GqlError { message: truncate(&other.to_string(), 200), ..GqlError::default() }],
+    };
+    let data = obj.get("data").filter(|d| !d.is_null()).cloned();
+    Some(GqlResponse { data, errors })
+}
+
+/// An `ID` comes as a string, and in some of the reference's examples as a number.
+pub fn id_string(v: Option<&Value>) -> Option<String> {
+    match v? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// Parses an `AWSDateTime`.
+pub fn parse_aws_datetime(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &Rfc3339).ok()
+}
+
+/// Parses the `passByScanCode` selection into the facts the decision needs.
+pub fn parse_pass(v: &Value) -> Result<Option<PassFacts>, ApiError> {
+    if v.is_null() {
+        return Ok(None);
+    }
+    let id = id_string(v.get("id")).ok_or_else(|| bad_shape("pass without id"))?;
+    let template_id = id_string(v.get("templateId")).ok_or_else(|| bad_shape("pass without templateId"))?;
+    let expires = match v.get("expirationDate") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_aws_datetime(s).ok_or_else(|| bad_shape("expirationDate is not an AWSDateTime"))?),
+        Some(_) => return Err(bad_shape("expirationDate is not a string")),
+    };
+    let voided = match v.get("voided") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad_shape("voided is not a boolean")),
+    };
+    let project = v.get("project").filter(|p| !p.is_null());
+    Ok(Some(PassFacts {
+        id,
+        template_id,
+        project_id: project.and_then(|p| id_string(p.get("id"))),
+        expires,
+        voided,
+        scan_config: project
+            .and_then(|p| p.get("scanConfig"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }))
+}
+
+/// Parses the `createScanEvent` selection.
+pub fn parse_scan_event(v: &Value) -> Result<ScanEventAck, ApiError> {
+    let id = id_string(v.get("id")).ok_or_else(|| bad_shape("createScanEvent without id"))?;
+    Ok(ScanEventAck {
+        id,
+        voided: v.get("voided").and_then(Value::as_bool).unwrap_or(false),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn pass_parsing_handles_nulls_numbers_and_dates() {
+        assert_eq!(parse_pass(&Value::Null).unwrap(), None);
+        let p = parse_pass(&json!({
+            "id": 4, "templateId": "t", "expirationDate": "2020-01-01T15:00:00.123Z",
+            "voided": null, "project": {"id": "p", "scanConfig": "{\"rewardPoints\":3}"}
+        }))
+        .unwrap()
+        .unwrap();
+        assert_eq!(p.id, "4");
+        assert!(!p.voided);
+        assert_eq!(p.expires.unwrap().year(), 2020);
+        assert_eq!(p.project_id.as_deref(), Some("p"));
+        let e = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": "tomorrow"})).unwrap_err();
+        assert_eq!(e.class, ErrorClass::Permanent);
+        assert!(parse_pass(&json!({"templateId": "t"})).is_err());
+    }
+
+    #[test]
+    fn response_parsing() {
+        assert!(parse_response(b"<html>captive portal</html>").is_none());
+        assert!(parse_response(b"{\"message\": \"hi\"}").is_none());
+        let r = parse_response(br#"{"data": null, "errors": [{"errorType": "MappingTemplate", "message": "m"}]}"#).unwrap();
+        assert!(r.data.is_none());
+        assert_eq!(r.errors[0].error_type.as_deref(), Some("MappingTemplate"));
+        let r = parse_response(br#"{"data": {"a": 1}, "errors": [{"weird": true}]}"#).unwrap();
+        assert_eq!(r.data, Some(json!({"a": 1})));
+        assert_eq!(r.errors.len(), 1);
+    }
+
+    #[test]
+    fn api_error_text_summarises_errors() {
+        let errors = vec![GqlError { message: "No entries left".into(), error_type: Some("NoEntriesLeft".into()), path: None }];
+        let e = ApiError::from_gql(&errors, Some(200));
+        assert_eq!(e.to_string(), "permanent error (HTTP 200): NoEntriesLeft: No entries left");
+    }
+
+    #[test]
+    fn scan_event_input_omits_zero_reward_points() {
+        let input = ScanEventInput { code: "C".into(), reward_points: None, data: "{}".into() };
+        assert_eq!(serde_json::to_value(&input).unwrap(), json!({"code": "C", "data": "{}"}));
+    }
+}

@@ -1,0 +1,228 @@
+//! The decision: a pure function of the pass, the rules and the time.
+
+use std::fmt;
+use time::OffsetDateTime;
+
+/// What the daemon knows about a pass that matters for the verdict.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassFacts {
+    pub id: String,
+    pub template_id: String,
+    pub project_id: Option<String>,
+    pub expires: Option<OffsetDateTime>,
+    pub voided: bool,
+    /// The project's `scanConfig` string, as the API sent it.
+    pub scan_config: Option<String>,
+}
+
+/// The `[rules]` of the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Allowed project ids; empty: any.
+    pub projects: Vec<String>,
+    /// Allowed template ids; empty: any.
+    pub templates: Vec<String>,
+    /// Reward points for each check-in (0: none sent).
+    pub reward_points: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Reject,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Reject => "reject",
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a scan got its verdict. The names are what logs and status show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Accepted online: the pass is valid and the scan event was recorded.
+    Valid,
+    NotFound,
+    Voided,
+    Expired,
+    WrongProject,
+    WrongTemplate,
+    /// The server refused the scan event (a GraphQL error or a voided ScanEvent).
+    Refused,
+    /// The reader delivered something that is not a code.
+    Malformed,
+    /// The API did not answer in time or could not be reached: the offline policy decided.
+    OfflinePolicy,
+    /// The API answered with a permanent error to the lookup (a bug or a schema change).
+    ApiError,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Valid => "valid",
+            Reason::NotFound => "not_found",
+            Reason::Voided => "voided",
+            Reason::Expired => "expired",
+            Reason::WrongProject => "wrong_project",
+            Reason::WrongTemplate => "wrong_template",
+            Reason::Refused => "refused",
+            Reason::Malformed => "malformed",
+            Reason::OfflinePolicy => "offline_policy",
+            Reason::ApiError => "api_error",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The verdict on a looked-up pass: `Ok(())` to go on and record the scan, `Err(reason)` to
+/// reject. `None` is the API's answer for an unknown code.
+pub fn decide(pass: Option<&PassFacts>, rules: &Rules, now: OffsetDateTime) -> Result<(), Reason> {
+    let pass = pass.ok_or(Reason::NotFound)?;
+    if pass.voided {
+        return Err(Reason::Voided);
+    }
+    if matches!(pass.expires, Some(exp) if exp <= now) {
+        return Err(Reason::Expired);
+    }
+    if !rules.projects.is_empty() {
+        match &pass.project_id {
+            Some(p) if rules.projects.contains(p) => {}
+            _ => return Err(Reason::WrongProject),
+        }
+    }
+    if !rules.templates.is_empty() && !rules.templates.contains(&pass.template_id) {
+        return Err(Reason::WrongTemplate);
+    }
+    Ok(())
+}
+
+/// Reward points for the scan event: the project's `scanConfig` wins when it is a JSON object
+/// with an integer `rewardPoints`; else `rules.reward_points`. `None` (omit) when 0.
+pub fn reward_points(pass: &PassFacts, rules: &Rules) -> Option<i64> {
+    let from_project = pass
+        .scan_config
+        .as_deref()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+        .and_then(|v| v.as_object()?.get("rewardPoints")?.as_i64());
+    let points = from_project.unwrap_or(rules.reward_points);
+    (points != 0).then_some(points)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OfflinePolicy {
+    /// Fail closed.
+    Reject,
+    /// Fail open: every well-formed code opens.
+    Accept,
+}
+
+impl OfflinePolicy {
+    pub fn verdict(self) -> Verdict {
+        match self {
+            OfflinePolicy::Reject => Verdict::Reject,
+            OfflinePolicy::Accept => Verdict::Accept,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OfflinePolicy::Reject => "reject",
+            OfflinePolicy::Accept => "accept",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const NOW: OffsetDateTime = datetime!(2026-11-27 12:00 UTC);
+
+    fn pass() -> PassFacts {
+        PassFacts {
+            id: "p1".into(),
+            template_id: "t1".into(),
+            project_id: Some("proj".into()),
+            expires: Some(datetime!(2027-01-01 0:00 UTC)),
+            voided: false,
+            scan_config: None,
+        }
+    }
+
+    fn rules(projects: &[&str], templates: &[&str]) -> Rules {
+        Rules {
+            projects: projects.iter().map(|s| s.to_string()).collect(),
+            templates: templates.iter().map(|s| s.to_string()).collect(),
+            reward_points: 0,
+        }
+    }
+
+    #[test]
+    fn valid_pass_with_open_rules_is_accepted() {
+        assert_eq!(decide(Some(&pass()), &rules(&[], &[]), NOW), Ok(()));
+        let no_expiry = PassFacts { expires: None, ..pass() };
+        assert_eq!(decide(Some(&no_expiry), &rules(&[], &[]), NOW), Ok(()));
+    }
+
+    #[test]
+    fn each_reason() {
+        let r = rules(&["proj"], &["t1"]);
+        assert_eq!(decide(None, &r, NOW), Err(Reason::NotFound));
+        let voided = PassFacts { voided: true, ..pass() };
+        assert_eq!(decide(Some(&voided), &r, NOW), Err(Reason::Voided));
+        let expired = PassFacts { expires: Some(datetime!(2026-11-27 11:59:59 UTC)), ..pass() };
+        assert_eq!(decide(Some(&expired), &r, NOW), Err(Reason::Expired));
+        let at_now = PassFacts { expires: Some(NOW), ..pass() };
+        assert_eq!(decide(Some(&at_now), &r, NOW), Err(Reason::Expired));
+        let other = PassFacts { project_id: Some("other".into()), ..pass() };
+        assert_eq!(decide(Some(&other), &r, NOW), Err(Reason::WrongProject));
+        let no_project = PassFacts { project_id: None, ..pass() };
+        assert_eq!(decide(Some(&no_project), &r, NOW), Err(Reason::WrongProject));
+        let tpl = PassFacts { template_id: "t9".into(), ..pass() };
+        assert_eq!(decide(Some(&tpl), &r, NOW), Err(Reason::WrongTemplate));
+        assert_eq!(decide(Some(&pass()), &r, NOW), Ok(()));
+    }
+
+    #[test]
+    fn voided_wins_over_expired_and_project() {
+        let p = PassFacts {
+            voided: true,
+            expires: Some(datetime!(2020-01-01 0:00 UTC)),
+            project_id: Some("other".into()),
+            ..pass()
+        };
+        assert_eq!(decide(Some(&p), &rules(&["proj"], &[]), NOW), Err(Reason::Voided));
+    }
+
+    #[test]
+    fn reward_points_from_rules_or_project_scan_config() {
+        let mut r = rules(&[], &[]);
+        assert_eq!(reward_points(&pass(), &r), None);
+        r.reward_points = 5;
+        assert_eq!(reward_points(&pass(), &r), Some(5));
+        let p = PassFacts { scan_config: Some(r#"{"rewardPoints": 12}"#.into()), ..pass() };
+        assert_eq!(reward_points(&p, &r), Some(12));
+        let zero = PassFacts { scan_config: Some(r#"{"rewardPoints": 0}"#.into()), ..pass() };
+        assert_eq!(reward_points(&zero, &r), None);
+        for junk in ["not json", "[1]", r#"{"rewardPoints": "7"}"#, r#"{"rewardPoints": 1.5}"#] {
+            let p = PassFacts { scan_config: Some(junk.into()), ..pass() };
+            assert_eq!(reward_points(&p, &r), Some(5), "{junk}");
+        }
+    }
+}
