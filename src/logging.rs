@@ -1,6 +1,8 @@
 //! Logging: `tracing` to stderr (the journal when run by systemd). The level comes from
 //! `TIKETO_GATE_LOG` (or `RUST_LOG`), default `info`.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 pub fn init() {
@@ -11,6 +13,7 @@ pub fn init() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .try_init();
 }

@@ -91,11 +91,11 @@ impl Scanner {
                 self.feedback.reject();
                 tracing::info!(
                     code = "-",
-                    verdict = "reject",
-                    reason = "malformed",
-                    detail = kind.as_str(),
+                    verdict = %Verdict::Reject,
+                    reason = %Reason::Malformed,
                     mode = "local",
                     latency_ms = %format_ms(last_byte.elapsed()),
+                    detail = %kind,
                     "scan"
                 );
                 None
@@ -164,13 +164,13 @@ impl Scanner {
         let detail = detail.map(|d| scrub(&d, &code));
         tracing::info!(
             code = %mask_code(&code),
-            verdict = verdict.as_str(),
-            reason = reason.as_str(),
-            mode = if online { "online" } else { "offline" },
+            verdict = %verdict,
+            reason = %reason,
+            mode = %if online { "online" } else { "offline" },
             latency_ms = %format_ms(latency),
             scan_id = %scan_id,
-            event_id = event_id.as_deref().unwrap_or("-"),
-            detail = detail.as_deref().unwrap_or("-"),
+            event_id = %event_id.as_deref().unwrap_or("-"),
+            detail = %detail.as_deref().unwrap_or("-"),
             "scan"
         );
         if verdict == Verdict::Accept && !online {

@@ -1,1 +1,872 @@
+//! tiketo-sim: a fake Tiketo GraphQL API (an AWS AppSync look-alike) for tests, the demo and
+//! installers.
+//!
+//! - Serves `POST /graphql` over HTTP on loopback.
+//! - Parses and validates every document and its variables against the project's SDL file and
+//!   answers a validation error the way AppSync does when one does not fit.
+//! - Checks `Authorization: TOKEN <token>` (the workspace token, or a device token it issued).
+//! - Holds seeded passes (see `seed/demo.toml`), including event tickets whose
+//!   `createScanEvent` is refused once their entries are used up.
+//! - Records every request, so tests can assert on them.
+//! - Can be told to fail: an HTTP status (500, 503, 429 with Retry-After), a GraphQL error, a
+//!   delay on every answer, or a request that is never answered.
+//!
+//! Control it in-process through [`Sim`], or over HTTP: `GET /__sim/requests`,
+//! `GET /__sim/events`, `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`,
+//! `POST /__sim/delay` (`{"ms": 50}`), `POST /__sim/reset`.
+#![forbid(unsafe_code)]
 
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use apollo_compiler::resolvers::{Execution, FieldError, ObjectValue, ResolveInfo, ResolvedValue};
+use apollo_compiler::validation::Valid;
+use apollo_compiler::{ExecutableDocument, Schema};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// The project's reconstructed SDL of the Tiketo API.
+pub const SCHEMA_SDL: &str = include_str!("../../src/api/schema.graphql");
+/// The seed the demo and the tests use.
+pub const DEMO_SEED: &str = include_str!("../seed/demo.toml");
+
+// ---- seed -------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Seed {
+    #[serde(default = "default_workspace")]
+    pub workspace: String,
+    #[serde(default)]
+    pub projects: Vec<SeedProject>,
+    #[serde(default)]
+    pub templates: Vec<SeedTemplate>,
+    #[serde(default)]
+    pub passes: Vec<SeedPass>,
+}
+
+fn default_workspace() -> String {
+    "Sim Workspace".into()
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedProject {
+    pub id: String,
+    pub name: Option<String>,
+    pub scan_config: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedTemplate {
+    pub id: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedPass {
+    pub code: String,
+    pub id: String,
+    pub project: String,
+    pub template: String,
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub voided: bool,
+    pub entries: Option<u32>,
+    #[serde(default)]
+    pub scan_voided: bool,
+}
+
+impl Seed {
+    pub fn parse(text: &str) -> Result<Seed, String> {
+        let seed: Seed = toml::from_str(text).map_err(|e| e.to_string())?;
+        for p in &seed.passes {
+            if !seed.projects.iter().any(|x| x.id == p.project) {
+                return Err(format!("pass {}: unknown project {}", p.id, p.project));
+            }
+            if !seed.templates.iter().any(|x| x.id == p.template) {
+                return Err(format!("pass {}: unknown template {}", p.id, p.template));
+            }
+            if let Some(e) = &p.expires {
+                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
+                    .map_err(|_| format!("pass {}: expires is not an AWSDateTime: {e}", p.id))?;
+            }
+        }
+        Ok(seed)
+    }
+
+    pub fn demo() -> Seed {
+        Seed::parse(DEMO_SEED).expect("the demo seed parses")
+    }
+}
+
+// ---- faults -----------------------------------------------------------------------------
+
+/// A way to fail.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Answer this HTTP status (500, 503, 429...), with `Retry-After` when given.
+    Status { status: u16, retry_after: Option<u64> },
+    /// HTTP 200 with `data: null` and one error of this `errorType`.
+    GraphqlError { error_type: String, message: String },
+    /// Never answer (the connection stays open).
+    Hang,
+}
+
+/// A fault and when it applies.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+pub struct FaultRule {
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// How many requests it applies to; `None`: until cleared.
+    #[serde(default)]
+    pub times: Option<u32>,
+    /// Only requests with this operation name (e.g. `CreateScanEvent`); `None`: every request.
+    #[serde(default)]
+    pub operation: Option<String>,
+}
+
+impl FaultRule {
+    pub fn always(fault: Fault) -> Self {
+        FaultRule { fault, times: None, operation: None }
+    }
+    pub fn times(fault: Fault, n: u32) -> Self {
+        FaultRule { fault, times: Some(n), operation: None }
+    }
+    pub fn for_operation(mut self, op: &str) -> Self {
+        self.operation = Some(op.to_owned());
+        self
+    }
+}
+
+// ---- records ----------------------------------------------------------------------------
+
+/// One request as the sim saw it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Recorded {
+    pub seq: u64,
+    pub received_at_ms: u64,
+    pub operation_name: Option<String>,
+    /// Root fields of the executed operation, e.g. `["passByScanCode"]`.
+    pub root_fields: Vec<String>,
+    pub query: String,
+    pub variables: Value,
+    /// The `Authorization` header matched a known token.
+    pub authorized: bool,
+    /// Which token: `workspace`, `device`, or `none`.
+    pub token_kind: String,
+    /// The document and variables fit the schema.
+    pub valid: bool,
+    pub status: u16,
+    /// The sim's own handling time (without injected delays), microseconds.
+    pub handling_us: u64,
+    pub fault: Option<Fault>,
+}
+
+/// A scan event the sim accepted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ScanEventRecord {
+    pub id: String,
+    pub code: String,
+    pub reward_points: Option<i64>,
+    /// `ScanEventInput.data`, parsed.
+    pub data: Value,
+    pub voided: bool,
+    pub created_at: String,
+}
+
+impl ScanEventRecord {
+    pub fn scan_id(&self) -> Option<&str> {
+        self.data.get("scanId")?.as_str()
+    }
+}
+
+// ---- state ------------------------------------------------------------------------------
+
+struct Mutable {
+    seed: Seed,
+    entries_left: HashMap<String, u32>,
+    events: Vec<ScanEventRecord>,
+    requests: Vec<Recorded>,
+    faults: Vec<FaultRule>,
+    delay: Duration,
+    device_tokens: Vec<(String, String)>,
+    seq: u64,
+}
+
+struct SimState {
+    schema: Valid<Schema>,
+    token: String,
+    inner: Mutex<Mutable>,
+}
+
+impl SimState {
+    fn lock(&self) -> MutexGuard<'_, Mutable> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// How to start a sim.
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub listen: SocketAddr,
+    /// The workspace API token it accepts.
+    pub token: String,
+    pub seed: Seed,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            token: "sim-workspace-token".into(),
+            seed: Seed::demo(),
+        }
+    }
+}
+
+/// A running sim. Dropping it stops it.
+pub struct Sim {
+    addr: SocketAddr,
+    state: Arc<SimState>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Sim {
+    /// Starts listening; the server runs on the current tokio runtime.
+    pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
+        let schema = Schema::parse_and_validate(SCHEMA_SDL, "schema.graphql")
+            .map_err(|e| std::io::Error::other(format!("schema.graphql is invalid: {}", e.errors)))?;
+        let entries_left = opts
+            .seed
+            .passes
+            .iter()
+            .filter_map(|p| p.entries.map(|n| (p.code.clone(), n)))
+            .collect();
+        let state = Arc::new(SimState {
+            schema,
+            token: opts.token,
+            inner: Mutex::new(Mutable {
+                seed: opts.seed,
+                entries_left,
+                events: Vec::new(),
+                requests: Vec::new(),
+                faults: Vec::new(),
+                delay: Duration::ZERO,
+                device_tokens: Vec::new(),
+                seq: 0,
+            }),
+        });
+        Self::start_with_state(opts.listen, state).await
+    }
+
+    async fn start_with_state(listen: SocketAddr, state: Arc<SimState>) -> std::io::Result<Sim> {
+        let listener = bind_reuse(listen)?;
+        let addr = listener.local_addr()?;
+        let server = tokio::spawn(serve(listener, state.clone()));
+        Ok(Sim { addr, state, server: Some(server) })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The GraphQL endpoint, `http://127.0.0.1:PORT/graphql`.
+    pub fn url(&self) -> String {
+        format!("http://{}/graphql", self.addr)
+    }
+
+    pub fn token(&self) -> &str {
+        &self.state.token
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().requests.clone()
+    }
+
+    /// Requests whose executed operation has this root field.
+    pub fn requests_for(&self, root_field: &str) -> Vec<Recorded> {
+        self.requests().into_iter().filter(|r| r.root_fields.iter().any(|f| f == root_field)).collect()
+    }
+
+    pub fn scan_events(&self) -> Vec<ScanEventRecord> {
+        self.state.lock().events.clone()
+    }
+
+    pub fn push_fault(&self, rule: FaultRule) {
+        self.state.lock().faults.push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.lock().faults.clear();
+    }
+
+    /// Added to every answer.
+    pub fn set_delay(&self, d: Duration) {
+        self.state.lock().delay = d;
+    }
+
+    pub fn device_tokens(&self) -> Vec<String> {
+        self.state.lock().device_tokens.iter().map(|(_, t)| t.clone()).collect()
+    }
+
+    /// Stops serving: the listener closes and every open connection is cut.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+    }
+
+    /// Serves again on the same address, with the same passes, records and faults.
+    pub async fn restart(&mut self) -> std::io::Result<()> {
+        self.stop().await;
+        let listener = bind_reuse(self.addr)?;
+        self.server = Some(tokio::spawn(serve(listener, self.state.clone())));
+        Ok(())
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.abort();
+        }
+    }
+}
+
+fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Accepts connections until aborted; aborting drops the JoinSet, which cuts every connection.
+async fn serve(listener: TcpListener, state: Arc<SimState>) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                conns.spawn(async move {
+                    let svc = hyper::service::service_fn(move |req| {
+                        let state = state.clone();
+                        async move { Ok::<_, Infallible>(route(state, req).await) }
+                    });
+                    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("valid response")
+}
+
+async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let auth = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"errors": [{"message": "body too large"}]})),
+    };
+    match (method, path.as_str()) {
+        (Method::POST, "/graphql") => graphql(&state, auth.as_deref(), &body).await,
+        (Method::GET, "/__sim/requests") => json_response(StatusCode::OK, &json!(state.lock().requests)),
+        (Method::GET, "/__sim/events") => json_response(StatusCode::OK, &json!(state.lock().events)),
+        (Method::POST, "/__sim/faults") => match serde_json::from_slice::<FaultRule>(&body) {
+            Ok(rule) => {
+                state.lock().faults.push(rule);
+                json_response(StatusCode::OK, &json!({"ok": true}))
+            }
+            Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
+        },
+        (Method::DELETE, "/__sim/faults") => {
+            state.lock().faults.clear();
+            json_response(StatusCode::OK, &json!({"ok": true}))
+        }
+        (Method::POST, "/__sim/delay") => match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("ms")?.as_u64()) {
+            Some(ms) => {
+                state.lock().delay = Duration::from_millis(ms);
+                json_response(StatusCode::OK, &json!({"ok": true}))
+            }
+            None => json_response(StatusCode::BAD_REQUEST, &json!({"error": "expected {\"ms\": N}"})),
+        },
+        (Method::POST, "/__sim/reset") => {
+            let mut m = state.lock();
+            m.faults.clear();
+            m.delay = Duration::ZERO;
+            m.requests.clear();
+            m.events.clear();
+            m.entries_left = m.seed.passes.iter().filter_map(|p| p.entries.map(|n| (p.code.clone(), n))).collect();
+            json_response(StatusCode::OK, &json!({"ok": true}))
+        }
+        _ => json_response(StatusCode::NOT_FOUND, &json!({"errors": [{"message": "not found"}]})),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GraphqlBody {
+    query: String,
+    operation_name: Option<String>,
+    #[serde(default)]
+    variables: Option<Value>,
+}
+
+fn appsync_error(error_type: Option<&str>, message: &str) -> Value {
+    let mut e = json!({"path": null, "locations": null, "message": message});
+    if let Some(t) = error_type {
+        e["errorType"] = json!(t);
+    }
+    e
+}
+
+async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8]) -> Response<Full<Bytes>> {
+    let started = Instant::now();
+    let parsed: Result<GraphqlBody, _> = serde_json::from_slice(body);
+    let (op_name, query, variables) = match &parsed {
+        Ok(b) => (b.operation_name.clone(), b.query.clone(), b.variables.clone().unwrap_or(Value::Null)),
+        Err(_) => (None, String::new(), Value::Null),
+    };
+
+    let token_kind = {
+        let m = state.lock();
+        match auth.and_then(|a| a.strip_prefix("TOKEN ")) {
+            Some(t) if t == state.token => "workspace",
+            Some(t) if m.device_tokens.iter().any(|(_, d)| d == t) => "device",
+            _ => "none",
+        }
+    };
+
+    // Faults first: they stand for the network and the service in front of the resolvers.
+    let (fault, delay) = {
+        let mut m = state.lock();
+        let delay = m.delay;
+        let pos = m.faults.iter().position(|r| r.operation.is_none() || r.operation == op_name);
+        let fault = pos.map(|i| {
+            let rule = &mut m.faults[i];
+            let fault = rule.fault.clone();
+            if let Some(n) = &mut rule.times {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    m.faults.remove(i);
+                }
+            }
+            fault
+        });
+        (fault, delay)
+    };
+
+    let mut record = Recorded {
+        seq: 0,
+        received_at_ms: now_ms(),
+        operation_name: op_name.clone(),
+        root_fields: Vec::new(),
+        query: query.clone(),
+        variables: variables.clone(),
+        authorized: token_kind != "none",
+        token_kind: token_kind.to_owned(),
+        valid: false,
+        status: 200,
+        handling_us: 0,
+        fault: fault.clone(),
+    };
+
+    let (status, headers, body) = match (&fault, parsed) {
+        (Some(Fault::Hang), _) => {
+            finish(state, record, started);
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        (Some(Fault::Status { status, retry_after }), _) => {
+            let mut headers = Vec::new();
+            if let Some(s) = retry_after {
+                headers.push(("retry-after", s.to_string()));
+            }
+            let body = match status {
+                429 => json!({"errors": [appsync_error(Some("ThrottlingException"), "Rate exceeded")]}),
+                _ => json!({"errors": [appsync_error(Some("InternalFailure"), "An internal failure occurred")]}),
+            };
+            (*status, headers, body)
+        }
+        (Some(Fault::GraphqlError { error_type, message }), _) => {
+            (200, Vec::new(), json!({"data": null, "errors": [appsync_error(Some(error_type), message)]}))
+        }
+        (None, _) if token_kind == "none" => (
+            401,
+            Vec::new(),
+            json!({"errors": [appsync_error(Some("UnauthorizedException"), "You are not authorized to make this call.")]}),
+        ),
+        (None, Err(e)) => (
+            400,
+            Vec::new(),
+            json!({"errors": [appsync_error(Some("MalformedHttpRequestException"), &format!("Unable to parse the JSON document: {e}"))]}),
+        ),
+        (None, Ok(_)) => {
+            let (status, body, valid, roots) = execute(state, &query, op_name.as_deref(), &variables, token_kind);
+            record.valid = valid;
+            record.root_fields = roots;
+            (status, Vec::new(), body)
+        }
+    };
+    record.status = status;
+    finish(state, record, started);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut resp = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body);
+    for (k, v) in headers {
+        resp.headers_mut().insert(k, v.parse().expect("header value"));
+    }
+    resp
+}
+
+fn finish(state: &SimState, mut record: Recorded, started: Instant) {
+    record.handling_us = started.elapsed().as_micros() as u64;
+    let mut m = state.lock();
+    m.seq += 1;
+    record.seq = m.seq;
+    m.requests.push(record);
+}
+
+/// Validates and executes; returns (HTTP status, body, valid, root fields).
+fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Value, token_kind: &str) -> (u16, Value, bool, Vec<String>) {
+    let schema = &state.schema;
+    let invalid = |errors: Vec<Value>| (400, json!({"data": null, "errors": errors}), false, Vec::new());
+    let doc = match ExecutableDocument::parse_and_validate(schema, query, "request.graphql") {
+        Ok(d) => d,
+        Err(with) => {
+            let errors = with
+                .errors
+                .iter()
+                .map(|d| {
+                    let e = d.to_json();
+                    let mut v = appsync_error(None, &format!("Validation error of type InvalidSyntax: {}", e.message));
+                    v["locations"] = json!(e.locations.iter().map(|l| json!({"line": l.line, "column": l.column, "sourceName": null})).collect::<Vec<_>>());
+                    v
+                })
+                .collect();
+            return invalid(errors);
+        }
+    };
+    let op = match doc.operations.get(op_name) {
+        Ok(op) => op,
+        Err(e) => return invalid(vec![appsync_error(None, &format!("Validation error of type UnknownOperation: {}", e.message()))]),
+    };
+    let roots: Vec<String> = op
+        .selection_set
+        .fields()
+        .map(|f| f.name.to_string())
+        .collect();
+    let vars_json: serde_json_bytes::Value = match variables {
+        Value::Null => serde_json_bytes::Value::Object(Default::default()),
+        v => v.clone().into(),
+    };
+    let Some(vars_map) = vars_json.as_object() else {
+        return invalid(vec![appsync_error(None, "Validation error of type WrongType: variables must be an object")]);
+    };
+    let coerced = match apollo_compiler::request::coerce_variable_values(schema, op, vars_map) {
+        Ok(c) => c,
+        Err(e) => return invalid(vec![appsync_error(None, &format!("Validation error of type WrongType: {}", e.message()))]),
+    };
+    // AppSync checks its own scalars: AWSJSON must be a string of JSON, AWSDateTime a date.
+    if let Some(msg) = check_aws_scalars(variables) {
+        return invalid(vec![appsync_error(None, &format!("Validation error of type WrongType: {msg}"))]);
+    }
+    let mut m = state.lock();
+    let response = {
+        let ctx = Ctx { m: std::cell::RefCell::new(&mut m), token_kind };
+        let exec = Execution::new(schema, &doc).operation(op).coerced_variable_values(&coerced);
+        match op.operation_type {
+            apollo_compiler::executable::OperationType::Mutation => exec.execute_sync(&Root { ctx: &ctx, mutation: true }),
+            _ => exec.execute_sync(&Root { ctx: &ctx, mutation: false }),
+        }
+    };
+    drop(m);
+    match response {
+        Ok(resp) => {
+            let mut body = serde_json::to_value(&resp).unwrap_or(json!({}));
+            if !body.as_object().is_some_and(|o| o.contains_key("data")) {
+                body["data"] = Value::Null;
+            }
+            if let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) {
+                for e in errors {
+                    to_appsync_error(e);
+                }
+            }
+            (200, body, true, roots)
+        }
+        Err(e) => invalid(vec![appsync_error(None, &format!("Validation error: {}", e.message()))]),
+    }
+}
+
+/// Resolver errors carry their AppSync `errorType` as a `[Type] ` prefix of the message.
+fn to_appsync_error(e: &mut Value) {
+    let Some(msg) = e.get("message").and_then(Value::as_str).map(str::to_owned) else { return };
+    if let Some(rest) = msg.strip_prefix('[') {
+        if let Some((ty, text)) = rest.split_once("] ") {
+            e["errorType"] = json!(ty);
+            e["message"] = json!(text);
+        }
+    }
+    if e.get("errorType").is_none() {
+        e["errorType"] = json!("Lambda:Unhandled");
+    }
+    e["data"] = Value::Null;
+    e["errorInfo"] = Value::Null;
+}
+
+fn check_aws_scalars(v: &Value) -> Option<String> {
+    // The only AWSJSON/AWSDateTime inputs the daemon sends sit in ScanEventInput.data and
+    // PassInput.expirationDate; check every key of those names.
+    match v {
+        Value::Object(map) => {
+            for (k, val) in map {
+                if k == "data" {
+                    match val {
+                        Value::Null => {}
+                        Value::String(s) if serde_json::from_str::<Value>(s).is_ok() => {}
+                        _ => return Some(format!("argument 'data' with value '{}' is not a valid 'AWSJSON'", short(val))),
+                    }
+                } else if k == "expirationDate" || k == "dateFrom" || k == "dateTo" {
+                    match val {
+                        Value::Null => {}
+                        Value::String(s) if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() => {}
+                        _ => return Some(format!("argument '{k}' with value '{}' is not a valid 'AWSDateTime'", short(val))),
+                    }
+                } else if let Some(m) = check_aws_scalars(val) {
+                    return Some(m);
+                }
+            }
+            None
+        }
+        Value::Array(items) => items.iter().find_map(check_aws_scalars),
+        _ => None,
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 { format!("{}…", &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]) } else { s }
+}
+
+// ---- resolvers --------------------------------------------------------------------------
+
+struct Ctx<'m, 'g> {
+    m: std::cell::RefCell<&'m mut MutexGuard<'g, Mutable>>,
+    token_kind: &'m str,
+}
+
+struct Root<'c, 'm, 'g> {
+    ctx: &'c Ctx<'m, 'g>,
+    mutation: bool,
+}
+
+fn field_error(error_type: &str, message: &str) -> FieldError {
+    FieldError { message: format!("[{error_type}] {message}") }
+}
+
+fn arg_str<'a>(info: &'a ResolveInfo<'a>, name: &str) -> Option<&'a str> {
+    info.arguments().get(name)?.as_str()
+}
+
+/// Any object held as JSON: fields resolve by name; nested objects by the schema's types.
+struct JsonObject {
+    type_name: String,
+    value: Value,
+}
+
+impl ObjectValue for JsonObject {
+    fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    fn resolve_field<'a>(&'a self, info: &'a ResolveInfo<'a>) -> Result<ResolvedValue<'a>, FieldError> {
+        let ty = &info.field_definition().ty;
+        let v = self.value.get(info.field_name()).cloned().unwrap_or(Value::Null);
+        Ok(resolve_json(info.schema(), ty, v))
+    }
+}
+
+fn resolve_json<'a>(schema: &Schema, ty: &apollo_compiler::ast::Type, v: Value) -> ResolvedValue<'a> {
+    if v.is_null() {
+        return ResolvedValue::null();
+    }
+    if let apollo_compiler::ast::Type::List(inner) | apollo_compiler::ast::Type::NonNullList(inner) = ty {
+        let inner = (**inner).clone();
+        let items: Vec<Value> = v.as_array().cloned().unwrap_or_default();
+        let schema_ptr: Vec<ResolvedValue<'a>> = items.into_iter().map(|i| resolve_json(schema, &inner, i)).collect();
+        return ResolvedValue::list(schema_ptr);
+    }
+    let name = ty.inner_named_type();
+    match schema.types.get(name) {
+        Some(apollo_compiler::schema::ExtendedType::Object(_)) => {
+            ResolvedValue::object(JsonObject { type_name: name.to_string(), value: v })
+        }
+        _ => ResolvedValue::leaf(serde_json_bytes::Value::from(v)),
+    }
+}
+
+impl Mutable {
+    fn project_json(&self, id: &str) -> Value {
+        match self.seed.projects.iter().find(|p| p.id == id) {
+            Some(p) => json!({"id": p.id, "name": p.name, "scanConfig": p.scan_config}),
+            None => Value::Null,
+        }
+    }
+
+    fn template_json(&self, id: &str) -> Value {
+        match self.seed.templates.iter().find(|t| t.id == id) {
+            Some(t) => json!({
+                "id": t.id, "name": t.name,
+                "downloadUrl": format!("https://sim.invalid/templates/{}", t.id),
+                "downloadUrlGooglePay": format!("https://sim.invalid/templates/{}/gpay", t.id),
+                "variables": [],
+            }),
+            None => Value::Null,
+        }
+    }
+
+    fn pass_json(&self, p: &SeedPass) -> Value {
+        let files = json!({"background": null, "footer": null, "icon": null, "logo": null, "strip": null, "thumbnail": null});
+        json!({
+            "id": p.id,
+            "templateId": p.template,
+            "parameters": "{}",
+            "files": files,
+            "type": if p.entries.is_some() { "eventTicket" } else { "generic" },
+            "expirationDate": p.expires,
+            "voided": p.voided,
+            "download": {"url": format!("https://sim.invalid/passes/{}.pkpass", p.id), "expiration": null},
+            "downloadGooglePay": null,
+            "share": {"url": format!("https://sim.invalid/share/{}", p.id), "expiration": null},
+            "template": self.template_json(&p.template),
+            "project": self.project_json(&p.project),
+        })
+    }
+}
+
+impl ObjectValue for Root<'_, '_, '_> {
+    fn type_name(&self) -> &str {
+        if self.mutation { "Mutation" } else { "Query" }
+    }
+
+    fn resolve_field<'a>(&'a self, info: &'a ResolveInfo<'a>) -> Result<ResolvedValue<'a>, FieldError> {
+        let ty = &info.field_definition().ty;
+        let schema = info.schema();
+        let mut guard = self.ctx.m.borrow_mut();
+        let m: &mut Mutable = &mut guard;
+        let value = match info.field_name() {
+            "passByScanCode" => {
+                let code = arg_str(info, "code").unwrap_or_default();
+                m.seed.passes.iter().find(|p| p.code == code).map(|p| m.pass_json(p)).unwrap_or(Value::Null)
+            }
+            "pass" => {
+                let id = arg_str(info, "id").unwrap_or_default();
+                let project = arg_str(info, "projectId").unwrap_or_default();
+                m.seed.passes.iter().find(|p| p.id == id && p.project == project).map(|p| m.pass_json(p)).unwrap_or(Value::Null)
+            }
+            "projects" => Value::Array(m.seed.projects.iter().map(|p| m.project_json(&p.id)).collect()),
+            "passTemplates" => Value::Array(m.seed.templates.iter().map(|t| m.template_json(&t.id)).collect()),
+            "eventTickets" | "loyaltyCards" => json!([]),
+            "createScanEvent" => create_scan_event(m, info)?,
+            "registerDevice" => {
+                if self.ctx.token_kind != "workspace" {
+                    return Err(field_error("Unauthorized", "registerDevice needs the workspace API token"));
+                }
+                let name = info
+                    .arguments()
+                    .get("input")
+                    .and_then(|i| i.as_object()?.get("name")?.as_str())
+                    .unwrap_or("device")
+                    .to_owned();
+                let token = format!("dev-{}", uuid::Uuid::new_v4().simple());
+                m.device_tokens.push((name, token.clone()));
+                json!({"workspaceName": m.seed.workspace, "token": token})
+            }
+            other => return Err(field_error("Sim:NotImplemented", &format!("tiketo-sim does not implement {other}"))),
+        };
+        drop(guard);
+        Ok(resolve_json(schema, ty, value))
+    }
+}
+
+fn create_scan_event(m: &mut Mutable, info: &ResolveInfo<'_>) -> Result<Value, FieldError> {
+    let input = info.arguments().get("input").and_then(|v| v.as_object()).ok_or_else(|| field_error("MappingTemplate", "input is missing"))?;
+    let code = input.get("code").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let reward_points = input.get("rewardPoints").and_then(|v| v.as_i64());
+    let data: Value = match input.get("data").and_then(|v| v.as_str()) {
+        Some(s) => serde_json::from_str(s).map_err(|_| field_error("MappingTemplate", "data is not JSON"))?,
+        None => Value::Null,
+    };
+    let pass = m
+        .seed
+        .passes
+        .iter()
+        .find(|p| p.code == code)
+        .cloned()
+        .ok_or_else(|| field_error("NotFound", "no pass has this scan code"))?;
+    if let Some(left) = m.entries_left.get_mut(&pass.code) {
+        if *left == 0 {
+            return Err(field_error("NoEntriesLeft", "this event ticket has no entries left"));
+        }
+        *left -= 1;
+    }
+    let record = ScanEventRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        code: code.clone(),
+        reward_points,
+        data: data.clone(),
+        voided: pass.scan_voided || pass.voided,
+        created_at: now_rfc3339(),
+    };
+    m.events.push(record.clone());
+    Ok(json!({
+        "id": record.id,
+        "code": code,
+        "rewardPoints": reward_points,
+        "voided": record.voided,
+        "data": if data.is_null() { Value::Null } else { Value::String(data.to_string()) },
+        "createdAt": record.created_at,
+        "pass": m.pass_json(&pass),
+    }))
+}

@@ -1,0 +1,249 @@
+#![forbid(unsafe_code)]
+
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+
+use clap::{Parser, Subcommand};
+use tiketo_sim::{Seed, Sim, SimOptions};
+
+/// A fake Tiketo GraphQL API on loopback, for tests, demos and installers.
+#[derive(Parser)]
+#[command(name = "tiketo-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the fake API until stopped.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8787")]
+        listen: SocketAddr,
+        /// The workspace API token it accepts.
+        #[arg(long, env = "TIKETO_SIM_TOKEN", default_value = "sim-workspace-token")]
+        token: String,
+        /// A seed file (TOML); default: the demo seed.
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+    /// The README demo: the fake API and the daemon, codes typed on stdin, outputs shown.
+    Demo {
+        /// The daemon config to start from (its api.url is pointed at the sim).
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+}
+
+fn load_seed(path: Option<&Path>) -> Result<Seed, String> {
+    match path {
+        None => Ok(Seed::demo()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            Seed::parse(&text).map_err(|e| format!("{}: {e}", p.display()))
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    match cli.command {
+        Command::Serve { listen, token, seed } => {
+            let seed = match load_seed(seed.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tiketo-sim: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            rt.block_on(async move {
+                let sim = match Sim::start(SimOptions { listen, token, seed }).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        eprintln!("tiketo-sim: cannot listen on {listen}: {e}");
+                        return ExitCode::from(1);
+                    }
+                };
+                eprintln!("tiketo-sim: serving {}", sim.url());
+                let _ = tokio::signal::ctrl_c().await;
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Demo { config, seed } => {
+            let seed = match load_seed(seed.as_deref()) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("tiketo-sim: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            rt.block_on(demo(config, seed))
+        }
+    }
+}
+
+/// The daemon binary beside this one; built first when run through `cargo run`.
+fn daemon_binary() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = me.parent().ok_or("no directory")?.to_owned();
+    if let Ok(cargo) = std::env::var("CARGO") {
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "tiketo-gate"]);
+        if dir.ends_with("release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().map_err(|e| format!("cannot run cargo: {e}"))?;
+        if !status.success() {
+            return Err("building tiketo-gate failed".into());
+        }
+    }
+    let bin = dir.join("tiketo-gate");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("{} not found: run `cargo build --workspace` first", bin.display()))
+    }
+}
+
+async fn demo(config: PathBuf, seed: Seed) -> ExitCode {
+    let bin = match daemon_binary() {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tiketo-sim demo: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let text = match std::fs::read_to_string(&config) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tiketo-sim demo: {}: {e} (run it from the repository's top folder)", config.display());
+            return ExitCode::from(2);
+        }
+    };
+    let sim = match Sim::start(SimOptions { seed: seed.clone(), ..SimOptions::default() }).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tiketo-sim demo: cannot start the fake API: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // Point the demo config at this sim (it listens on a free port).
+    let url_line = format!("url = \"{}\"", sim.url());
+    let text: String = text
+        .lines()
+        .map(|l| if l.trim_start().starts_with("url ") || l.trim_start().starts_with("url=") { url_line.clone() } else { l.to_owned() })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let dir = std::env::temp_dir().join(format!("tiketo-demo-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&dir);
+    let cfg_path = dir.join("demo.toml");
+    if let Err(e) = std::fs::write(&cfg_path, text) {
+        eprintln!("tiketo-sim demo: {e}");
+        return ExitCode::from(1);
+    }
+
+    let color = std::io::stdout().is_terminal();
+    println!("tiketo-gate demo: the fake Tiketo API is at {}", sim.url());
+    println!("Type a code and press Enter (Ctrl-D or Ctrl-C ends the demo). Seeded codes:");
+    for p in &seed.passes {
+        println!("  {:<14} {}", p.code, describe(p));
+    }
+    println!("  anything else  not_found\n");
+
+    let mut child = match tokio::process::Command::new(&bin)
+        .args(["run", "--config"])
+        .arg(&cfg_path)
+        .env("TIKETO_GATE_TOKEN", sim.token())
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tiketo-sim demo: cannot start {}: {e}", bin.display());
+            return ExitCode::from(1);
+        }
+    };
+    let stdout = child.stdout.take().expect("piped stdout");
+    let render = tokio::task::spawn_blocking(move || {
+        for line in std::io::BufReader::new(stdout.into_std_or_panic()).lines() {
+            let Ok(line) = line else { break };
+            println!("{}", render_output(&line, color));
+        }
+    });
+    let status = child.wait().await;
+    let _ = render.await;
+    let _ = std::fs::remove_dir_all(&dir);
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}
+
+trait IntoStd {
+    fn into_std_or_panic(self) -> std::fs::File;
+}
+
+impl IntoStd for tokio::process::ChildStdout {
+    fn into_std_or_panic(self) -> std::fs::File {
+        let fd: std::os::fd::OwnedFd = self.into_owned_fd().expect("stdout fd");
+        std::fs::File::from(fd)
+    }
+}
+
+fn describe(p: &tiketo_sim::SeedPass) -> String {
+    let mut s = if p.voided {
+        "voided".to_owned()
+    } else if p.expires.as_deref().is_some_and(|e| e < "2026") {
+        "expired".to_owned()
+    } else if p.project == "proj-other" {
+        "another project (wrong_project)".to_owned()
+    } else {
+        "valid".to_owned()
+    };
+    if let Some(n) = p.entries {
+        s.push_str(&format!(", event ticket with {n} entr{} (then refused)", if n == 1 { "y" } else { "ies" }));
+    }
+    if p.scan_voided {
+        s.push_str(", but the server voids its scan event (refused)");
+    }
+    if p.project == "proj-loyalty" {
+        s.push_str(", loyalty project: 10 reward points per check-in");
+    }
+    s
+}
+
+/// `{"ts_ms":..,"output":"relay","on":true}` -> a readable line.
+fn render_output(line: &str, color: bool) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+        return line.to_owned();
+    };
+    let output = v["output"].as_str().unwrap_or("?");
+    let on = v["on"].as_bool().unwrap_or(false);
+    let (label, paint) = match (output, on) {
+        ("relay", true) => ("door relay   ON  (door open)", "\x1b[1;32m"),
+        ("relay", false) => ("door relay   off (locked)", "\x1b[2m"),
+        ("green", true) => ("green LED    ON", "\x1b[32m"),
+        ("red", true) => ("red LED      ON", "\x1b[31m"),
+        ("buzzer", true) => ("buzzer       BEEP", "\x1b[33m"),
+        ("status", true) => ("status LED   ON  (running)", "\x1b[36m"),
+        (_, false) => ("", "\x1b[2m"),
+        _ => ("", ""),
+    };
+    let text = if label.is_empty() { format!("{output:<12} {}", if on { "ON" } else { "off" }) } else { label.to_owned() };
+    if color {
+        format!("    {paint}{text}\x1b[0m")
+    } else {
+        format!("    {text}")
+    }
+}
