@@ -91,13 +91,20 @@ impl Framer {
         }
     }
 
-    /// Ends a line that was never terminated (the reader went quiet, or the stream ended).
-    /// Returns `Malformed(Incomplete)` when there were bytes that are not only whitespace.
+    /// Ends a line that was never terminated (the reader went quiet mid-code). Returns
+    /// `Malformed(TooLong)` after an overflow, `Malformed(Incomplete)` when there were bytes
+    /// that are not only whitespace, else nothing.
     pub fn flush_partial(&mut self) -> Option<Frame> {
-        let had_content = self.overflow || !trim(&self.buf).is_empty();
+        let frame = if self.overflow {
+            Some(Frame::Malformed(MalformedKind::TooLong))
+        } else if trim(&self.buf).is_empty() {
+            None
+        } else {
+            Some(Frame::Malformed(MalformedKind::Incomplete))
+        };
         self.buf.clear();
         self.overflow = false;
-        had_content.then_some(Frame::Malformed(MalformedKind::Incomplete))
+        frame
     }
 
     /// Ends the stream: an unterminated last line counts as a line (stdin without a final
@@ -286,6 +293,8 @@ mod tests {
         assert_eq!(f.flush_partial(), None, "whitespace alone is nothing");
         f.feed(b"GOOD\n", |fr| out.push(fr));
         assert_eq!(out, vec![code("GOOD")]);
+        f.feed(&[b'z'; 100], |fr| out.push(fr));
+        assert_eq!(f.flush_partial(), Some(Frame::Malformed(MalformedKind::TooLong)));
     }
 
     #[test]

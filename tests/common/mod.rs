@@ -1,0 +1,326 @@
+//! The end-to-end harness: `tiketo-sim` in-process on loopback, the real daemon binary as a
+//! child process, its serial reader on one end of a pseudo-terminal pair (the real
+//! `serialport` code path; only the wire is virtual) and the `sim` outputs in a JSON-lines
+//! file. A symlink stands for `/dev/serial/by-id/...`, so a test can unplug the reader and
+//! plug a new one in under another pts name.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tiketo_sim::{Sim, SimOptions};
+
+pub const TOKEN: &str = "test-workspace-token-5f2c9a";
+
+/// Every code the seed knows, to check that none of them is ever logged in full.
+pub const SEED_CODES: &[&str] = &[
+    "VALID-0001", "VALID-0002", "VALID-0003", "VOIDED-0001", "EXPIRED-0001", "OTHER-0001",
+    "ONCE-0001", "LOYAL-0001", "REFUSED-0001",
+];
+
+#[derive(Debug, Clone)]
+pub struct Opts {
+    pub policy: &'static str,
+    pub budget_ms: u64,
+    pub debounce_ms: u64,
+    pub relay_ms: u64,
+    pub rules: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            policy: "reject",
+            budget_ms: 800,
+            debounce_ms: 0,
+            relay_ms: 300,
+            rules: "projects = [\"proj-main\", \"proj-loyalty\"]",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputChange {
+    pub ts_ms: u64,
+    pub output: String,
+    pub on: bool,
+}
+
+/// A pseudo-terminal pair: the test writes to the master; the daemon opens the slave by path
+/// with `serialport`, exactly as it opens a real port.
+pub struct Pty {
+    pub master: std::fs::File,
+    slave_path: PathBuf,
+}
+
+impl Pty {
+    pub fn new() -> Pty {
+        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+        // CLOEXEC: a daemon spawned by this (or a parallel) test must not inherit the master,
+        // or closing it here would not hang up the line.
+        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+        grantpt(&master).expect("grantpt");
+        unlockpt(&master).expect("unlockpt");
+        let name = ptsname(&master, Vec::new()).expect("ptsname");
+        let slave_path = PathBuf::from(name.to_string_lossy().into_owned());
+        Pty { master: std::fs::File::from(master), slave_path }
+    }
+
+    pub fn slave_path(&self) -> PathBuf {
+        self.slave_path.clone()
+    }
+}
+
+pub struct Harness {
+    pub sim: Sim,
+    pub dir: tempfile::TempDir,
+    pub pty: Option<Pty>,
+    pub link: PathBuf,
+    pub outputs_path: PathBuf,
+    pub child: Option<Child>,
+    pub stderr: Arc<Mutex<String>>,
+    pub opts: Opts,
+}
+
+impl Harness {
+    pub async fn start(opts: Opts) -> Harness {
+        let sim = Sim::start(SimOptions { token: TOKEN.into(), ..SimOptions::default() })
+            .await
+            .expect("sim starts");
+        Self::start_with_sim(sim, opts).await
+    }
+
+    pub async fn start_with_sim(sim: Sim, opts: Opts) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pty = Pty::new();
+        let link = dir.path().join("reader");
+        std::os::unix::fs::symlink(pty.slave_path(), &link).expect("symlink");
+        let outputs_path = dir.path().join("outputs.jsonl");
+        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        let mut h = Harness {
+            sim,
+            dir,
+            pty: Some(pty),
+            link,
+            outputs_path,
+            child: None,
+            stderr: Arc::new(Mutex::new(String::new())),
+            opts,
+        };
+        h.spawn_daemon();
+        h.wait_log("reader connected", Duration::from_secs(10));
+        h.wait_log(" ready ", Duration::from_secs(10));
+        h
+    }
+
+    pub fn config_text(&self) -> String {
+        let o = &self.opts;
+        format!(
+            r#"[device]
+name = "test-door"
+state_dir = "{dir}/state"
+
+[api]
+url = "{url}"
+token_file = "{dir}/token"
+timeout_ms = {budget}
+
+[reader]
+kind = "serial"
+path = "{link}"
+baud = 115200
+max_len = 512
+debounce_ms = {debounce}
+frame_timeout_ms = 200
+
+[rules]
+{rules}
+
+[offline]
+policy = "{policy}"
+
+[outputs]
+backend = "sim"
+sim_log = "{outputs}"
+relay  = {{ pin = 17, pulse_ms = {relay} }}
+green  = {{ pin = 27, pulse_ms = 200 }}
+red    = {{ pin = 22, pulse_ms = 200 }}
+buzzer = {{ pin = 23, pulse_ms = 20 }}
+status = {{ pin = 24 }}
+"#,
+            dir = self.dir.path().display(),
+            url = self.sim.url(),
+            budget = o.budget_ms,
+            link = self.link.display(),
+            debounce = o.debounce_ms,
+            rules = o.rules,
+            policy = o.policy,
+            outputs = self.outputs_path.display(),
+            relay = o.relay_ms,
+        )
+    }
+
+    pub fn spawn_daemon(&mut self) {
+        let cfg = self.dir.path().join("config.toml");
+        std::fs::write(&cfg, self.config_text()).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .env_remove("TIKETO_GATE_TOKEN")
+            .env("TIKETO_GATE_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("daemon starts");
+        let stderr = child.stderr.take().unwrap();
+        let sink = self.stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let mut s = sink.lock().unwrap();
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        self.child = Some(child);
+    }
+
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Waits until the daemon's log holds `needle` (panics with the log otherwise).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) {
+        if !wait_until(timeout, || self.logs().contains(needle)) {
+            panic!("log never showed {needle:?}; log:\n{}", self.logs());
+        }
+    }
+
+    /// How many scan lines the log holds.
+    pub fn scan_lines(&self) -> Vec<String> {
+        self.logs().lines().filter(|l| l.contains(" INFO scan ")).map(str::to_owned).collect()
+    }
+
+    /// Waits for the n-th scan line (1-based) and returns it.
+    pub fn wait_scan(&self, n: usize) -> String {
+        if !wait_until(Duration::from_secs(10), || self.scan_lines().len() >= n) {
+            panic!("no scan #{n}; log:\n{}", self.logs());
+        }
+        self.scan_lines()[n - 1].clone()
+    }
+
+    pub fn write(&mut self, bytes: &[u8]) {
+        let m = &mut self.pty.as_mut().expect("reader plugged in").master;
+        m.write_all(bytes).expect("write to pty");
+        m.flush().unwrap();
+    }
+
+    pub fn outputs(&self) -> Vec<OutputChange> {
+        let text = std::fs::read_to_string(&self.outputs_path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| OutputChange {
+                ts_ms: v["ts_ms"].as_u64().unwrap(),
+                output: v["output"].as_str().unwrap().to_owned(),
+                on: v["on"].as_bool().unwrap(),
+            })
+            .collect()
+    }
+
+    pub fn changes_of(&self, output: &str) -> Vec<bool> {
+        self.outputs().into_iter().filter(|c| c.output == output).map(|c| c.on).collect()
+    }
+
+    /// Waits until `output` has been switched `on` at least `count` times.
+    pub fn wait_switched(&self, output: &str, on: bool, count: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.changes_of(output).iter().filter(|s| **s == on).count() >= count)
+    }
+
+    /// Unplugs the reader: both ends of the pty close, the by-id link dangles.
+    pub fn unplug(&mut self) {
+        self.pty = None;
+    }
+
+    /// Plugs a new reader in (a new pts name) behind the same link.
+    pub fn plug(&mut self) {
+        let pty = Pty::new();
+        let _ = std::fs::remove_file(&self.link);
+        std::os::unix::fs::symlink(pty.slave_path(), &self.link).unwrap();
+        self.pty = Some(pty);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut().unwrap();
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(s) = child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// Checks that hold after every test: every request fitted the schema and carried the
+    /// token, and neither the token nor a full pass code is in the daemon's log.
+    pub fn check_invariants(&self) {
+        for r in self.sim.requests() {
+            if r.fault.is_none() {
+                assert!(r.valid, "request did not fit the schema: {r:?}");
+                assert!(r.authorized, "request without the token: {r:?}");
+            }
+        }
+        let logs = self.logs();
+        assert!(!logs.contains(TOKEN), "the token is in the log");
+        for code in SEED_CODES {
+            assert!(!logs.contains(code), "full code {code} is in the log:\n{logs}");
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if cond() {
+            return true;
+        }
+        if start.elapsed() > timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A field of a tracing log line: `key=value`.
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!(" {key}=");
+    let start = line.find(&pat)? + pat.len();
+    let rest = &line[start..];
+    Some(rest.split(' ').next().unwrap_or(rest).trim_matches('"'))
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
