@@ -173,6 +173,8 @@ pub struct Recorded {
     /// The sim's own handling time (without injected delays), microseconds.
     pub handling_us: u64,
     pub fault: Option<Fault>,
+    /// Which TCP connection carried it (numbered from 1 in accept order).
+    pub connection: u64,
 }
 
 /// A scan event the sim accepted.
@@ -204,6 +206,7 @@ struct Mutable {
     delay: Duration,
     device_tokens: Vec<(String, String)>,
     seq: u64,
+    connections: u64,
 }
 
 struct SimState {
@@ -267,6 +270,7 @@ impl Sim {
                 delay: Duration::ZERO,
                 device_tokens: Vec::new(),
                 seq: 0,
+                connections: 0,
             }),
         });
         Self::start_with_state(opts.listen, state).await
@@ -364,10 +368,15 @@ async fn serve(listener: TcpListener, state: Arc<SimState>) {
                 let Ok((stream, _)) = accepted else { continue };
                 let _ = stream.set_nodelay(true);
                 let state = state.clone();
+                let conn_id = {
+                    let mut m = state.lock();
+                    m.connections += 1;
+                    m.connections
+                };
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
-                        async move { Ok::<_, Infallible>(route(state, req).await) }
+                        async move { Ok::<_, Infallible>(route(state, req, conn_id).await) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
                     let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
@@ -386,7 +395,7 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(state: Arc<SimState>, req: Request<Incoming>, conn_id: u64) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let auth = req
@@ -399,7 +408,7 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>) -> Response<Full<By
         Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"errors": [{"message": "body too large"}]})),
     };
     match (method, path.as_str()) {
-        (Method::POST, "/graphql") => graphql(&state, auth.as_deref(), &body).await,
+        (Method::POST, "/graphql") => graphql(&state, auth.as_deref(), &body, conn_id).await,
         (Method::GET, "/__sim/requests") => json_response(StatusCode::OK, &json!(state.lock().requests)),
         (Method::GET, "/__sim/events") => json_response(StatusCode::OK, &json!(state.lock().events)),
         (Method::POST, "/__sim/faults") => match serde_json::from_slice::<FaultRule>(&body) {
@@ -460,7 +469,7 @@ fn appsync_error(error_type: Option<&str>, message: &str) -> Value {
     e
 }
 
-async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8]) -> Response<Full<Bytes>> {
+async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8], connection: u64) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let parsed: Result<GraphqlBody, _> = serde_json::from_slice(body);
     let (op_name, query, variables) = match &parsed {
@@ -509,6 +518,7 @@ async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8]) -> Response<
         status: 200,
         handling_us: 0,
         fault: fault.clone(),
+        connection,
     };
 
     let (status, headers, body) = match (&fault, parsed) {
@@ -642,6 +652,9 @@ fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Val
 /// Resolver errors carry their AppSync `errorType` as a `[Type] ` prefix of the message.
 fn to_appsync_error(e: &mut Value) {
     let Some(msg) = e.get("message").and_then(Value::as_str).map(str::to_owned) else { return };
+    // apollo-compiler prefixes resolver messages ("resolver error: ...").
+    let msg = msg.strip_prefix("resolver error: ").unwrap_or(&msg).to_owned();
+    e["message"] = json!(msg);
     if let Some(rest) = msg.strip_prefix('[') {
         if let Some((ty, text)) = rest.split_once("] ") {
             e["errorType"] = json!(ty);
