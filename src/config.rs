@@ -260,7 +260,9 @@ impl<'a> Locator<'a> {
     fn key_at(&self, offset: usize) -> Option<String> {
         fn children(item: &toml_edit::Item) -> Vec<(&toml_edit::Key, &toml_edit::Item)> {
             match item {
-                toml_edit::Item::Table(t) => t.iter().filter_map(|(k, _)| t.get_key_value(k)).collect(),
+                toml_edit::Item::Table(t) => {
+                    t.iter().filter_map(|(k, _)| t.get_key_value(k)).collect()
+                }
                 toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => {
                     t.iter().filter_map(|(k, _)| t.get_key_value(k)).collect()
                 }
@@ -279,7 +281,9 @@ impl<'a> Locator<'a> {
                     return Some(deeper);
                 }
                 let in_key = key.span().is_some_and(|s| s.contains(&offset));
-                let in_value = value.span().is_some_and(|s| s.contains(&offset) || s.end == offset);
+                let in_value = value
+                    .span()
+                    .is_some_and(|s| s.contains(&offset) || s.end == offset);
                 if in_key || in_value {
                     found = Some(name);
                 }
@@ -323,7 +327,10 @@ pub fn parse(src: &str, file: &Path) -> Result<Config, ConfigError> {
         }
         fail(vec![Problem { line, key, message }])
     })?;
-    let mut v = Validator { loc: &loc, problems: Vec::new() };
+    let mut v = Validator {
+        loc: &loc,
+        problems: Vec::new(),
+    };
     let config = v.config(raw, file);
     if v.problems.is_empty() {
         Ok(config)
@@ -357,13 +364,22 @@ impl Validator<'_> {
         }
     }
 
-    fn choice<'c>(&mut self, key: &str, value: Option<&str>, default: &'c str, allowed: &[&'c str]) -> &'c str {
+    fn choice<'c>(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &'c str,
+        allowed: &[&'c str],
+    ) -> &'c str {
         match value {
             None => default,
             Some(v) => match allowed.iter().find(|a| **a == v) {
                 Some(a) => a,
                 None => {
-                    self.problem(key, format!("must be one of {} (got \"{v}\")", quoted(allowed)));
+                    self.problem(
+                        key,
+                        format!("must be one of {} (got \"{v}\")", quoted(allowed)),
+                    );
                     default
                 }
             },
@@ -375,7 +391,12 @@ impl Validator<'_> {
         let api = self.api(raw.api);
         let reader = self.reader(raw.reader);
         let rules = self.rules(raw.rules);
-        let policy = match self.choice("offline.policy", raw.offline.policy.as_deref(), "reject", &["reject", "accept"]) {
+        let policy = match self.choice(
+            "offline.policy",
+            raw.offline.policy.as_deref(),
+            "reject",
+            &["reject", "accept"],
+        ) {
             "accept" => OfflinePolicy::Accept,
             _ => OfflinePolicy::Reject,
         };
@@ -394,13 +415,18 @@ impl Validator<'_> {
     fn device(&mut self, raw: RawDevice) -> DeviceConfig {
         let name = match raw.name {
             Some(n) if n.trim().is_empty() => {
-                self.problem("device.name", "must not be empty (leave it out to use the hostname)");
+                self.problem(
+                    "device.name",
+                    "must not be empty (leave it out to use the hostname)",
+                );
                 default_device_name()
             }
             Some(n) => n,
             None => default_device_name(),
         };
-        let state_dir = raw.state_dir.unwrap_or_else(|| PathBuf::from("/var/lib/tiketo-gate"));
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tiketo-gate"));
         if state_dir.as_os_str().is_empty() {
             self.problem("device.state_dir", "must not be empty");
         }
@@ -420,17 +446,27 @@ impl Validator<'_> {
         let timeout_ms = self.range("api.timeout_ms", raw.timeout_ms, 800, 50, 60_000);
         ApiConfig {
             url,
-            token_file: raw.token_file.unwrap_or_else(|| PathBuf::from("/etc/tiketo-gate/token")),
+            token_file: raw
+                .token_file
+                .unwrap_or_else(|| PathBuf::from("/etc/tiketo-gate/token")),
             timeout: Duration::from_millis(timeout_ms),
             ca_file: raw.ca_file,
         }
     }
 
     fn reader(&mut self, raw: RawReader) -> ReaderConfig {
-        let kind = match self.choice("reader.kind", raw.kind.as_deref(), "serial", &["serial", "stdin"]) {
+        let kind = match self.choice(
+            "reader.kind",
+            raw.kind.as_deref(),
+            "serial",
+            &["serial", "stdin"],
+        ) {
             "stdin" => ReaderKind::Stdin,
             _ => {
-                let path = raw.path.clone().unwrap_or_else(|| PathBuf::from("/dev/ttyACM0"));
+                let path = raw
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/dev/ttyACM0"));
                 if path.as_os_str().is_empty() {
                     self.problem("reader.path", "must not be empty");
                 }
@@ -440,7 +476,13 @@ impl Validator<'_> {
         };
         let max_len = self.range("reader.max_len", raw.max_len, 512, 1, 65_536) as usize;
         let debounce_ms = self.range("reader.debounce_ms", raw.debounce_ms, 1500, 0, 600_000);
-        let frame_timeout_ms = self.range("reader.frame_timeout_ms", raw.frame_timeout_ms, 300, 10, 60_000);
+        let frame_timeout_ms = self.range(
+            "reader.frame_timeout_ms",
+            raw.frame_timeout_ms,
+            300,
+            10,
+            60_000,
+        );
         ReaderConfig {
             kind,
             max_len,
@@ -450,7 +492,10 @@ impl Validator<'_> {
     }
 
     fn rules(&mut self, raw: RawRules) -> Rules {
-        for (key, list) in [("rules.projects", &raw.projects), ("rules.templates", &raw.templates)] {
+        for (key, list) in [
+            ("rules.projects", &raw.projects),
+            ("rules.templates", &raw.templates),
+        ] {
             if list.iter().any(|s| s.trim().is_empty()) {
                 self.problem(key, "ids must not be empty strings");
             }
@@ -470,7 +515,12 @@ impl Validator<'_> {
     }
 
     fn outputs(&mut self, raw: RawOutputs) -> OutputsConfig {
-        let backend = match self.choice("outputs.backend", raw.backend.as_deref(), "gpio", &["gpio", "sim"]) {
+        let backend = match self.choice(
+            "outputs.backend",
+            raw.backend.as_deref(),
+            "gpio",
+            &["gpio", "sim"],
+        ) {
             "sim" => {
                 let log = match raw.sim_log.as_deref() {
                     None | Some("-") => SimLog::Stdout,
@@ -485,36 +535,57 @@ impl Validator<'_> {
             _ => OutputBackendKind::Gpio,
         };
         let mut used: Vec<(u8, &'static str)> = Vec::new();
-        let mut spec = |v: &mut Self, name: &'static str, raw: Option<RawOutput>, default_pulse: u64| {
-            let raw = raw?;
-            let key = format!("outputs.{name}");
-            let Some(pin) = raw.pin else {
-                v.problem(&key, "needs a pin (BCM GPIO number)");
-                return None;
+        let mut spec =
+            |v: &mut Self, name: &'static str, raw: Option<RawOutput>, default_pulse: u64| {
+                let raw = raw?;
+                let key = format!("outputs.{name}");
+                let Some(pin) = raw.pin else {
+                    v.problem(&key, "needs a pin (BCM GPIO number)");
+                    return None;
+                };
+                let pin = v.range(&format!("{key}.pin"), Some(pin), 0, 0, 27) as u8;
+                if let Some((_, other)) = used.iter().find(|(p, _)| *p == pin) {
+                    v.problem(
+                        &format!("{key}.pin"),
+                        format!("GPIO {pin} is already used by outputs.{other}"),
+                    );
+                }
+                used.push((pin, name));
+                let pulse_ms = v.range(
+                    &format!("{key}.pulse_ms"),
+                    raw.pulse_ms,
+                    default_pulse,
+                    1,
+                    600_000,
+                );
+                Some(OutputSpec {
+                    pin,
+                    active_low: raw.active_low.unwrap_or(false),
+                    pulse: Duration::from_millis(pulse_ms),
+                })
             };
-            let pin = v.range(&format!("{key}.pin"), Some(pin), 0, 0, 27) as u8;
-            if let Some((_, other)) = used.iter().find(|(p, _)| *p == pin) {
-                v.problem(&format!("{key}.pin"), format!("GPIO {pin} is already used by outputs.{other}"));
-            }
-            used.push((pin, name));
-            let pulse_ms = v.range(&format!("{key}.pulse_ms"), raw.pulse_ms, default_pulse, 1, 600_000);
-            Some(OutputSpec {
-                pin,
-                active_low: raw.active_low.unwrap_or(false),
-                pulse: Duration::from_millis(pulse_ms),
-            })
-        };
         let relay = spec(self, "relay", raw.relay, 3000);
         let green = spec(self, "green", raw.green, 1500);
         let red = spec(self, "red", raw.red, 1500);
         let buzzer = spec(self, "buzzer", raw.buzzer, 300);
         let status = spec(self, "status", raw.status, 1000);
-        OutputsConfig { backend, relay, green, red, buzzer, status }
+        OutputsConfig {
+            backend,
+            relay,
+            green,
+            red,
+            buzzer,
+            status,
+        }
     }
 }
 
 fn quoted(items: &[&str]) -> String {
-    items.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ")
+    items
+        .iter()
+        .map(|s| format!("\"{s}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// HTTPS, or plain HTTP to a loopback host (a local test server); nothing else.
@@ -562,12 +633,24 @@ impl Config {
             ("status", o.status),
         ]
         .iter()
-        .filter_map(|(n, s)| s.map(|s| format!("{n} {}{}", s.pin, if s.active_low { " active-low" } else { "" })))
+        .filter_map(|(n, s)| {
+            s.map(|s| {
+                format!(
+                    "{n} {}{}",
+                    s.pin,
+                    if s.active_low { " active-low" } else { "" }
+                )
+            })
+        })
         .collect();
         let backend = match &o.backend {
             OutputBackendKind::Gpio => "gpio".to_owned(),
-            OutputBackendKind::Sim { log: SimLog::Stdout } => "sim (stdout)".to_owned(),
-            OutputBackendKind::Sim { log: SimLog::File(p) } => format!("sim ({})", p.display()),
+            OutputBackendKind::Sim {
+                log: SimLog::Stdout,
+            } => "sim (stdout)".to_owned(),
+            OutputBackendKind::Sim {
+                log: SimLog::File(p),
+            } => format!("sim ({})", p.display()),
         };
         format!(
             "ok: {}: device \"{}\", reader {reader}, api {} (timeout {} ms), offline policy {}, outputs {backend} [{}]",
@@ -598,7 +681,13 @@ mod tests {
         let c = parse_str("").unwrap();
         assert_eq!(c.api.url.as_str(), "https://api.tiketo.eu/graphql");
         assert_eq!(c.api.timeout, Duration::from_millis(800));
-        assert_eq!(c.reader.kind, ReaderKind::Serial { path: "/dev/ttyACM0".into(), baud: 9600 });
+        assert_eq!(
+            c.reader.kind,
+            ReaderKind::Serial {
+                path: "/dev/ttyACM0".into(),
+                baud: 9600
+            }
+        );
         assert_eq!(c.reader.max_len, 512);
         assert_eq!(c.reader.debounce, Duration::from_millis(1500));
         assert_eq!(c.offline.policy, OfflinePolicy::Reject);
@@ -612,18 +701,29 @@ mod tests {
         let src = include_str!("../config/example.toml");
         let c = parse_str(src).unwrap();
         let relay = c.outputs.relay.unwrap();
-        assert_eq!((relay.pin, relay.active_low, relay.pulse), (17, false, Duration::from_millis(3000)));
+        assert_eq!(
+            (relay.pin, relay.active_low, relay.pulse),
+            (17, false, Duration::from_millis(3000))
+        );
         assert_eq!(c.outputs.green.unwrap().pin, 27);
         assert_eq!(c.outputs.buzzer.unwrap().pulse, Duration::from_millis(300));
-        assert!(c.summary().starts_with("ok: test.toml: device \"front-door\""));
+        assert!(c
+            .summary()
+            .starts_with("ok: test.toml: device \"front-door\""));
     }
 
     #[test]
     fn unknown_key_names_key_and_line() {
         let e = err("[api]\nurl = \"https://x.example/graphql\"\n\n[reader]\nbuad = 9600\n");
-        assert!(e.contains("test.toml:5: reader.buad: unknown key `buad`"), "{e}");
+        assert!(
+            e.contains("test.toml:5: reader.buad: unknown key `buad`"),
+            "{e}"
+        );
         let e = err("[outputs]\nrelay = { pin = 17, pulsems = 3 }\n");
-        assert!(e.contains(":2:") && e.contains("outputs.relay.pulsems"), "{e}");
+        assert!(
+            e.contains(":2:") && e.contains("outputs.relay.pulsems"),
+            "{e}"
+        );
         let e = err("[rules]\nprojects = []\n[mystery]\nx = 1\n");
         assert!(e.contains(":3: mystery: unknown key"), "{e}");
     }
@@ -641,14 +741,51 @@ mod tests {
         let src = "[api]\nurl = \"http://example.com/graphql\"\ntimeout_ms = 0\n\n[reader]\nkind = \"usb\"\nmax_len = 0\n\n[offline]\npolicy = \"maybe\"\n\n[outputs]\nbackend = \"sim\"\nrelay = { pin = 40 }\ngreen = { pin = 27 }\nred = { pin = 27 }\nbuzzer = { active_low = true }\n";
         let e = err(src);
         let lines: Vec<&str> = e.lines().collect();
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:2: api.url: http:// is only allowed for a loopback host")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:3: api.timeout_ms: must be between 50 and 60000 (got 0)")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:6: reader.kind: must be one of \"serial\", \"stdin\" (got \"usb\")")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:7: reader.max_len:")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:10: offline.policy:")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:14: outputs.relay.pin: must be between 0 and 27 (got 40)")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:16: outputs.red.pin: GPIO 27 is already used by outputs.green")), "{e}");
-        assert!(lines.iter().any(|l| l.starts_with("test.toml:17: outputs.buzzer: needs a pin")), "{e}");
+        assert!(
+            lines.iter().any(|l| l
+                .starts_with("test.toml:2: api.url: http:// is only allowed for a loopback host")),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l
+                .starts_with("test.toml:3: api.timeout_ms: must be between 50 and 60000 (got 0)")),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "test.toml:6: reader.kind: must be one of \"serial\", \"stdin\" (got \"usb\")"
+            )),
+            "{e}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("test.toml:7: reader.max_len:")),
+            "{e}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("test.toml:10: offline.policy:")),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l
+                .starts_with("test.toml:14: outputs.relay.pin: must be between 0 and 27 (got 40)")),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "test.toml:16: outputs.red.pin: GPIO 27 is already used by outputs.green"
+            )),
+            "{e}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("test.toml:17: outputs.buzzer: needs a pin")),
+            "{e}"
+        );
     }
 
     #[test]
@@ -659,10 +796,22 @@ mod tests {
 
     #[test]
     fn loopback_http_is_allowed_other_http_is_not() {
-        for ok in ["http://127.0.0.1:8787/graphql", "http://localhost/graphql", "http://[::1]:9/graphql", "http://127.8.9.1/g", "https://api.tiketo.eu/graphql"] {
+        for ok in [
+            "http://127.0.0.1:8787/graphql",
+            "http://localhost/graphql",
+            "http://[::1]:9/graphql",
+            "http://127.8.9.1/g",
+            "https://api.tiketo.eu/graphql",
+        ] {
             assert!(check_api_url(ok).is_ok(), "{ok}");
         }
-        for bad in ["http://10.0.0.1/graphql", "http://api.tiketo.eu/graphql", "ftp://x/y", "not a url", "http://localhost.evil.com/"] {
+        for bad in [
+            "http://10.0.0.1/graphql",
+            "http://api.tiketo.eu/graphql",
+            "ftp://x/y",
+            "not a url",
+            "http://localhost.evil.com/",
+        ] {
             assert!(check_api_url(bad).is_err(), "{bad}");
         }
     }

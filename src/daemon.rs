@@ -30,11 +30,18 @@ pub fn load_token(cfg: &Config) -> Result<Secret, String> {
         }
     }
     let path = &cfg.api.token_file;
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("api.token_file {}: cannot read the API token: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "api.token_file {}: cannot read the API token: {e}",
+            path.display()
+        )
+    })?;
     let t = text.trim();
     if t.is_empty() {
-        return Err(format!("api.token_file {}: the file is empty", path.display()));
+        return Err(format!(
+            "api.token_file {}: the file is empty",
+            path.display()
+        ));
     }
     if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err(format!(
@@ -77,7 +84,10 @@ pub fn run(cfg: Config) -> ExitCode {
     };
     drop(token);
 
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");
@@ -138,7 +148,10 @@ async fn main_loop(cfg: Config, client: Client, feedback: Feedback) -> ExitCode 
 /// SIGTERM and SIGINT: outputs off first, then the loop is told to stop.
 async fn watch_signals(feedback: Feedback, stop: watch::Sender<bool>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         tracing::error!("cannot install signal handlers");
         return;
     };

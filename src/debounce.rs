@@ -70,6 +70,10 @@ mod tests {
         for i in 0..1000 {
             d.is_new_scan(&format!("C{i}"), t0 + Duration::from_millis(i * 20));
         }
-        assert!(d.last_seen.len() <= 66, "{} entries kept", d.last_seen.len());
+        assert!(
+            d.last_seen.len() <= 66,
+            "{} entries kept",
+            d.last_seen.len()
+        );
     }
 }

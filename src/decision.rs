@@ -176,7 +176,10 @@ mod tests {
     #[test]
     fn valid_pass_with_open_rules_is_accepted() {
         assert_eq!(decide(Some(&pass()), &rules(&[], &[]), NOW), Ok(()));
-        let no_expiry = PassFacts { expires: None, ..pass() };
+        let no_expiry = PassFacts {
+            expires: None,
+            ..pass()
+        };
         assert_eq!(decide(Some(&no_expiry), &rules(&[], &[]), NOW), Ok(()));
     }
 
@@ -184,17 +187,38 @@ mod tests {
     fn each_reason() {
         let r = rules(&["proj"], &["t1"]);
         assert_eq!(decide(None, &r, NOW), Err(Reason::NotFound));
-        let voided = PassFacts { voided: true, ..pass() };
+        let voided = PassFacts {
+            voided: true,
+            ..pass()
+        };
         assert_eq!(decide(Some(&voided), &r, NOW), Err(Reason::Voided));
-        let expired = PassFacts { expires: Some(datetime!(2026-11-27 11:59:59 UTC)), ..pass() };
+        let expired = PassFacts {
+            expires: Some(datetime!(2026-11-27 11:59:59 UTC)),
+            ..pass()
+        };
         assert_eq!(decide(Some(&expired), &r, NOW), Err(Reason::Expired));
-        let at_now = PassFacts { expires: Some(NOW), ..pass() };
+        let at_now = PassFacts {
+            expires: Some(NOW),
+            ..pass()
+        };
         assert_eq!(decide(Some(&at_now), &r, NOW), Err(Reason::Expired));
-        let other = PassFacts { project_id: Some("other".into()), ..pass() };
+        let other = PassFacts {
+            project_id: Some("other".into()),
+            ..pass()
+        };
         assert_eq!(decide(Some(&other), &r, NOW), Err(Reason::WrongProject));
-        let no_project = PassFacts { project_id: None, ..pass() };
-        assert_eq!(decide(Some(&no_project), &r, NOW), Err(Reason::WrongProject));
-        let tpl = PassFacts { template_id: "t9".into(), ..pass() };
+        let no_project = PassFacts {
+            project_id: None,
+            ..pass()
+        };
+        assert_eq!(
+            decide(Some(&no_project), &r, NOW),
+            Err(Reason::WrongProject)
+        );
+        let tpl = PassFacts {
+            template_id: "t9".into(),
+            ..pass()
+        };
         assert_eq!(decide(Some(&tpl), &r, NOW), Err(Reason::WrongTemplate));
         assert_eq!(decide(Some(&pass()), &r, NOW), Ok(()));
     }
@@ -207,7 +231,10 @@ mod tests {
             project_id: Some("other".into()),
             ..pass()
         };
-        assert_eq!(decide(Some(&p), &rules(&["proj"], &[]), NOW), Err(Reason::Voided));
+        assert_eq!(
+            decide(Some(&p), &rules(&["proj"], &[]), NOW),
+            Err(Reason::Voided)
+        );
     }
 
     #[test]
@@ -216,12 +243,26 @@ mod tests {
         assert_eq!(reward_points(&pass(), &r), None);
         r.reward_points = 5;
         assert_eq!(reward_points(&pass(), &r), Some(5));
-        let p = PassFacts { scan_config: Some(r#"{"rewardPoints": 12}"#.into()), ..pass() };
+        let p = PassFacts {
+            scan_config: Some(r#"{"rewardPoints": 12}"#.into()),
+            ..pass()
+        };
         assert_eq!(reward_points(&p, &r), Some(12));
-        let zero = PassFacts { scan_config: Some(r#"{"rewardPoints": 0}"#.into()), ..pass() };
+        let zero = PassFacts {
+            scan_config: Some(r#"{"rewardPoints": 0}"#.into()),
+            ..pass()
+        };
         assert_eq!(reward_points(&zero, &r), None);
-        for junk in ["not json", "[1]", r#"{"rewardPoints": "7"}"#, r#"{"rewardPoints": 1.5}"#] {
-            let p = PassFacts { scan_config: Some(junk.into()), ..pass() };
+        for junk in [
+            "not json",
+            "[1]",
+            r#"{"rewardPoints": "7"}"#,
+            r#"{"rewardPoints": 1.5}"#,
+        ] {
+            let p = PassFacts {
+                scan_config: Some(junk.into()),
+                ..pass()
+            };
             assert_eq!(reward_points(&p, &r), Some(5), "{junk}");
         }
     }

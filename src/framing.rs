@@ -266,7 +266,11 @@ mod tests {
         let garbage = vec![b'x'; 4096];
         for _ in 0..16 {
             f.feed(&garbage, |fr| out.push(fr));
-            assert!(f.buf.capacity() <= 4096, "buffer grew to {}", f.buf.capacity());
+            assert!(
+                f.buf.capacity() <= 4096,
+                "buffer grew to {}",
+                f.buf.capacity()
+            );
             assert!(f.buf.len() <= 512);
         }
         assert!(out.is_empty());
@@ -294,7 +298,10 @@ mod tests {
         f.feed(b"GOOD\n", |fr| out.push(fr));
         assert_eq!(out, vec![code("GOOD")]);
         f.feed(&[b'z'; 100], |fr| out.push(fr));
-        assert_eq!(f.flush_partial(), Some(Frame::Malformed(MalformedKind::TooLong)));
+        assert_eq!(
+            f.flush_partial(),
+            Some(Frame::Malformed(MalformedKind::TooLong))
+        );
     }
 
     #[test]

@@ -19,17 +19,31 @@ use crate::framing::{Frame, Framer, MalformedKind};
 #[derive(Debug, Clone)]
 pub enum ReaderEvent {
     /// A framed code; `last_byte` is when the read holding its terminator returned.
-    Code { code: String, last_byte: Instant },
+    Code {
+        code: String,
+        last_byte: Instant,
+    },
     /// A line that is not a code.
-    Malformed { kind: MalformedKind, last_byte: Instant },
-    Connected { path: PathBuf },
-    Disconnected { path: PathBuf, error: String },
+    Malformed {
+        kind: MalformedKind,
+        last_byte: Instant,
+    },
+    Connected {
+        path: PathBuf,
+    },
+    Disconnected {
+        path: PathBuf,
+        error: String,
+    },
     /// End of input (stdin only).
     Eof,
 }
 
 /// Starts the configured reader on its own thread.
-pub fn spawn(cfg: &ReaderConfig, tx: mpsc::Sender<ReaderEvent>) -> io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(
+    cfg: &ReaderConfig,
+    tx: mpsc::Sender<ReaderEvent>,
+) -> io::Result<std::thread::JoinHandle<()>> {
     let cfg = cfg.clone();
     std::thread::Builder::new()
         .name("reader".into())
@@ -89,7 +103,12 @@ fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &mpsc::Sender<Rea
         };
         last_error = None;
         backoff = reconnect_backoff();
-        if tx.blocking_send(ReaderEvent::Connected { path: path.to_owned() }).is_err() {
+        if tx
+            .blocking_send(ReaderEvent::Connected {
+                path: path.to_owned(),
+            })
+            .is_err()
+        {
             return;
         }
         let error = read_port(&mut port, cfg, tx);
@@ -98,7 +117,10 @@ fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &mpsc::Sender<Rea
             None => return, // the daemon is stopping
             Some(e) => {
                 if tx
-                    .blocking_send(ReaderEvent::Disconnected { path: path.to_owned(), error: e })
+                    .blocking_send(ReaderEvent::Disconnected {
+                        path: path.to_owned(),
+                        error: e,
+                    })
                     .is_err()
                 {
                     return;
@@ -109,14 +131,22 @@ fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &mpsc::Sender<Rea
 }
 
 /// Reads until the port fails (returns the error) or the daemon stops (returns None).
-fn read_port(port: &mut serialport::TTYPort, cfg: &ReaderConfig, tx: &mpsc::Sender<ReaderEvent>) -> Option<String> {
+fn read_port(
+    port: &mut serialport::TTYPort,
+    cfg: &ReaderConfig,
+    tx: &mpsc::Sender<ReaderEvent>,
+) -> Option<String> {
     use serialport::SerialPort;
     let mut framer = Framer::new(cfg.max_len);
     let mut buf = [0u8; 4096];
     let idle = Duration::from_secs(60);
     loop {
         // While half a code waits, wake up in time to drop it as incomplete.
-        let timeout = if framer.has_partial() { cfg.frame_timeout } else { idle };
+        let timeout = if framer.has_partial() {
+            cfg.frame_timeout
+        } else {
+            idle
+        };
         if port.timeout() != timeout {
             if let Err(e) = port.set_timeout(timeout) {
                 return Some(e.to_string());
@@ -187,8 +217,15 @@ mod tests {
     fn reconnect_backoff_grows_to_a_cap_and_never_ends() {
         let delays: Vec<Duration> = reconnect_backoff().take(50).collect();
         assert_eq!(delays.len(), 50);
-        assert!(delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200), "{:?}", delays[0]);
-        assert!(delays.iter().all(|d| *d <= Duration::from_secs(10)), "{delays:?}");
+        assert!(
+            delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200),
+            "{:?}",
+            delays[0]
+        );
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(10)),
+            "{delays:?}"
+        );
         assert!(delays[20] >= Duration::from_secs(5));
     }
 }

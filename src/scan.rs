@@ -53,7 +53,9 @@ const LATE: u8 = 3;
 
 enum Online {
     Rejected(Reason),
-    Recorded { event_id: String },
+    Recorded {
+        event_id: String,
+    },
     Refused(String),
     /// The API could not answer: the offline policy decides.
     Unavailable(ApiError),
@@ -73,7 +75,12 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(client: Client, settings: ScanSettings, feedback: Feedback) -> Self {
         let debouncer = Debouncer::new(settings.debounce);
-        Scanner { client, settings, feedback, debouncer }
+        Scanner {
+            client,
+            settings,
+            feedback,
+            debouncer,
+        }
     }
 
     /// Handles one reader event. Returns the outcome for scans (None for repeats and status
@@ -133,7 +140,10 @@ impl Scanner {
                 detail: format!("scan task failed: {join}"),
             }),
             Err(_elapsed) => {
-                if phase.compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                if phase
+                    .compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
                     // createScanEvent is on its way: let it finish and log its answer.
                     phase.store(LATE, Ordering::Release);
                 }
@@ -141,19 +151,34 @@ impl Scanner {
             }
         };
         let (verdict, reason, online, event_id, detail) = match answer {
-            Online::Recorded { event_id } => (Verdict::Accept, Reason::Valid, true, Some(event_id), None),
+            Online::Recorded { event_id } => {
+                (Verdict::Accept, Reason::Valid, true, Some(event_id), None)
+            }
             Online::Rejected(reason) => (Verdict::Reject, reason, true, None, None),
             Online::Refused(detail) => (Verdict::Reject, Reason::Refused, true, None, Some(detail)),
-            Online::Failed(e) => (Verdict::Reject, Reason::ApiError, true, None, Some(e.to_string())),
-            Online::Unavailable(e) => {
-                (self.settings.policy.verdict(), Reason::OfflinePolicy, false, None, Some(e.to_string()))
-            }
+            Online::Failed(e) => (
+                Verdict::Reject,
+                Reason::ApiError,
+                true,
+                None,
+                Some(e.to_string()),
+            ),
+            Online::Unavailable(e) => (
+                self.settings.policy.verdict(),
+                Reason::OfflinePolicy,
+                false,
+                None,
+                Some(e.to_string()),
+            ),
             Online::Abandoned => (
                 self.settings.policy.verdict(),
                 Reason::OfflinePolicy,
                 false,
                 None,
-                Some(format!("no answer within {} ms", self.settings.budget.as_millis())),
+                Some(format!(
+                    "no answer within {} ms",
+                    self.settings.budget.as_millis()
+                )),
             ),
         };
         match verdict {
@@ -179,7 +204,14 @@ impl Scanner {
                 "admitted by the offline policy: this scan has no scan event at Tiketo (the durable offline queue is not built yet)"
             );
         }
-        Outcome { verdict, reason, online, scan_id, event_id, detail }
+        Outcome {
+            verdict,
+            reason,
+            online,
+            scan_id,
+            event_id,
+            detail,
+        }
     }
 }
 
@@ -201,7 +233,10 @@ async fn online(
         Err(reason) => return Online::Rejected(reason),
         Ok(()) => pass.expect("decide accepts only a pass"),
     };
-    if phase.compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if phase
+        .compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         tracing::debug!(scan_id = %scan_id, "lookup answered after the budget; nothing recorded");
         return Online::Abandoned;
     }
@@ -244,7 +279,9 @@ pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, device: &str) -> Str
 /// RFC 3339 in UTC with milliseconds: `2026-11-27T21:25:23.123Z`.
 pub fn rfc3339_ms(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).unwrap_or(t);
+    let t = t
+        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t);
     t.format(&Rfc3339).unwrap_or_default()
 }
 

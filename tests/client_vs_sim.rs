@@ -30,18 +30,33 @@ async fn lookups_answer_the_seeded_passes() {
 #[tokio::test]
 async fn a_document_that_does_not_fit_the_schema_is_a_permanent_validation_error() {
     let (sim, c) = setup().await;
-    let e = c.execute("Bad", "query Bad { passByScanCode(code: \"x\") { id nosuchfield } }", json!({})).await.unwrap_err();
+    let e = c
+        .execute(
+            "Bad",
+            "query Bad { passByScanCode(code: \"x\") { id nosuchfield } }",
+            json!({}),
+        )
+        .await
+        .unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent);
     assert_eq!(e.status, Some(400));
     assert!(e.detail.contains("Validation error"), "{e}");
     // A variable of the wrong type is caught too.
     let e = c
-        .execute("PassByScanCode", tiketo_gate::api::ops::PASS_BY_SCAN_CODE.document, json!({"code": 5}))
+        .execute(
+            "PassByScanCode",
+            tiketo_gate::api::ops::PASS_BY_SCAN_CODE.document,
+            json!({"code": 5}),
+        )
         .await
         .unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent, "{e}");
     // AWSJSON must be a string holding JSON.
-    let bad = ScanEventInput { code: "VALID-0001".into(), reward_points: None, data: "{not json".into() };
+    let bad = ScanEventInput {
+        code: "VALID-0001".into(),
+        reward_points: None,
+        data: "{not json".into(),
+    };
     let e = c.create_scan_event(&bad).await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Permanent, "{e}");
     assert!(e.detail.contains("AWSJSON"), "{e}");
@@ -52,7 +67,12 @@ async fn a_document_that_does_not_fit_the_schema_is_a_permanent_validation_error
 #[tokio::test]
 async fn a_wrong_token_is_an_auth_error_that_never_shows_the_token() {
     let sim = Sim::start(SimOptions::default()).await.unwrap();
-    let c = Client::new(sim.url().parse().unwrap(), &Secret::new("wrong-token-123"), None).unwrap();
+    let c = Client::new(
+        sim.url().parse().unwrap(),
+        &Secret::new("wrong-token-123"),
+        None,
+    )
+    .unwrap();
     let e = c.pass_by_scan_code("VALID-0001").await.unwrap_err();
     assert_eq!(e.class, ErrorClass::Auth);
     assert_eq!(e.status, Some(401));
@@ -65,15 +85,73 @@ async fn a_wrong_token_is_an_auth_error_that_never_shows_the_token() {
 async fn each_fault_maps_to_its_class() {
     let (sim, c) = setup().await;
     let cases = [
-        (Fault::Status { status: 500, retry_after: None }, ErrorClass::Retryable { retry_after: None }),
-        (Fault::Status { status: 503, retry_after: Some(3) }, ErrorClass::Retryable { retry_after: Some(Duration::from_secs(3)) }),
-        (Fault::Status { status: 429, retry_after: Some(7) }, ErrorClass::Retryable { retry_after: Some(Duration::from_secs(7)) }),
-        (Fault::Status { status: 400, retry_after: None }, ErrorClass::Permanent),
-        (Fault::GraphqlError { error_type: "Lambda:ExecutionTimeoutException".into(), message: "m".into() }, ErrorClass::Retryable { retry_after: None }),
-        (Fault::GraphqlError { error_type: "ThrottlingException".into(), message: "m".into() }, ErrorClass::Retryable { retry_after: None }),
-        (Fault::GraphqlError { error_type: "Unauthorized".into(), message: "m".into() }, ErrorClass::Auth),
-        (Fault::GraphqlError { error_type: "MappingTemplate".into(), message: "m".into() }, ErrorClass::Permanent),
-        (Fault::GraphqlError { error_type: "Lambda:Unhandled".into(), message: "m".into() }, ErrorClass::Ambiguous),
+        (
+            Fault::Status {
+                status: 500,
+                retry_after: None,
+            },
+            ErrorClass::Retryable { retry_after: None },
+        ),
+        (
+            Fault::Status {
+                status: 503,
+                retry_after: Some(3),
+            },
+            ErrorClass::Retryable {
+                retry_after: Some(Duration::from_secs(3)),
+            },
+        ),
+        (
+            Fault::Status {
+                status: 429,
+                retry_after: Some(7),
+            },
+            ErrorClass::Retryable {
+                retry_after: Some(Duration::from_secs(7)),
+            },
+        ),
+        (
+            Fault::Status {
+                status: 400,
+                retry_after: None,
+            },
+            ErrorClass::Permanent,
+        ),
+        (
+            Fault::GraphqlError {
+                error_type: "Lambda:ExecutionTimeoutException".into(),
+                message: "m".into(),
+            },
+            ErrorClass::Retryable { retry_after: None },
+        ),
+        (
+            Fault::GraphqlError {
+                error_type: "ThrottlingException".into(),
+                message: "m".into(),
+            },
+            ErrorClass::Retryable { retry_after: None },
+        ),
+        (
+            Fault::GraphqlError {
+                error_type: "Unauthorized".into(),
+                message: "m".into(),
+            },
+            ErrorClass::Auth,
+        ),
+        (
+            Fault::GraphqlError {
+                error_type: "MappingTemplate".into(),
+                message: "m".into(),
+            },
+            ErrorClass::Permanent,
+        ),
+        (
+            Fault::GraphqlError {
+                error_type: "Lambda:Unhandled".into(),
+                message: "m".into(),
+            },
+            ErrorClass::Ambiguous,
+        ),
     ];
     for (fault, class) in cases {
         sim.push_fault(FaultRule::times(fault.clone(), 1));
@@ -103,7 +181,8 @@ async fn one_connection_serves_every_request() {
         let code = if i % 2 == 0 { "VALID-0001" } else { "NOPE" };
         c.pass_by_scan_code(code).await.unwrap();
     }
-    let conns: std::collections::BTreeSet<u64> = sim.requests().iter().map(|r| r.connection).collect();
+    let conns: std::collections::BTreeSet<u64> =
+        sim.requests().iter().map(|r| r.connection).collect();
     assert_eq!(conns.len(), 1, "requests were spread over {conns:?}");
 }
 

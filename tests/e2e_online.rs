@@ -19,12 +19,22 @@ async fn accept_pulses_relay_and_records_one_scan_event() {
     let mut h = Harness::start(Opts::default()).await;
     // Safe state first: every output written off before anything else.
     let first = h.outputs();
-    assert!(first.len() >= 5 && first[..5].iter().all(|c| !c.on), "{first:?}");
+    assert!(
+        first.len() >= 5 && first[..5].iter().all(|c| !c.on),
+        "{first:?}"
+    );
 
     h.write(b"VALID-0001\r\n");
     assert!(h.wait_switched("relay", true, 1, T), "relay never on");
-    assert!(h.wait_switched("relay", false, 2, T), "relay never off again");
-    let relay: Vec<_> = h.outputs().into_iter().filter(|c| c.output == "relay").collect();
+    assert!(
+        h.wait_switched("relay", false, 2, T),
+        "relay never off again"
+    );
+    let relay: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter(|c| c.output == "relay")
+        .collect();
     let on = relay.iter().find(|c| c.on).unwrap();
     let off = relay.iter().rev().find(|c| !c.on).unwrap();
     assert!(off.ts_ms - on.ts_ms >= 290, "pulse too short: {relay:?}");
@@ -45,7 +55,10 @@ async fn accept_pulses_relay_and_records_one_scan_event() {
     assert!(uuid_like(ev.scan_id().unwrap()), "{ev:?}");
     assert_eq!(ev.data["device"], "test-door");
     let scanned_at = ev.data["scannedAt"].as_str().unwrap();
-    assert!(scanned_at.ends_with('Z') && scanned_at.contains('T'), "{scanned_at}");
+    assert!(
+        scanned_at.ends_with('Z') && scanned_at.contains('T'),
+        "{scanned_at}"
+    );
     assert_eq!(ev.reward_points, None, "0 reward points are omitted");
 
     // A second accept gets a fresh scan id.
@@ -80,7 +93,10 @@ async fn rejections_light_red_and_record_nothing() {
         assert_eq!(field(&line, "reason"), Some(*reason), "{code}: {line}");
         assert!(h.wait_switched("red", true, i + 1, T), "red for {code}");
     }
-    assert!(!h.changes_of("relay").contains(&true), "the relay moved on a rejection");
+    assert!(
+        !h.changes_of("relay").contains(&true),
+        "the relay moved on a rejection"
+    );
     assert!(h.changes_of("buzzer").contains(&true));
     assert!(h.sim.scan_events().is_empty());
     assert!(h.sim.requests_for("createScanEvent").is_empty());
@@ -122,7 +138,11 @@ async fn loyalty_project_scan_config_sets_reward_points() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debounce_makes_a_held_phone_one_scan() {
-    let mut h = Harness::start(Opts { debounce_ms: 1500, ..Opts::default() }).await;
+    let mut h = Harness::start(Opts {
+        debounce_ms: 1500,
+        ..Opts::default()
+    })
+    .await;
     h.write(b"VALID-0001\r\n");
     h.wait_scan(1);
     for _ in 0..3 {
@@ -174,7 +194,11 @@ async fn garbage_without_terminator_is_rejected_then_a_code_works() {
     assert_eq!(field(&line, "reason"), Some("malformed"), "{line}");
     let line = h.wait_scan(4);
     assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
-    assert_eq!(h.sim.requests_for("passByScanCode").len(), 2, "garbage never reached the API");
+    assert_eq!(
+        h.sim.requests_for("passByScanCode").len(),
+        2,
+        "garbage never reached the API"
+    );
     h.check_invariants();
 }
 
@@ -200,7 +224,10 @@ async fn unplugged_reader_is_reopened_and_the_next_code_works() {
     h.unplug();
     h.wait_log("reader disconnected", T);
     std::thread::sleep(Duration::from_millis(500));
-    assert!(h.child.as_mut().unwrap().try_wait().unwrap().is_none(), "daemon died");
+    assert!(
+        h.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "daemon died"
+    );
     h.plug();
     assert!(
         wait_until(T, || h.logs().matches("reader connected").count() >= 2),
@@ -214,7 +241,12 @@ async fn unplugged_reader_is_reopened_and_the_next_code_works() {
 }
 
 async fn api_failure_case(policy: &'static str, fault: Fault) -> (Harness, String) {
-    let mut h = Harness::start(Opts { policy, budget_ms: 300, ..Opts::default() }).await;
+    let mut h = Harness::start(Opts {
+        policy,
+        budget_ms: 300,
+        ..Opts::default()
+    })
+    .await;
     h.sim.push_fault(FaultRule::always(fault));
     h.write(b"VALID-0001\r\n");
     let line = h.wait_scan(1);
@@ -227,7 +259,14 @@ fn latency_ms(line: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_500_with_reject_policy_keeps_the_door_shut() {
-    let (h, line) = api_failure_case("reject", Fault::Status { status: 500, retry_after: None }).await;
+    let (h, line) = api_failure_case(
+        "reject",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+    )
+    .await;
     assert_eq!(field(&line, "verdict"), Some("reject"), "{line}");
     assert_eq!(field(&line, "reason"), Some("offline_policy"), "{line}");
     assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
@@ -239,7 +278,14 @@ async fn api_500_with_reject_policy_keeps_the_door_shut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_500_with_accept_policy_opens() {
-    let (h, line) = api_failure_case("accept", Fault::Status { status: 500, retry_after: None }).await;
+    let (h, line) = api_failure_case(
+        "accept",
+        Fault::Status {
+            status: 500,
+            retry_after: None,
+        },
+    )
+    .await;
     assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
     assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
     assert!(h.wait_switched("relay", true, 1, T));
@@ -264,14 +310,24 @@ async fn api_that_never_answers_is_decided_within_the_budget_accept() {
     assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
     assert!(latency_ms(&line) < 3000.0, "{line}");
     assert!(h.wait_switched("relay", true, 1, T));
-    assert!(h.sim.scan_events().is_empty(), "the lookup never answered: nothing recorded");
+    assert!(
+        h.sim.scan_events().is_empty(),
+        "the lookup never answered: nothing recorded"
+    );
     h.check_invariants();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_failure_is_decided_by_policy_and_logged_without_the_token() {
-    let mut h = Harness::start(Opts { policy: "reject", ..Opts::default() }).await;
-    h.sim.push_fault(FaultRule::always(Fault::Status { status: 401, retry_after: None }));
+    let mut h = Harness::start(Opts {
+        policy: "reject",
+        ..Opts::default()
+    })
+    .await;
+    h.sim.push_fault(FaultRule::always(Fault::Status {
+        status: 401,
+        retry_after: None,
+    }));
     h.write(b"VALID-0001\r\n");
     let line = h.wait_scan(1);
     assert_eq!(field(&line, "reason"), Some("offline_policy"), "{line}");
@@ -281,17 +337,28 @@ async fn auth_failure_is_decided_by_policy_and_logged_without_the_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_pulse_turns_every_output_off() {
-    let mut h = Harness::start(Opts { relay_ms: 20_000, ..Opts::default() }).await;
+    let mut h = Harness::start(Opts {
+        relay_ms: 20_000,
+        ..Opts::default()
+    })
+    .await;
     h.write(b"VALID-0001\r\n");
     assert!(h.wait_switched("relay", true, 1, T));
     h.signal("TERM");
     let status = h.wait_exit(T).expect("daemon exits on SIGTERM");
     assert!(status.success(), "{status:?}");
     let outs = h.outputs();
-    let on_at = outs.iter().find(|c| c.output == "relay" && c.on).unwrap().ts_ms;
+    let on_at = outs
+        .iter()
+        .find(|c| c.output == "relay" && c.on)
+        .unwrap()
+        .ts_ms;
     let last_relay = outs.iter().rev().find(|c| c.output == "relay").unwrap();
     assert!(!last_relay.on, "relay left on: {outs:?}");
-    assert!(last_relay.ts_ms - on_at < 10_000, "relay released by the pulse, not by SIGTERM");
+    assert!(
+        last_relay.ts_ms - on_at < 10_000,
+        "relay released by the pulse, not by SIGTERM"
+    );
     for name in ["relay", "green", "red", "buzzer", "status"] {
         let last = outs.iter().rev().find(|c| c.output == name).unwrap();
         assert!(!last.on, "{name} left on");

@@ -10,25 +10,65 @@ fn every_document_validates_against_the_schema() {
     for op in ops::ALL {
         let doc = ExecutableDocument::parse_and_validate(&schema, op.document, op.name)
             .unwrap_or_else(|e| panic!("{} does not fit the schema:\n{}", op.name, e.errors));
-        assert!(doc.operations.get(Some(op.name)).is_ok(), "{} has no operation named {}", op.name, op.name);
+        assert!(
+            doc.operations.get(Some(op.name)).is_ok(),
+            "{} has no operation named {}",
+            op.name,
+            op.name
+        );
     }
 }
 
 #[test]
 fn the_schema_covers_the_reference() {
     let schema = Schema::parse_and_validate(SCHEMA, "schema.graphql").unwrap();
-    let queries = ["eventTickets", "loyaltyCards", "pass", "passByScanCode", "passTemplates", "projects"];
+    let queries = [
+        "eventTickets",
+        "loyaltyCards",
+        "pass",
+        "passByScanCode",
+        "passTemplates",
+        "projects",
+    ];
     let mutations = [
-        "createEventTicketPass", "createLoyaltyCardPass", "createPass", "createScanEvent",
-        "deletePassMessage", "deletePassTemplateMessage", "putPassMessage", "putPassTemplateMessage",
-        "registerDevice", "updateEventTicketPass", "updateLoyaltyCardPass", "updatePass",
+        "createEventTicketPass",
+        "createLoyaltyCardPass",
+        "createPass",
+        "createScanEvent",
+        "deletePassMessage",
+        "deletePassTemplateMessage",
+        "putPassMessage",
+        "putPassTemplateMessage",
+        "registerDevice",
+        "updateEventTicketPass",
+        "updateLoyaltyCardPass",
+        "updatePass",
     ];
     let types = [
-        "AWSDateTime", "AWSJSON", "DeviceInput", "EventTicket", "EventTicketPassInput", "LoyaltyCard",
-        "LoyaltyCardPassInput", "Message", "MessageInput", "Pass", "PassDownload", "PassFiles",
-        "PassFilesInput", "PassInput", "PassTemplate", "PassTemplateVariable",
-        "PassTemplateVariableScope", "PassTemplateVariableType", "Platform", "Project",
-        "RegisterDeviceResult", "ScanEvent", "ScanEventInput", "PassShare",
+        "AWSDateTime",
+        "AWSJSON",
+        "DeviceInput",
+        "EventTicket",
+        "EventTicketPassInput",
+        "LoyaltyCard",
+        "LoyaltyCardPassInput",
+        "Message",
+        "MessageInput",
+        "Pass",
+        "PassDownload",
+        "PassFiles",
+        "PassFilesInput",
+        "PassInput",
+        "PassTemplate",
+        "PassTemplateVariable",
+        "PassTemplateVariableScope",
+        "PassTemplateVariableType",
+        "Platform",
+        "Project",
+        "RegisterDeviceResult",
+        "ScanEvent",
+        "ScanEventInput",
+        "PassShare",
     ];
     let query = schema.get_object("Query").unwrap();
     for q in queries {
@@ -42,7 +82,11 @@ fn the_schema_covers_the_reference() {
         assert!(schema.types.contains_key(t), "type {t} missing");
     }
     // The fixed inferences of issue 2.
-    let nullable = |obj: &str, field: &str| !schema.get_object(obj).unwrap().fields[field].ty.is_non_null();
+    let nullable = |obj: &str, field: &str| {
+        !schema.get_object(obj).unwrap().fields[field]
+            .ty
+            .is_non_null()
+    };
     assert!(nullable("Query", "passByScanCode"));
     assert!(nullable("Query", "pass"));
     let input = schema.get_input_object("ScanEventInput").unwrap();

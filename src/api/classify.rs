@@ -61,7 +61,10 @@ impl GqlError {
 pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
     let ty = e.error_type.as_deref().unwrap_or("");
     let lower = ty.to_ascii_lowercase();
-    if lower.starts_with("unauthorized") || lower == "unauthenticated" || lower == "accessdeniedexception" {
+    if lower.starts_with("unauthorized")
+        || lower == "unauthenticated"
+        || lower == "accessdeniedexception"
+    {
         ErrorClass::Auth
     } else if lower.contains("throttl")
         || lower.contains("executiontimeout")
@@ -87,12 +90,15 @@ pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
 /// The class of a response's `errors[]` as a whole: auth beats retryable beats ambiguous
 /// beats permanent (an auth problem must be seen; a passing fault must not drop a scan).
 pub fn classify_gql_errors(errors: &[GqlError]) -> Option<ErrorClass> {
-    errors.iter().map(classify_gql_error).max_by_key(|c| match c {
-        ErrorClass::Auth => 3,
-        ErrorClass::Retryable { .. } => 2,
-        ErrorClass::Ambiguous => 1,
-        ErrorClass::Permanent => 0,
-    })
+    errors
+        .iter()
+        .map(classify_gql_error)
+        .max_by_key(|c| match c {
+            ErrorClass::Auth => 3,
+            ErrorClass::Retryable { .. } => 2,
+            ErrorClass::Ambiguous => 1,
+            ErrorClass::Permanent => 0,
+        })
 }
 
 /// The class of a non-2xx HTTP answer.
@@ -112,7 +118,11 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
         return Some(Duration::from_secs(secs.min(24 * 3600)));
     }
     let at = httpdate::parse_http_date(v).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(Duration::from_secs(24 * 3600)))
+    Some(
+        at.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(Duration::from_secs(24 * 3600)),
+    )
 }
 
 #[cfg(test)]
@@ -132,11 +142,26 @@ mod tests {
         let ra = Some(Duration::from_secs(7));
         assert_eq!(classify_status(401, None), ErrorClass::Auth);
         assert_eq!(classify_status(403, None), ErrorClass::Auth);
-        assert_eq!(classify_status(429, ra), ErrorClass::Retryable { retry_after: ra });
-        assert_eq!(classify_status(500, None), ErrorClass::Retryable { retry_after: None });
-        assert_eq!(classify_status(502, None), ErrorClass::Retryable { retry_after: None });
-        assert_eq!(classify_status(503, ra), ErrorClass::Retryable { retry_after: ra });
-        assert_eq!(classify_status(504, None), ErrorClass::Retryable { retry_after: None });
+        assert_eq!(
+            classify_status(429, ra),
+            ErrorClass::Retryable { retry_after: ra }
+        );
+        assert_eq!(
+            classify_status(500, None),
+            ErrorClass::Retryable { retry_after: None }
+        );
+        assert_eq!(
+            classify_status(502, None),
+            ErrorClass::Retryable { retry_after: None }
+        );
+        assert_eq!(
+            classify_status(503, ra),
+            ErrorClass::Retryable { retry_after: ra }
+        );
+        assert_eq!(
+            classify_status(504, None),
+            ErrorClass::Retryable { retry_after: None }
+        );
         assert_eq!(classify_status(400, None), ErrorClass::Permanent);
         assert_eq!(classify_status(404, None), ErrorClass::Permanent);
         assert_eq!(classify_status(413, None), ErrorClass::Permanent);
@@ -157,22 +182,40 @@ mod tests {
             ("Lambda:TooManyRequestsException", retry),
             ("Lambda:Unhandled", ErrorClass::Ambiguous),
             ("MappingTemplate", ErrorClass::Permanent),
-            ("DynamoDB:ConditionalCheckFailedException", ErrorClass::Permanent),
+            (
+                "DynamoDB:ConditionalCheckFailedException",
+                ErrorClass::Permanent,
+            ),
             ("NoEntriesLeft", ErrorClass::Permanent),
         ] {
             assert_eq!(classify_gql_error(&err(Some(ty), "x")), class, "{ty}");
         }
-        let validation = err(None, "Validation error of type FieldUndefined: Field 'x' in type 'Query' is undefined");
+        let validation = err(
+            None,
+            "Validation error of type FieldUndefined: Field 'x' in type 'Query' is undefined",
+        );
         assert_eq!(classify_gql_error(&validation), ErrorClass::Permanent);
     }
 
     #[test]
     fn mixed_errors_take_the_most_urgent_class() {
-        let errors = [err(Some("MappingTemplate"), "a"), err(Some("ThrottlingException"), "b")];
-        assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Retryable { retry_after: None }));
-        let errors = [err(Some("ThrottlingException"), "a"), err(Some("Unauthorized"), "b")];
+        let errors = [
+            err(Some("MappingTemplate"), "a"),
+            err(Some("ThrottlingException"), "b"),
+        ];
+        assert_eq!(
+            classify_gql_errors(&errors),
+            Some(ErrorClass::Retryable { retry_after: None })
+        );
+        let errors = [
+            err(Some("ThrottlingException"), "a"),
+            err(Some("Unauthorized"), "b"),
+        ];
         assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Auth));
-        let errors = [err(Some("MappingTemplate"), "a"), err(Some("Lambda:Unhandled"), "b")];
+        let errors = [
+            err(Some("MappingTemplate"), "a"),
+            err(Some("Lambda:Unhandled"), "b"),
+        ];
         assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Ambiguous));
         assert_eq!(classify_gql_errors(&[]), None);
     }
@@ -189,18 +232,25 @@ mod tests {
     fn retry_after_seconds_and_dates() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
         assert_eq!(parse_retry_after("5", now), Some(Duration::from_secs(5)));
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
         let date = httpdate::fmt_http_date(now + Duration::from_secs(30));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(30)));
         let date = httpdate::fmt_http_date(now - Duration::from_secs(100));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("99999999", now), Some(Duration::from_secs(86400)));
+        assert_eq!(
+            parse_retry_after("99999999", now),
+            Some(Duration::from_secs(86400))
+        );
     }
 
     #[test]
     fn root_field_of_an_error_path() {
-        let e: GqlError = serde_json::from_str(r#"{"message":"m","errorType":"X","path":["e3","id"]}"#).unwrap();
+        let e: GqlError =
+            serde_json::from_str(r#"{"message":"m","errorType":"X","path":["e3","id"]}"#).unwrap();
         assert_eq!(e.root_field(), Some("e3"));
     }
 }

@@ -88,7 +88,11 @@ impl std::error::Error for ApiError {}
 
 impl ApiError {
     fn new(class: ErrorClass, status: Option<u16>, detail: impl Into<String>) -> Self {
-        ApiError { class, status, detail: detail.into() }
+        ApiError {
+            class,
+            status,
+            detail: detail.into(),
+        }
     }
 
     fn from_gql(errors: &[GqlError], status: Option<u16>) -> Self {
@@ -156,7 +160,9 @@ pub struct Client {
 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Client").field("url", &self.url.as_str()).finish_non_exhaustive()
+        f.debug_struct("Client")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -169,8 +175,10 @@ impl Client {
     /// Builds the client. `url` must already be checked (https, or http to loopback).
     pub fn new(url: Url, token: &Secret, ca_file: Option<&Path>) -> Result<Client, String> {
         install_crypto_provider();
-        let mut auth = HeaderValue::from_str(&format!("TOKEN {}", token.expose()))
-            .map_err(|_| "the API token contains characters that cannot go in an HTTP header".to_owned())?;
+        let mut auth =
+            HeaderValue::from_str(&format!("TOKEN {}", token.expose())).map_err(|_| {
+                "the API token contains characters that cannot go in an HTTP header".to_owned()
+            })?;
         auth.set_sensitive(true);
         let mut headers = HeaderMap::new();
         headers.insert(AUTHORIZATION, auth);
@@ -194,11 +202,16 @@ impl Client {
             let certs = reqwest::Certificate::from_pem_bundle(&pem)
                 .map_err(|e| format!("api.ca_file {}: not a PEM bundle: {e}", path.display()))?;
             if certs.is_empty() {
-                return Err(format!("api.ca_file {}: holds no certificate", path.display()));
+                return Err(format!(
+                    "api.ca_file {}: holds no certificate",
+                    path.display()
+                ));
             }
             builder = builder.tls_certs_merge(certs);
         }
-        let http = builder.build().map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = builder
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(Client { http, url })
     }
 
@@ -207,7 +220,12 @@ impl Client {
     }
 
     /// Sends one document; returns the GraphQL response of an HTTP 2xx answer.
-    pub async fn execute(&self, operation_name: &str, document: &str, variables: Value) -> Result<GqlResponse, ApiError> {
+    pub async fn execute(
+        &self,
+        operation_name: &str,
+        document: &str,
+        variables: Value,
+    ) -> Result<GqlResponse, ApiError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'a> {
@@ -215,8 +233,18 @@ impl Client {
             operation_name: &'a str,
             variables: Value,
         }
-        let body = serde_json::to_vec(&Body { query: document, operation_name, variables })
-            .map_err(|e| ApiError::new(ErrorClass::Permanent, None, format!("cannot encode request: {e}")))?;
+        let body = serde_json::to_vec(&Body {
+            query: document,
+            operation_name,
+            variables,
+        })
+        .map_err(|e| {
+            ApiError::new(
+                ErrorClass::Permanent,
+                None,
+                format!("cannot encode request: {e}"),
+            )
+        })?;
         let resp = self
             .http
             .post(self.url.clone())
@@ -256,12 +284,20 @@ impl Client {
         if !r.errors.is_empty() {
             return Err(ApiError::from_gql(&r.errors, Some(200)));
         }
-        r.data.ok_or_else(|| ApiError::new(ErrorClass::Permanent, Some(200), "response has neither data nor errors"))
+        r.data.ok_or_else(|| {
+            ApiError::new(
+                ErrorClass::Permanent,
+                Some(200),
+                "response has neither data nor errors",
+            )
+        })
     }
 
     /// Opens (or checks) the connection with a request that costs the API nothing.
     pub async fn warmup(&self) -> Result<(), ApiError> {
-        self.execute_op(ops::WARMUP, serde_json::json!({})).await.map(|_| ())
+        self.execute_op(ops::WARMUP, serde_json::json!({}))
+            .await
+            .map(|_| ())
     }
 
     /// `passByScanCode`: `None` when no pass has this code.
@@ -273,9 +309,15 @@ impl Client {
     }
 
     /// `createScanEvent`.
-    pub async fn create_scan_event(&self, input: &ScanEventInput) -> Result<ScanEventAck, ApiError> {
+    pub async fn create_scan_event(
+        &self,
+        input: &ScanEventInput,
+    ) -> Result<ScanEventAck, ApiError> {
         let data = self
-            .execute_op(ops::CREATE_SCAN_EVENT, serde_json::json!({ "input": input }))
+            .execute_op(
+                ops::CREATE_SCAN_EVENT,
+                serde_json::json!({ "input": input }),
+            )
             .await?;
         parse_scan_event(data.get("createScanEvent").unwrap_or(&Value::Null))
     }
@@ -283,7 +325,10 @@ impl Client {
     /// `registerDevice`.
     pub async fn register_device(&self, name: &str) -> Result<Registration, ApiError> {
         let data = self
-            .execute_op(ops::REGISTER_DEVICE, serde_json::json!({ "input": { "name": name } }))
+            .execute_op(
+                ops::REGISTER_DEVICE,
+                serde_json::json!({ "input": { "name": name } }),
+            )
             .await?;
         let r = data.get("registerDevice").unwrap_or(&Value::Null);
         let token = r
@@ -292,14 +337,19 @@ impl Client {
             .filter(|t| !t.is_empty())
             .ok_or_else(|| bad_shape("registerDevice.token is missing"))?;
         Ok(Registration {
-            workspace_name: r.get("workspaceName").and_then(Value::as_str).map(str::to_owned),
+            workspace_name: r
+                .get("workspaceName")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             token: Secret::new(token),
         })
     }
 
     /// `projects`: (id, name) of every project the token sees.
     pub async fn projects(&self) -> Result<Vec<(String, Option<String>)>, ApiError> {
-        let data = self.execute_op(ops::PROJECTS, serde_json::json!({})).await?;
+        let data = self
+            .execute_op(ops::PROJECTS, serde_json::json!({}))
+            .await?;
         let list = data
             .get("projects")
             .and_then(Value::as_array)
@@ -328,11 +378,19 @@ fn transport_error(e: reqwest::Error) -> ApiError {
         detail.push_str(&format!(": {s}"));
         source = s.source();
     }
-    ApiError::new(ErrorClass::Retryable { retry_after: None }, None, truncate(&detail, 300))
+    ApiError::new(
+        ErrorClass::Retryable { retry_after: None },
+        None,
+        truncate(&detail, 300),
+    )
 }
 
 fn bad_shape(what: &str) -> ApiError {
-    ApiError::new(ErrorClass::Permanent, Some(200), format!("unexpected response: {what}"))
+    ApiError::new(
+        ErrorClass::Permanent,
+        Some(200),
+        format!("unexpected response: {what}"),
+    )
 }
 
 /// Parses a GraphQL response body; `None` when it is not one.
@@ -346,12 +404,17 @@ pub fn parse_response(bytes: &[u8]) -> Option<GqlResponse> {
         None | Some(Value::Null) => Vec::new(),
         Some(Value::Array(list)) => list
             .iter()
-            .map(|e| serde_json::from_value::<GqlError>(e.clone()).unwrap_or_else(|_| GqlError {
-                message: truncate(&e.to_string(), 200),
-                ..GqlError::default()
-            }))
+            .map(|e| {
+                serde_json::from_value::<GqlError>(e.clone()).unwrap_or_else(|_| GqlError {
+                    message: truncate(&e.to_string(), 200),
+                    ..GqlError::default()
+                })
+            })
             .collect(),
-        Some(other) => vec![GqlError { message: truncate(&other.to_string(), 200), ..GqlError::default() }],
+        Some(other) => vec![GqlError {
+            message: truncate(&other.to_string(), 200),
+            ..GqlError::default()
+        }],
     };
     let data = obj.get("data").filter(|d| !d.is_null()).cloned();
     Some(GqlResponse { data, errors })
@@ -377,10 +440,14 @@ pub fn parse_pass(v: &Value) -> Result<Option<PassFacts>, ApiError> {
         return Ok(None);
     }
     let id = id_string(v.get("id")).ok_or_else(|| bad_shape("pass without id"))?;
-    let template_id = id_string(v.get("templateId")).ok_or_else(|| bad_shape("pass without templateId"))?;
+    let template_id =
+        id_string(v.get("templateId")).ok_or_else(|| bad_shape("pass without templateId"))?;
     let expires = match v.get("expirationDate") {
         None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_aws_datetime(s).ok_or_else(|| bad_shape("expirationDate is not an AWSDateTime"))?),
+        Some(Value::String(s)) => Some(
+            parse_aws_datetime(s)
+                .ok_or_else(|| bad_shape("expirationDate is not an AWSDateTime"))?,
+        ),
         Some(_) => return Err(bad_shape("expirationDate is not a string")),
     };
     let voided = match v.get("voided") {
@@ -429,7 +496,8 @@ mod tests {
         assert!(!p.voided);
         assert_eq!(p.expires.unwrap().year(), 2020);
         assert_eq!(p.project_id.as_deref(), Some("p"));
-        let e = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": "tomorrow"})).unwrap_err();
+        let e = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": "tomorrow"}))
+            .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
         assert!(parse_pass(&json!({"templateId": "t"})).is_err());
     }
@@ -438,7 +506,10 @@ mod tests {
     fn response_parsing() {
         assert!(parse_response(b"<html>captive portal</html>").is_none());
         assert!(parse_response(b"{\"message\": \"hi\"}").is_none());
-        let r = parse_response(br#"{"data": null, "errors": [{"errorType": "MappingTemplate", "message": "m"}]}"#).unwrap();
+        let r = parse_response(
+            br#"{"data": null, "errors": [{"errorType": "MappingTemplate", "message": "m"}]}"#,
+        )
+        .unwrap();
         assert!(r.data.is_none());
         assert_eq!(r.errors[0].error_type.as_deref(), Some("MappingTemplate"));
         let r = parse_response(br#"{"data": {"a": 1}, "errors": [{"weird": true}]}"#).unwrap();
@@ -448,14 +519,28 @@ mod tests {
 
     #[test]
     fn api_error_text_summarises_errors() {
-        let errors = vec![GqlError { message: "No entries left".into(), error_type: Some("NoEntriesLeft".into()), path: None }];
+        let errors = vec![GqlError {
+            message: "No entries left".into(),
+            error_type: Some("NoEntriesLeft".into()),
+            path: None,
+        }];
         let e = ApiError::from_gql(&errors, Some(200));
-        assert_eq!(e.to_string(), "permanent error (HTTP 200): NoEntriesLeft: No entries left");
+        assert_eq!(
+            e.to_string(),
+            "permanent error (HTTP 200): NoEntriesLeft: No entries left"
+        );
     }
 
     #[test]
     fn scan_event_input_omits_zero_reward_points() {
-        let input = ScanEventInput { code: "C".into(), reward_points: None, data: "{}".into() };
-        assert_eq!(serde_json::to_value(&input).unwrap(), json!({"code": "C", "data": "{}"}));
+        let input = ScanEventInput {
+            code: "C".into(),
+            reward_points: None,
+            data: "{}".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&input).unwrap(),
+            json!({"code": "C", "data": "{}"})
+        );
     }
 }

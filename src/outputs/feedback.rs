@@ -74,7 +74,10 @@ impl State {
                 }
             }
         }
-        self.schedule.iter().filter_map(|q| q.front().map(|(t, _)| *t)).min()
+        self.schedule
+            .iter()
+            .filter_map(|q| q.front().map(|(t, _)| *t))
+            .min()
     }
 }
 
@@ -142,7 +145,12 @@ impl Feedback {
             let red = s.pulse(OutputName::Red);
             s.set_now(OutputName::Red, true, &[(red, false)], now);
             let b = s.pulse(OutputName::Buzzer);
-            s.set_now(OutputName::Buzzer, true, &[(b, false), (b * 2, true), (b * 3, false)], now);
+            s.set_now(
+                OutputName::Buzzer,
+                true,
+                &[(b, false), (b * 2, true), (b * 3, false)],
+                now,
+            );
         }
         self.inner.wake.notify_one();
     }
@@ -182,7 +190,9 @@ impl Feedback {
                     Self::halt(&mut p.into_inner());
                     return true;
                 }
-                Err(std::sync::TryLockError::WouldBlock) => std::thread::sleep(Duration::from_millis(2)),
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
             }
         }
         false
@@ -191,7 +201,12 @@ impl Feedback {
     /// Waits until no pulse or pattern is still running.
     pub async fn wait_idle(&self) {
         loop {
-            let next = self.lock().schedule.iter().filter_map(|q| q.back().map(|(t, _)| *t)).max();
+            let next = self
+                .lock()
+                .schedule
+                .iter()
+                .filter_map(|q| q.back().map(|(t, _)| *t))
+                .max();
             match next {
                 Some(at) => tokio::time::sleep_until(at + Duration::from_millis(1)).await,
                 None => return,
@@ -243,7 +258,11 @@ mod tests {
     }
 
     fn spec(pin: u8, ms: u64) -> Option<OutputSpec> {
-        Some(OutputSpec { pin, active_low: false, pulse: Duration::from_millis(ms) })
+        Some(OutputSpec {
+            pin,
+            active_low: false,
+            pulse: Duration::from_millis(ms),
+        })
     }
 
     fn cfg() -> OutputsConfig {
@@ -258,7 +277,11 @@ mod tests {
     }
 
     fn changes(r: &Recorder) -> Vec<(OutputName, bool)> {
-        r.0.lock().unwrap().iter().map(|(_, o, on)| (*o, *on)).collect()
+        r.0.lock()
+            .unwrap()
+            .iter()
+            .map(|(_, o, on)| (*o, *on))
+            .collect()
     }
 
     #[tokio::test(start_paused = true)]
@@ -274,13 +297,25 @@ mod tests {
         });
         let t0 = Instant::now();
         fb.accept();
-        assert_eq!(changes(&rec)[5..], [(OutputName::Relay, true), (OutputName::Green, true)]);
+        assert_eq!(
+            changes(&rec)[5..],
+            [(OutputName::Relay, true), (OutputName::Green, true)]
+        );
         tokio::time::sleep(Duration::from_millis(3100)).await;
         let log = rec.0.lock().unwrap().clone();
-        let relay_off = log.iter().find(|(_, o, on)| *o == OutputName::Relay && !on && log.len() > 5).unwrap();
-        let green_off = log.iter().rev().find(|(_, o, on)| *o == OutputName::Green && !on).unwrap();
+        let relay_off = log
+            .iter()
+            .find(|(_, o, on)| *o == OutputName::Relay && !on && log.len() > 5)
+            .unwrap();
+        let green_off = log
+            .iter()
+            .rev()
+            .find(|(_, o, on)| *o == OutputName::Green && !on)
+            .unwrap();
         assert_eq!(green_off.0 - t0, Duration::from_millis(1500));
-        assert!(log.iter().any(|(t, o, on)| *o == OutputName::Relay && !on && *t - t0 == Duration::from_millis(3000)));
+        assert!(log.iter().any(|(t, o, on)| *o == OutputName::Relay
+            && !on
+            && *t - t0 == Duration::from_millis(3000)));
         let _ = relay_off;
         timers.abort();
     }
@@ -299,12 +334,36 @@ mod tests {
         fb.reject();
         tokio::time::sleep(Duration::from_millis(4000)).await;
         let log = rec.0.lock().unwrap().clone();
-        let relay: Vec<_> = log.iter().filter(|(_, o, _)| *o == OutputName::Relay).skip(1).map(|(t, _, on)| (*t - t0, *on)).collect();
-        assert_eq!(relay, vec![(Duration::ZERO, true), (Duration::from_millis(3000), false)]);
-        let green: Vec<_> = log.iter().filter(|(_, o, _)| *o == OutputName::Green).skip(1).map(|(t, _, on)| (*t - t0, *on)).collect();
-        assert_eq!(green, vec![(Duration::ZERO, true), (Duration::from_millis(500), false)]);
-        let buzzer: Vec<_> = log.iter().filter(|(_, o, _)| *o == OutputName::Buzzer).skip(1).map(|(t, _, on)| ((*t - t0).as_millis(), *on)).collect();
-        assert_eq!(buzzer, vec![(500, true), (600, false), (700, true), (800, false)]);
+        let relay: Vec<_> = log
+            .iter()
+            .filter(|(_, o, _)| *o == OutputName::Relay)
+            .skip(1)
+            .map(|(t, _, on)| (*t - t0, *on))
+            .collect();
+        assert_eq!(
+            relay,
+            vec![(Duration::ZERO, true), (Duration::from_millis(3000), false)]
+        );
+        let green: Vec<_> = log
+            .iter()
+            .filter(|(_, o, _)| *o == OutputName::Green)
+            .skip(1)
+            .map(|(t, _, on)| (*t - t0, *on))
+            .collect();
+        assert_eq!(
+            green,
+            vec![(Duration::ZERO, true), (Duration::from_millis(500), false)]
+        );
+        let buzzer: Vec<_> = log
+            .iter()
+            .filter(|(_, o, _)| *o == OutputName::Buzzer)
+            .skip(1)
+            .map(|(t, _, on)| ((*t - t0).as_millis(), *on))
+            .collect();
+        assert_eq!(
+            buzzer,
+            vec![(500, true), (600, false), (700, true), (800, false)]
+        );
         timers.abort();
     }
 
@@ -322,8 +381,17 @@ mod tests {
         fb.accept();
         tokio::time::sleep(Duration::from_millis(4000)).await;
         let log = rec.0.lock().unwrap().clone();
-        let relay: Vec<_> = log.iter().filter(|(_, o, _)| *o == OutputName::Relay).skip(1).map(|(t, _, on)| ((*t - t0).as_millis(), *on)).collect();
-        assert_eq!(relay, vec![(0, true), (5000, false)], "one continuous opening");
+        let relay: Vec<_> = log
+            .iter()
+            .filter(|(_, o, _)| *o == OutputName::Relay)
+            .skip(1)
+            .map(|(t, _, on)| ((*t - t0).as_millis(), *on))
+            .collect();
+        assert_eq!(
+            relay,
+            vec![(0, true), (5000, false)],
+            "one continuous opening"
+        );
         timers.abort();
     }
 
@@ -333,7 +401,10 @@ mod tests {
         let fb = Feedback::new(Box::new(rec.clone()), &cfg());
         fb.set_status(true);
         fb.accept();
-        assert!(fb.states().iter().any(|(o, on)| *o == OutputName::Relay && *on));
+        assert!(fb
+            .states()
+            .iter()
+            .any(|(o, on)| *o == OutputName::Relay && *on));
         fb.safe_state();
         assert!(fb.states().iter().all(|(_, on)| !on));
         fb.accept();
@@ -347,10 +418,16 @@ mod tests {
     #[test]
     fn unconfigured_outputs_are_never_written() {
         let rec = Recorder::default();
-        let c = OutputsConfig { relay: None, buzzer: None, ..cfg() };
+        let c = OutputsConfig {
+            relay: None,
+            buzzer: None,
+            ..cfg()
+        };
         let fb = Feedback::new(Box::new(rec.clone()), &c);
         fb.accept();
         fb.reject();
-        assert!(changes(&rec).iter().all(|(o, _)| *o != OutputName::Relay && *o != OutputName::Buzzer));
+        assert!(changes(&rec)
+            .iter()
+            .all(|(o, _)| *o != OutputName::Relay && *o != OutputName::Buzzer));
     }
 }

@@ -13,7 +13,8 @@ pub struct GpioBackend {
 
 impl GpioBackend {
     pub fn open(outputs: &[(OutputName, OutputSpec)]) -> io::Result<Self> {
-        let gpio = Gpio::new().map_err(|e| io::Error::other(format!("cannot open the GPIO: {e}")))?;
+        let gpio =
+            Gpio::new().map_err(|e| io::Error::other(format!("cannot open the GPIO: {e}")))?;
         let mut pins = Vec::new();
         for (name, spec) in outputs {
             let pin = gpio

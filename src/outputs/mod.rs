@@ -75,7 +75,9 @@ impl SimBackend {
                     .create(true)
                     .append(true)
                     .open(path)
-                    .map_err(|e| io::Error::new(e.kind(), format!("outputs.sim_log {}: {e}", path.display())))?,
+                    .map_err(|e| {
+                        io::Error::new(e.kind(), format!("outputs.sim_log {}: {e}", path.display()))
+                    })?,
             ),
         };
         Ok(SimBackend::new(out))
@@ -141,7 +143,10 @@ mod tests {
         b.set(OutputName::Relay, true).unwrap();
         b.set(OutputName::Red, false).unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert_eq!(lines[0]["output"], "relay");
         assert_eq!(lines[0]["on"], true);

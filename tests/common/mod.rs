@@ -17,8 +17,15 @@ pub const TOKEN: &str = "test-workspace-token-5f2c9a";
 
 /// Every code the seed knows, to check that none of them is ever logged in full.
 pub const SEED_CODES: &[&str] = &[
-    "VALID-0001", "VALID-0002", "VALID-0003", "VOIDED-0001", "EXPIRED-0001", "OTHER-0001",
-    "ONCE-0001", "LOYAL-0001", "REFUSED-0001",
+    "VALID-0001",
+    "VALID-0002",
+    "VALID-0003",
+    "VOIDED-0001",
+    "EXPIRED-0001",
+    "OTHER-0001",
+    "ONCE-0001",
+    "LOYAL-0001",
+    "REFUSED-0001",
 ];
 
 #[derive(Debug, Clone)]
@@ -61,12 +68,16 @@ impl Pty {
         use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
         // CLOEXEC: a daemon spawned by this (or a parallel) test must not inherit the master,
         // or closing it here would not hang up the line.
-        let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
+        let master =
+            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).expect("openpt");
         grantpt(&master).expect("grantpt");
         unlockpt(&master).expect("unlockpt");
         let name = ptsname(&master, Vec::new()).expect("ptsname");
         let slave_path = PathBuf::from(name.to_string_lossy().into_owned());
-        Pty { master: std::fs::File::from(master), slave_path }
+        Pty {
+            master: std::fs::File::from(master),
+            slave_path,
+        }
     }
 
     pub fn slave_path(&self) -> PathBuf {
@@ -87,9 +98,12 @@ pub struct Harness {
 
 impl Harness {
     pub async fn start(opts: Opts) -> Harness {
-        let sim = Sim::start(SimOptions { token: TOKEN.into(), ..SimOptions::default() })
-            .await
-            .expect("sim starts");
+        let sim = Sim::start(SimOptions {
+            token: TOKEN.into(),
+            ..SimOptions::default()
+        })
+        .await
+        .expect("sim starts");
         Self::start_with_sim(sim, opts).await
     }
 
@@ -202,7 +216,11 @@ status = {{ pin = 24 }}
 
     /// How many scan lines the log holds.
     pub fn scan_lines(&self) -> Vec<String> {
-        self.logs().lines().filter(|l| l.contains(" INFO scan ")).map(str::to_owned).collect()
+        self.logs()
+            .lines()
+            .filter(|l| l.contains(" INFO scan "))
+            .map(str::to_owned)
+            .collect()
     }
 
     /// Waits for the n-th scan line (1-based) and returns it.
@@ -232,12 +250,18 @@ status = {{ pin = 24 }}
     }
 
     pub fn changes_of(&self, output: &str) -> Vec<bool> {
-        self.outputs().into_iter().filter(|c| c.output == output).map(|c| c.on).collect()
+        self.outputs()
+            .into_iter()
+            .filter(|c| c.output == output)
+            .map(|c| c.on)
+            .collect()
     }
 
     /// Waits until `output` has been switched `on` at least `count` times.
     pub fn wait_switched(&self, output: &str, on: bool, count: usize, timeout: Duration) -> bool {
-        wait_until(timeout, || self.changes_of(output).iter().filter(|s| **s == on).count() >= count)
+        wait_until(timeout, || {
+            self.changes_of(output).iter().filter(|s| **s == on).count() >= count
+        })
     }
 
     /// Unplugs the reader: both ends of the pty close, the by-id link dangles.
@@ -258,7 +282,10 @@ status = {{ pin = 24 }}
     }
 
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
     }
 
@@ -286,7 +313,10 @@ status = {{ pin = 24 }}
         let logs = self.logs();
         assert!(!logs.contains(TOKEN), "the token is in the log");
         for code in SEED_CODES {
-            assert!(!logs.contains(code), "full code {code} is in the log:\n{logs}");
+            assert!(
+                !logs.contains(code),
+                "full code {code} is in the log:\n{logs}"
+            );
         }
     }
 }

@@ -118,7 +118,10 @@ impl Seed {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Fault {
     /// Answer this HTTP status (500, 503, 429...), with `Retry-After` when given.
-    Status { status: u16, retry_after: Option<u64> },
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
     /// HTTP 200 with `data: null` and one error of this `errorType`.
     GraphqlError { error_type: String, message: String },
     /// Never answer (the connection stays open).
@@ -140,10 +143,18 @@ pub struct FaultRule {
 
 impl FaultRule {
     pub fn always(fault: Fault) -> Self {
-        FaultRule { fault, times: None, operation: None }
+        FaultRule {
+            fault,
+            times: None,
+            operation: None,
+        }
     }
     pub fn times(fault: Fault, n: u32) -> Self {
-        FaultRule { fault, times: Some(n), operation: None }
+        FaultRule {
+            fault,
+            times: Some(n),
+            operation: None,
+        }
     }
     pub fn for_operation(mut self, op: &str) -> Self {
         self.operation = Some(op.to_owned());
@@ -172,6 +183,8 @@ pub struct Recorded {
     pub status: u16,
     /// The sim's own handling time (without injected delays), microseconds.
     pub handling_us: u64,
+    /// The injected delay as it really was (a timer sleeps a little longer than asked).
+    pub delay_us: u64,
     pub fault: Option<Fault>,
     /// Which TCP connection carried it (numbered from 1 in accept order).
     pub connection: u64,
@@ -250,8 +263,9 @@ pub struct Sim {
 impl Sim {
     /// Starts listening; the server runs on the current tokio runtime.
     pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
-        let schema = Schema::parse_and_validate(SCHEMA_SDL, "schema.graphql")
-            .map_err(|e| std::io::Error::other(format!("schema.graphql is invalid: {}", e.errors)))?;
+        let schema = Schema::parse_and_validate(SCHEMA_SDL, "schema.graphql").map_err(|e| {
+            std::io::Error::other(format!("schema.graphql is invalid: {}", e.errors))
+        })?;
         let entries_left = opts
             .seed
             .passes
@@ -280,7 +294,11 @@ impl Sim {
         let listener = bind_reuse(listen)?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(serve(listener, state.clone()));
-        Ok(Sim { addr, state, server: Some(server) })
+        Ok(Sim {
+            addr,
+            state,
+            server: Some(server),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -302,7 +320,10 @@ impl Sim {
 
     /// Requests whose executed operation has this root field.
     pub fn requests_for(&self, root_field: &str) -> Vec<Recorded> {
-        self.requests().into_iter().filter(|r| r.root_fields.iter().any(|f| f == root_field)).collect()
+        self.requests()
+            .into_iter()
+            .filter(|r| r.root_fields.iter().any(|f| f == root_field))
+            .collect()
     }
 
     pub fn scan_events(&self) -> Vec<ScanEventRecord> {
@@ -323,7 +344,12 @@ impl Sim {
     }
 
     pub fn device_tokens(&self) -> Vec<String> {
-        self.state.lock().device_tokens.iter().map(|(_, t)| t.clone()).collect()
+        self.state
+            .lock()
+            .device_tokens
+            .iter()
+            .map(|(_, t)| t.clone())
+            .collect()
     }
 
     /// Stops serving: the listener closes and every open connection is cut.
@@ -352,7 +378,11 @@ impl Drop for Sim {
 }
 
 fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
     socket.set_reuseaddr(true)?;
     socket.set_nodelay(true)?;
     socket.bind(addr)?;
@@ -395,7 +425,11 @@ fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
         .expect("valid response")
 }
 
-async fn route(state: Arc<SimState>, req: Request<Incoming>, conn_id: u64) -> Response<Full<Bytes>> {
+async fn route(
+    state: Arc<SimState>,
+    req: Request<Incoming>,
+    conn_id: u64,
+) -> Response<Full<Bytes>> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let auth = req
@@ -405,12 +439,21 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>, conn_id: u64) -> Re
         .map(str::to_owned);
     let body = match Limited::new(req.into_body(), 1 << 20).collect().await {
         Ok(b) => b.to_bytes(),
-        Err(_) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"errors": [{"message": "body too large"}]})),
+        Err(_) => {
+            return json_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &json!({"errors": [{"message": "body too large"}]}),
+            )
+        }
     };
     match (method, path.as_str()) {
         (Method::POST, "/graphql") => graphql(&state, auth.as_deref(), &body, conn_id).await,
-        (Method::GET, "/__sim/requests") => json_response(StatusCode::OK, &json!(state.lock().requests)),
-        (Method::GET, "/__sim/events") => json_response(StatusCode::OK, &json!(state.lock().events)),
+        (Method::GET, "/__sim/requests") => {
+            json_response(StatusCode::OK, &json!(state.lock().requests))
+        }
+        (Method::GET, "/__sim/events") => {
+            json_response(StatusCode::OK, &json!(state.lock().events))
+        }
         (Method::POST, "/__sim/faults") => match serde_json::from_slice::<FaultRule>(&body) {
             Ok(rule) => {
                 state.lock().faults.push(rule);
@@ -422,12 +465,18 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>, conn_id: u64) -> Re
             state.lock().faults.clear();
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
-        (Method::POST, "/__sim/delay") => match serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("ms")?.as_u64()) {
+        (Method::POST, "/__sim/delay") => match serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v.get("ms")?.as_u64())
+        {
             Some(ms) => {
                 state.lock().delay = Duration::from_millis(ms);
                 json_response(StatusCode::OK, &json!({"ok": true}))
             }
-            None => json_response(StatusCode::BAD_REQUEST, &json!({"error": "expected {\"ms\": N}"})),
+            None => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "expected {\"ms\": N}"}),
+            ),
         },
         (Method::POST, "/__sim/reset") => {
             let mut m = state.lock();
@@ -435,15 +484,26 @@ async fn route(state: Arc<SimState>, req: Request<Incoming>, conn_id: u64) -> Re
             m.delay = Duration::ZERO;
             m.requests.clear();
             m.events.clear();
-            m.entries_left = m.seed.passes.iter().filter_map(|p| p.entries.map(|n| (p.code.clone(), n))).collect();
+            m.entries_left = m
+                .seed
+                .passes
+                .iter()
+                .filter_map(|p| p.entries.map(|n| (p.code.clone(), n)))
+                .collect();
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
-        _ => json_response(StatusCode::NOT_FOUND, &json!({"errors": [{"message": "not found"}]})),
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"errors": [{"message": "not found"}]}),
+        ),
     }
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn now_rfc3339() -> String {
@@ -469,11 +529,20 @@ fn appsync_error(error_type: Option<&str>, message: &str) -> Value {
     e
 }
 
-async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8], connection: u64) -> Response<Full<Bytes>> {
+async fn graphql(
+    state: &SimState,
+    auth: Option<&str>,
+    body: &[u8],
+    connection: u64,
+) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let parsed: Result<GraphqlBody, _> = serde_json::from_slice(body);
     let (op_name, query, variables) = match &parsed {
-        Ok(b) => (b.operation_name.clone(), b.query.clone(), b.variables.clone().unwrap_or(Value::Null)),
+        Ok(b) => (
+            b.operation_name.clone(),
+            b.query.clone(),
+            b.variables.clone().unwrap_or(Value::Null),
+        ),
         Err(_) => (None, String::new(), Value::Null),
     };
 
@@ -490,7 +559,10 @@ async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8], connection: 
     let (fault, delay) = {
         let mut m = state.lock();
         let delay = m.delay;
-        let pos = m.faults.iter().position(|r| r.operation.is_none() || r.operation == op_name);
+        let pos = m
+            .faults
+            .iter()
+            .position(|r| r.operation.is_none() || r.operation == op_name);
         let fault = pos.map(|i| {
             let rule = &mut m.faults[i];
             let fault = rule.fault.clone();
@@ -517,30 +589,49 @@ async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8], connection: 
         valid: false,
         status: 200,
         handling_us: 0,
+        delay_us: 0,
         fault: fault.clone(),
         connection,
     };
 
     let (status, headers, body) = match (&fault, parsed) {
         (Some(Fault::Hang), _) => {
-            finish(state, record, started);
+            finish(state, record, Some(started));
             std::future::pending::<()>().await;
             unreachable!()
         }
-        (Some(Fault::Status { status, retry_after }), _) => {
+        (
+            Some(Fault::Status {
+                status,
+                retry_after,
+            }),
+            _,
+        ) => {
             let mut headers = Vec::new();
             if let Some(s) = retry_after {
                 headers.push(("retry-after", s.to_string()));
             }
             let body = match status {
-                429 => json!({"errors": [appsync_error(Some("ThrottlingException"), "Rate exceeded")]}),
-                _ => json!({"errors": [appsync_error(Some("InternalFailure"), "An internal failure occurred")]}),
+                429 => {
+                    json!({"errors": [appsync_error(Some("ThrottlingException"), "Rate exceeded")]})
+                }
+                _ => {
+                    json!({"errors": [appsync_error(Some("InternalFailure"), "An internal failure occurred")]})
+                }
             };
             (*status, headers, body)
         }
-        (Some(Fault::GraphqlError { error_type, message }), _) => {
-            (200, Vec::new(), json!({"data": null, "errors": [appsync_error(Some(error_type), message)]}))
-        }
+        (
+            Some(Fault::GraphqlError {
+                error_type,
+                message,
+            }),
+            _,
+        ) => (
+            200,
+            Vec::new(),
+            json!({"data": null, "errors": [appsync_error(Some(error_type), message)]}),
+        ),
         (None, _) if token_kind == "none" => (
             401,
             Vec::new(),
@@ -552,26 +643,36 @@ async fn graphql(state: &SimState, auth: Option<&str>, body: &[u8], connection: 
             json!({"errors": [appsync_error(Some("MalformedHttpRequestException"), &format!("Unable to parse the JSON document: {e}"))]}),
         ),
         (None, Ok(_)) => {
-            let (status, body, valid, roots) = execute(state, &query, op_name.as_deref(), &variables, token_kind);
+            let (status, body, valid, roots) =
+                execute(state, &query, op_name.as_deref(), &variables, token_kind);
             record.valid = valid;
             record.root_fields = roots;
             (status, Vec::new(), body)
         }
     };
     record.status = status;
-    finish(state, record, started);
+    record.handling_us = started.elapsed().as_micros() as u64;
     if !delay.is_zero() {
+        let slept = Instant::now();
         tokio::time::sleep(delay).await;
+        record.delay_us = slept.elapsed().as_micros() as u64;
     }
-    let mut resp = json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &body);
+    finish(state, record, None);
+    let mut resp = json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &body,
+    );
     for (k, v) in headers {
-        resp.headers_mut().insert(k, v.parse().expect("header value"));
+        resp.headers_mut()
+            .insert(k, v.parse().expect("header value"));
     }
     resp
 }
 
-fn finish(state: &SimState, mut record: Recorded, started: Instant) {
-    record.handling_us = started.elapsed().as_micros() as u64;
+fn finish(state: &SimState, mut record: Recorded, started: Option<Instant>) {
+    if let Some(started) = started {
+        record.handling_us = started.elapsed().as_micros() as u64;
+    }
     let mut m = state.lock();
     m.seq += 1;
     record.seq = m.seq;
@@ -579,9 +680,22 @@ fn finish(state: &SimState, mut record: Recorded, started: Instant) {
 }
 
 /// Validates and executes; returns (HTTP status, body, valid, root fields).
-fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Value, token_kind: &str) -> (u16, Value, bool, Vec<String>) {
+fn execute(
+    state: &SimState,
+    query: &str,
+    op_name: Option<&str>,
+    variables: &Value,
+    token_kind: &str,
+) -> (u16, Value, bool, Vec<String>) {
     let schema = &state.schema;
-    let invalid = |errors: Vec<Value>| (400, json!({"data": null, "errors": errors}), false, Vec::new());
+    let invalid = |errors: Vec<Value>| {
+        (
+            400,
+            json!({"data": null, "errors": errors}),
+            false,
+            Vec::new(),
+        )
+    };
     let doc = match ExecutableDocument::parse_and_validate(schema, query, "request.graphql") {
         Ok(d) => d,
         Err(with) => {
@@ -590,8 +704,15 @@ fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Val
                 .iter()
                 .map(|d| {
                     let e = d.to_json();
-                    let mut v = appsync_error(None, &format!("Validation error of type InvalidSyntax: {}", e.message));
-                    v["locations"] = json!(e.locations.iter().map(|l| json!({"line": l.line, "column": l.column, "sourceName": null})).collect::<Vec<_>>());
+                    let mut v = appsync_error(
+                        None,
+                        &format!("Validation error of type InvalidSyntax: {}", e.message),
+                    );
+                    v["locations"] = json!(e
+                        .locations
+                        .iter()
+                        .map(|l| json!({"line": l.line, "column": l.column, "sourceName": null}))
+                        .collect::<Vec<_>>());
                     v
                 })
                 .collect();
@@ -600,7 +721,12 @@ fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Val
     };
     let op = match doc.operations.get(op_name) {
         Ok(op) => op,
-        Err(e) => return invalid(vec![appsync_error(None, &format!("Validation error of type UnknownOperation: {}", e.message()))]),
+        Err(e) => {
+            return invalid(vec![appsync_error(
+                None,
+                &format!("Validation error of type UnknownOperation: {}", e.message()),
+            )])
+        }
     };
     let roots: Vec<String> = op
         .selection_set
@@ -612,23 +738,45 @@ fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Val
         v => v.clone().into(),
     };
     let Some(vars_map) = vars_json.as_object() else {
-        return invalid(vec![appsync_error(None, "Validation error of type WrongType: variables must be an object")]);
+        return invalid(vec![appsync_error(
+            None,
+            "Validation error of type WrongType: variables must be an object",
+        )]);
     };
     let coerced = match apollo_compiler::request::coerce_variable_values(schema, op, vars_map) {
         Ok(c) => c,
-        Err(e) => return invalid(vec![appsync_error(None, &format!("Validation error of type WrongType: {}", e.message()))]),
+        Err(e) => {
+            return invalid(vec![appsync_error(
+                None,
+                &format!("Validation error of type WrongType: {}", e.message()),
+            )])
+        }
     };
     // AppSync checks its own scalars: AWSJSON must be a string of JSON, AWSDateTime a date.
     if let Some(msg) = check_aws_scalars(variables) {
-        return invalid(vec![appsync_error(None, &format!("Validation error of type WrongType: {msg}"))]);
+        return invalid(vec![appsync_error(
+            None,
+            &format!("Validation error of type WrongType: {msg}"),
+        )]);
     }
     let mut m = state.lock();
     let response = {
-        let ctx = Ctx { m: std::cell::RefCell::new(&mut m), token_kind };
-        let exec = Execution::new(schema, &doc).operation(op).coerced_variable_values(&coerced);
+        let ctx = Ctx {
+            m: std::cell::RefCell::new(&mut m),
+            token_kind,
+        };
+        let exec = Execution::new(schema, &doc)
+            .operation(op)
+            .coerced_variable_values(&coerced);
         match op.operation_type {
-            apollo_compiler::executable::OperationType::Mutation => exec.execute_sync(&Root { ctx: &ctx, mutation: true }),
-            _ => exec.execute_sync(&Root { ctx: &ctx, mutation: false }),
+            apollo_compiler::executable::OperationType::Mutation => exec.execute_sync(&Root {
+                ctx: &ctx,
+                mutation: true,
+            }),
+            _ => exec.execute_sync(&Root {
+                ctx: &ctx,
+                mutation: false,
+            }),
         }
     };
     drop(m);
@@ -645,15 +793,23 @@ fn execute(state: &SimState, query: &str, op_name: Option<&str>, variables: &Val
             }
             (200, body, true, roots)
         }
-        Err(e) => invalid(vec![appsync_error(None, &format!("Validation error: {}", e.message()))]),
+        Err(e) => invalid(vec![appsync_error(
+            None,
+            &format!("Validation error: {}", e.message()),
+        )]),
     }
 }
 
 /// Resolver errors carry their AppSync `errorType` as a `[Type] ` prefix of the message.
 fn to_appsync_error(e: &mut Value) {
-    let Some(msg) = e.get("message").and_then(Value::as_str).map(str::to_owned) else { return };
+    let Some(msg) = e.get("message").and_then(Value::as_str).map(str::to_owned) else {
+        return;
+    };
     // apollo-compiler prefixes resolver messages ("resolver error: ...").
-    let msg = msg.strip_prefix("resolver error: ").unwrap_or(&msg).to_owned();
+    let msg = msg
+        .strip_prefix("resolver error: ")
+        .unwrap_or(&msg)
+        .to_owned();
     e["message"] = json!(msg);
     if let Some(rest) = msg.strip_prefix('[') {
         if let Some((ty, text)) = rest.split_once("] ") {
@@ -678,13 +834,28 @@ fn check_aws_scalars(v: &Value) -> Option<String> {
                     match val {
                         Value::Null => {}
                         Value::String(s) if serde_json::from_str::<Value>(s).is_ok() => {}
-                        _ => return Some(format!("argument 'data' with value '{}' is not a valid 'AWSJSON'", short(val))),
+                        _ => {
+                            return Some(format!(
+                                "argument 'data' with value '{}' is not a valid 'AWSJSON'",
+                                short(val)
+                            ))
+                        }
                     }
                 } else if k == "expirationDate" || k == "dateFrom" || k == "dateTo" {
                     match val {
                         Value::Null => {}
-                        Value::String(s) if time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok() => {}
-                        _ => return Some(format!("argument '{k}' with value '{}' is not a valid 'AWSDateTime'", short(val))),
+                        Value::String(s)
+                            if time::OffsetDateTime::parse(
+                                s,
+                                &time::format_description::well_known::Rfc3339,
+                            )
+                            .is_ok() => {}
+                        _ => {
+                            return Some(format!(
+                                "argument '{k}' with value '{}' is not a valid 'AWSDateTime'",
+                                short(val)
+                            ))
+                        }
                     }
                 } else if let Some(m) = check_aws_scalars(val) {
                     return Some(m);
@@ -699,7 +870,14 @@ fn check_aws_scalars(v: &Value) -> Option<String> {
 
 fn short(v: &Value) -> String {
     let s = v.to_string();
-    if s.len() > 60 { format!("{}…", &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]) } else { s }
+    if s.len() > 60 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
 }
 
 // ---- resolvers --------------------------------------------------------------------------
@@ -715,7 +893,9 @@ struct Root<'c, 'm, 'g> {
 }
 
 fn field_error(error_type: &str, message: &str) -> FieldError {
-    FieldError { message: format!("[{error_type}] {message}") }
+    FieldError {
+        message: format!("[{error_type}] {message}"),
+    }
 }
 
 fn arg_str<'a>(info: &'a ResolveInfo<'a>, name: &str) -> Option<&'a str> {
@@ -733,27 +913,46 @@ impl ObjectValue for JsonObject {
         &self.type_name
     }
 
-    fn resolve_field<'a>(&'a self, info: &'a ResolveInfo<'a>) -> Result<ResolvedValue<'a>, FieldError> {
+    fn resolve_field<'a>(
+        &'a self,
+        info: &'a ResolveInfo<'a>,
+    ) -> Result<ResolvedValue<'a>, FieldError> {
         let ty = &info.field_definition().ty;
-        let v = self.value.get(info.field_name()).cloned().unwrap_or(Value::Null);
+        let v = self
+            .value
+            .get(info.field_name())
+            .cloned()
+            .unwrap_or(Value::Null);
         Ok(resolve_json(info.schema(), ty, v))
     }
 }
 
-fn resolve_json<'a>(schema: &Schema, ty: &apollo_compiler::ast::Type, v: Value) -> ResolvedValue<'a> {
+fn resolve_json<'a>(
+    schema: &Schema,
+    ty: &apollo_compiler::ast::Type,
+    v: Value,
+) -> ResolvedValue<'a> {
     if v.is_null() {
         return ResolvedValue::null();
     }
-    if let apollo_compiler::ast::Type::List(inner) | apollo_compiler::ast::Type::NonNullList(inner) = ty {
+    if let apollo_compiler::ast::Type::List(inner)
+    | apollo_compiler::ast::Type::NonNullList(inner) = ty
+    {
         let inner = (**inner).clone();
         let items: Vec<Value> = v.as_array().cloned().unwrap_or_default();
-        let schema_ptr: Vec<ResolvedValue<'a>> = items.into_iter().map(|i| resolve_json(schema, &inner, i)).collect();
+        let schema_ptr: Vec<ResolvedValue<'a>> = items
+            .into_iter()
+            .map(|i| resolve_json(schema, &inner, i))
+            .collect();
         return ResolvedValue::list(schema_ptr);
     }
     let name = ty.inner_named_type();
     match schema.types.get(name) {
         Some(apollo_compiler::schema::ExtendedType::Object(_)) => {
-            ResolvedValue::object(JsonObject { type_name: name.to_string(), value: v })
+            ResolvedValue::object(JsonObject {
+                type_name: name.to_string(),
+                value: v,
+            })
         }
         _ => ResolvedValue::leaf(serde_json_bytes::Value::from(v)),
     }
@@ -800,10 +999,17 @@ impl Mutable {
 
 impl ObjectValue for Root<'_, '_, '_> {
     fn type_name(&self) -> &str {
-        if self.mutation { "Mutation" } else { "Query" }
+        if self.mutation {
+            "Mutation"
+        } else {
+            "Query"
+        }
     }
 
-    fn resolve_field<'a>(&'a self, info: &'a ResolveInfo<'a>) -> Result<ResolvedValue<'a>, FieldError> {
+    fn resolve_field<'a>(
+        &'a self,
+        info: &'a ResolveInfo<'a>,
+    ) -> Result<ResolvedValue<'a>, FieldError> {
         let ty = &info.field_definition().ty;
         let schema = info.schema();
         let mut guard = self.ctx.m.borrow_mut();
@@ -811,20 +1017,45 @@ impl ObjectValue for Root<'_, '_, '_> {
         let value = match info.field_name() {
             "passByScanCode" => {
                 let code = arg_str(info, "code").unwrap_or_default();
-                m.seed.passes.iter().find(|p| p.code == code).map(|p| m.pass_json(p)).unwrap_or(Value::Null)
+                m.seed
+                    .passes
+                    .iter()
+                    .find(|p| p.code == code)
+                    .map(|p| m.pass_json(p))
+                    .unwrap_or(Value::Null)
             }
             "pass" => {
                 let id = arg_str(info, "id").unwrap_or_default();
                 let project = arg_str(info, "projectId").unwrap_or_default();
-                m.seed.passes.iter().find(|p| p.id == id && p.project == project).map(|p| m.pass_json(p)).unwrap_or(Value::Null)
+                m.seed
+                    .passes
+                    .iter()
+                    .find(|p| p.id == id && p.project == project)
+                    .map(|p| m.pass_json(p))
+                    .unwrap_or(Value::Null)
             }
-            "projects" => Value::Array(m.seed.projects.iter().map(|p| m.project_json(&p.id)).collect()),
-            "passTemplates" => Value::Array(m.seed.templates.iter().map(|t| m.template_json(&t.id)).collect()),
+            "projects" => Value::Array(
+                m.seed
+                    .projects
+                    .iter()
+                    .map(|p| m.project_json(&p.id))
+                    .collect(),
+            ),
+            "passTemplates" => Value::Array(
+                m.seed
+                    .templates
+                    .iter()
+                    .map(|t| m.template_json(&t.id))
+                    .collect(),
+            ),
             "eventTickets" | "loyaltyCards" => json!([]),
             "createScanEvent" => create_scan_event(m, info)?,
             "registerDevice" => {
                 if self.ctx.token_kind != "workspace" {
-                    return Err(field_error("Unauthorized", "registerDevice needs the workspace API token"));
+                    return Err(field_error(
+                        "Unauthorized",
+                        "registerDevice needs the workspace API token",
+                    ));
                 }
                 let name = info
                     .arguments()
@@ -836,7 +1067,12 @@ impl ObjectValue for Root<'_, '_, '_> {
                 m.device_tokens.push((name, token.clone()));
                 json!({"workspaceName": m.seed.workspace, "token": token})
             }
-            other => return Err(field_error("Sim:NotImplemented", &format!("tiketo-sim does not implement {other}"))),
+            other => {
+                return Err(field_error(
+                    "Sim:NotImplemented",
+                    &format!("tiketo-sim does not implement {other}"),
+                ))
+            }
         };
         drop(guard);
         Ok(resolve_json(schema, ty, value))
@@ -844,11 +1080,20 @@ impl ObjectValue for Root<'_, '_, '_> {
 }
 
 fn create_scan_event(m: &mut Mutable, info: &ResolveInfo<'_>) -> Result<Value, FieldError> {
-    let input = info.arguments().get("input").and_then(|v| v.as_object()).ok_or_else(|| field_error("MappingTemplate", "input is missing"))?;
-    let code = input.get("code").and_then(|v| v.as_str()).unwrap_or_default().to_owned();
+    let input = info
+        .arguments()
+        .get("input")
+        .and_then(|v| v.as_object())
+        .ok_or_else(|| field_error("MappingTemplate", "input is missing"))?;
+    let code = input
+        .get("code")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_owned();
     let reward_points = input.get("rewardPoints").and_then(|v| v.as_i64());
     let data: Value = match input.get("data").and_then(|v| v.as_str()) {
-        Some(s) => serde_json::from_str(s).map_err(|_| field_error("MappingTemplate", "data is not JSON"))?,
+        Some(s) => serde_json::from_str(s)
+            .map_err(|_| field_error("MappingTemplate", "data is not JSON"))?,
         None => Value::Null,
     };
     let pass = m
@@ -860,7 +1105,10 @@ fn create_scan_event(m: &mut Mutable, info: &ResolveInfo<'_>) -> Result<Value, F
         .ok_or_else(|| field_error("NotFound", "no pass has this scan code"))?;
     if let Some(left) = m.entries_left.get_mut(&pass.code) {
         if *left == 0 {
-            return Err(field_error("NoEntriesLeft", "this event ticket has no entries left"));
+            return Err(field_error(
+                "NoEntriesLeft",
+                "this event ticket has no entries left",
+            ));
         }
         *left -= 1;
     }

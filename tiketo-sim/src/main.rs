@@ -57,7 +57,11 @@ fn main() -> ExitCode {
         .build()
         .expect("tokio runtime");
     match cli.command {
-        Command::Serve { listen, token, seed } => {
+        Command::Serve {
+            listen,
+            token,
+            seed,
+        } => {
             let seed = match load_seed(seed.as_deref()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -66,7 +70,13 @@ fn main() -> ExitCode {
                 }
             };
             rt.block_on(async move {
-                let sim = match Sim::start(SimOptions { listen, token, seed }).await {
+                let sim = match Sim::start(SimOptions {
+                    listen,
+                    token,
+                    seed,
+                })
+                .await
+                {
                     Ok(s) => s,
                     Err(e) => {
                         eprintln!("tiketo-sim: cannot listen on {listen}: {e}");
@@ -110,7 +120,10 @@ fn daemon_binary() -> Result<PathBuf, String> {
     if bin.exists() {
         Ok(bin)
     } else {
-        Err(format!("{} not found: run `cargo build --workspace` first", bin.display()))
+        Err(format!(
+            "{} not found: run `cargo build --workspace` first",
+            bin.display()
+        ))
     }
 }
 
@@ -125,11 +138,19 @@ async fn demo(config: PathBuf, seed: Seed) -> ExitCode {
     let text = match std::fs::read_to_string(&config) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("tiketo-sim demo: {}: {e} (run it from the repository's top folder)", config.display());
+            eprintln!(
+                "tiketo-sim demo: {}: {e} (run it from the repository's top folder)",
+                config.display()
+            );
             return ExitCode::from(2);
         }
     };
-    let sim = match Sim::start(SimOptions { seed: seed.clone(), ..SimOptions::default() }).await {
+    let sim = match Sim::start(SimOptions {
+        seed: seed.clone(),
+        ..SimOptions::default()
+    })
+    .await
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("tiketo-sim demo: cannot start the fake API: {e}");
@@ -140,7 +161,13 @@ async fn demo(config: PathBuf, seed: Seed) -> ExitCode {
     let url_line = format!("url = \"{}\"", sim.url());
     let text: String = text
         .lines()
-        .map(|l| if l.trim_start().starts_with("url ") || l.trim_start().starts_with("url=") { url_line.clone() } else { l.to_owned() })
+        .map(|l| {
+            if l.trim_start().starts_with("url ") || l.trim_start().starts_with("url=") {
+                url_line.clone()
+            } else {
+                l.to_owned()
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n");
     let dir = std::env::temp_dir().join(format!("tiketo-demo-{}", std::process::id()));
@@ -212,7 +239,10 @@ fn describe(p: &tiketo_sim::SeedPass) -> String {
         "valid".to_owned()
     };
     if let Some(n) = p.entries {
-        s.push_str(&format!(", event ticket with {n} entr{} (then refused)", if n == 1 { "y" } else { "ies" }));
+        s.push_str(&format!(
+            ", event ticket with {n} entr{} (then refused)",
+            if n == 1 { "y" } else { "ies" }
+        ));
     }
     if p.scan_voided {
         s.push_str(", but the server voids its scan event (refused)");
@@ -240,7 +270,11 @@ fn render_output(line: &str, color: bool) -> String {
         (_, false) => ("", "\x1b[2m"),
         _ => ("", ""),
     };
-    let text = if label.is_empty() { format!("{output:<12} {}", if on { "ON" } else { "off" }) } else { label.to_owned() };
+    let text = if label.is_empty() {
+        format!("{output:<12} {}", if on { "ON" } else { "off" })
+    } else {
+        label.to_owned()
+    };
     if color {
         format!("    {paint}{text}\x1b[0m")
     } else {
