@@ -41,7 +41,11 @@ fn summary(name: &str, mut v: Vec<f64>) -> String {
 fn main() {
     let scans = arg("--scans", 200) as usize;
     let delay_ms = arg("--delay-ms", 0);
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
     sim.set_delay(Duration::from_millis(delay_ms));
 
@@ -50,7 +54,12 @@ fn main() {
     let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
     grantpt(&master).unwrap();
     unlockpt(&master).unwrap();
-    let slave = PathBuf::from(ptsname(&master, Vec::new()).unwrap().to_string_lossy().into_owned());
+    let slave = PathBuf::from(
+        ptsname(&master, Vec::new())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+    );
     let mut master = std::fs::File::from(master);
 
     let cfg = dir.path().join("config.toml");
@@ -119,20 +128,28 @@ relay = {{ pin = 17, pulse_ms = 2 }}
         master.write_all(format!("{code}\r\n").as_bytes()).unwrap();
         let t0 = Instant::now();
         let t1 = loop {
-            let (t, line) = rx.recv_timeout(Duration::from_secs(10)).expect("relay never switched on");
+            let (t, line) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("relay never switched on");
             if line.contains("\"relay\"") && line.contains("\"on\":true") {
                 break t;
             }
         };
         // Let the 2 ms pulse end so the next accept switches the relay on again.
         loop {
-            let (_, line) = rx.recv_timeout(Duration::from_secs(10)).expect("relay never switched off");
+            let (_, line) = rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect("relay never switched off");
             if line.contains("\"relay\"") && line.contains("\"on\":false") {
                 break;
             }
         }
         let reqs = sim.requests();
-        let handled: u64 = reqs[before..].iter().filter(|r| r.operation_name.as_deref() != Some("Warmup")).map(|r| r.handling_us + r.delay_us).sum();
+        let handled: u64 = reqs[before..]
+            .iter()
+            .filter(|r| r.operation_name.as_deref() != Some("Warmup"))
+            .map(|r| r.handling_us + r.delay_us)
+            .sum();
         if i >= warmup {
             let l = (t1 - t0).as_secs_f64() * 1000.0;
             let a = handled as f64 / 1000.0;
