@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::decision::{OfflinePolicy, Rules};
+use crate::decision::{OfflinePolicy, OfflineRules, Rules};
 
 pub const DEFAULT_PATH: &str = "/etc/tiketo-gate/config.toml";
 
@@ -25,7 +25,16 @@ pub struct Config {
     pub reader: ReaderConfig,
     pub rules: Rules,
     pub offline: OfflineConfig,
+    pub store: StoreConfig,
     pub outputs: OutputsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Sent and rejected rows older than this are pruned.
+    pub retention: Duration,
+    /// At this many unsent scan events nothing more is admitted offline.
+    pub max_pending: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -61,6 +70,20 @@ pub struct ReaderConfig {
 #[derive(Debug, Clone)]
 pub struct OfflineConfig {
     pub policy: OfflinePolicy,
+    pub cache_ttl: Duration,
+    pub max_offline_uses: u32,
+    /// `offline.unknown = "accept"`.
+    pub unknown_accepts: bool,
+}
+
+impl OfflineConfig {
+    pub fn rules(&self) -> OfflineRules {
+        OfflineRules {
+            policy: self.policy,
+            unknown_accepts: self.unknown_accepts,
+            max_offline_uses: self.max_offline_uses,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +132,16 @@ struct RawConfig {
     #[serde(default)]
     offline: RawOffline,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     outputs: RawOutputs,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    retention_days: Option<u64>,
+    max_pending: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -153,6 +185,9 @@ struct RawRules {
 #[serde(deny_unknown_fields)]
 struct RawOffline {
     policy: Option<String>,
+    cache_ttl: Option<toml::Value>,
+    max_offline_uses: Option<u64>,
+    unknown: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -391,14 +426,12 @@ impl Validator<'_> {
         let api = self.api(raw.api);
         let reader = self.reader(raw.reader);
         let rules = self.rules(raw.rules);
-        let policy = match self.choice(
-            "offline.policy",
-            raw.offline.policy.as_deref(),
-            "reject",
-            &["reject", "accept"],
-        ) {
-            "accept" => OfflinePolicy::Accept,
-            _ => OfflinePolicy::Reject,
+        let offline = self.offline(raw.offline);
+        let store = StoreConfig {
+            retention: Duration::from_secs(
+                86_400 * self.range("store.retention_days", raw.store.retention_days, 30, 1, 3650),
+            ),
+            max_pending: self.range("store.max_pending", raw.store.max_pending, 1_000_000, 1, 100_000_000),
         };
         let outputs = self.outputs(raw.outputs);
         Config {
@@ -407,9 +440,36 @@ impl Validator<'_> {
             api,
             reader,
             rules,
-            offline: OfflineConfig { policy },
+            offline,
+            store,
             outputs,
         }
+    }
+
+    fn offline(&mut self, raw: RawOffline) -> OfflineConfig {
+        let policy = match self.choice("offline.policy", raw.policy.as_deref(), "cache", &["reject", "accept", "cache"]) {
+            "accept" => OfflinePolicy::Accept,
+            "reject" => OfflinePolicy::Reject,
+            _ => OfflinePolicy::Cache,
+        };
+        let default_ttl = Duration::from_secs(24 * 3600);
+        let cache_ttl = match &raw.cache_ttl {
+            None => default_ttl,
+            Some(v) => match parse_duration(v) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    self.problem("offline.cache_ttl", "must be at least 1s");
+                    default_ttl
+                }
+                Err(e) => {
+                    self.problem("offline.cache_ttl", e);
+                    default_ttl
+                }
+            },
+        };
+        let max_offline_uses = self.range("offline.max_offline_uses", raw.max_offline_uses, 1, 1, 1_000_000) as u32;
+        let unknown_accepts = self.choice("offline.unknown", raw.unknown.as_deref(), "reject", &["reject", "accept"]) == "accept";
+        OfflineConfig { policy, cache_ttl, max_offline_uses, unknown_accepts }
     }
 
     fn device(&mut self, raw: RawDevice) -> DeviceConfig {
@@ -580,6 +640,28 @@ impl Validator<'_> {
     }
 }
 
+/// A duration: whole seconds, or a string like `"90s"`, `"30m"`, `"24h"`, `"7d"`.
+pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
+    match v {
+        toml::Value::Integer(n) if *n >= 0 => Ok(Duration::from_secs(*n as u64)),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: u64 = num.parse().map_err(|_| format!("\"{s}\" is not a duration (like \"24h\", \"30m\", \"90s\")"))?;
+            let secs = match unit.trim() {
+                "s" | "" => n,
+                "m" | "min" => n * 60,
+                "h" => n * 3600,
+                "d" => n * 86_400,
+                other => return Err(format!("unknown unit \"{other}\" (use s, m, h or d)")),
+            };
+            Ok(Duration::from_secs(secs))
+        }
+        other => Err(format!("must be seconds or a string like \"24h\" (got {other})")),
+    }
+}
+
 fn quoted(items: &[&str]) -> String {
     items
         .iter()
@@ -653,12 +735,13 @@ impl Config {
             } => format!("sim ({})", p.display()),
         };
         format!(
-            "ok: {}: device \"{}\", reader {reader}, api {} (timeout {} ms), offline policy {}, outputs {backend} [{}]",
+            "ok: {}: device \"{}\", reader {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]",
             self.source.display(),
             self.device.name,
             self.api.url,
             self.api.timeout.as_millis(),
             self.offline.policy.as_str(),
+            self.device.state_dir.display(),
             if outs.is_empty() { "none".to_owned() } else { outs.join(", ") },
         )
     }
@@ -690,7 +773,12 @@ mod tests {
         );
         assert_eq!(c.reader.max_len, 512);
         assert_eq!(c.reader.debounce, Duration::from_millis(1500));
-        assert_eq!(c.offline.policy, OfflinePolicy::Reject);
+        assert_eq!(c.offline.policy, OfflinePolicy::Cache);
+        assert_eq!(c.offline.cache_ttl, Duration::from_secs(86_400));
+        assert_eq!(c.offline.max_offline_uses, 1);
+        assert!(!c.offline.unknown_accepts);
+        assert_eq!(c.store.retention, Duration::from_secs(30 * 86_400));
+        assert_eq!(c.store.max_pending, 1_000_000);
         assert_eq!(c.outputs.backend, OutputBackendKind::Gpio);
         assert!(c.outputs.relay.is_none());
         assert_eq!(c.device.state_dir, PathBuf::from("/var/lib/tiketo-gate"));
@@ -814,6 +902,21 @@ mod tests {
         ] {
             assert!(check_api_url(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn offline_and_store_keys() {
+        let c = parse_str("[offline]\npolicy = \"accept\"\ncache_ttl = \"90m\"\nmax_offline_uses = 3\nunknown = \"accept\"\n[store]\nretention_days = 7\nmax_pending = 10\n").unwrap();
+        assert_eq!(c.offline.policy, OfflinePolicy::Accept);
+        assert_eq!(c.offline.cache_ttl, Duration::from_secs(5400));
+        assert_eq!(c.offline.max_offline_uses, 3);
+        assert!(c.offline.unknown_accepts);
+        assert_eq!(c.store.max_pending, 10);
+        assert_eq!(parse_str("[offline]\ncache_ttl = 3600\n").unwrap().offline.cache_ttl, Duration::from_secs(3600));
+        let e = err("[offline]\ncache_ttl = \"soon\"\n");
+        assert!(e.starts_with("test.toml:2: offline.cache_ttl:"), "{e}");
+        let e = err("[offline]\nunknown = \"maybe\"\n");
+        assert!(e.starts_with("test.toml:2: offline.unknown:"), "{e}");
     }
 
     #[test]

@@ -10,12 +10,20 @@ use std::sync::OnceLock;
 
 use tokio::sync::{mpsc, watch};
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use crate::api::Client;
 use crate::config::Config;
+use crate::link::{Link, Mode};
 use crate::mask::Secret;
 use crate::outputs::feedback::Feedback;
 use crate::reader::{self, ReaderEvent};
-use crate::scan::{ScanSettings, Scanner};
+use crate::scan::{ScanSettings, Scanner, Shared};
+use crate::store::{now_ms, Store, StoreHandle};
+
+/// Consecutive failures to reach the API after which the daemon is offline.
+const OFFLINE_AFTER_FAILURES: u32 = 2;
 
 /// The outputs, for the panic hook.
 static SAFE_OUTPUTS: OnceLock<Feedback> = OnceLock::new();
@@ -75,7 +83,10 @@ pub fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let client = match Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref()) {
+    // Two clients: live scans keep their own warm connection while replay drains on another.
+    let clients = Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())
+        .and_then(|live| Ok((live, Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())?)));
+    let (client, replay_client) = match clients {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("{e}");
@@ -94,19 +105,38 @@ pub fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = rt.block_on(main_loop(cfg, client, feedback.clone()));
+    let code = rt.block_on(main_loop(cfg, client, replay_client, feedback.clone()));
     feedback.safe_state();
     code
 }
 
-async fn main_loop(cfg: Config, client: Client, feedback: Feedback) -> ExitCode {
+async fn main_loop(cfg: Config, client: Client, replay_client: Client, feedback: Feedback) -> ExitCode {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(watch_signals(feedback.clone(), stop_tx));
     tokio::spawn({
         let feedback = feedback.clone();
         async move { feedback.run_timers().await }
     });
-    tokio::spawn(keep_connection_warm(client.clone()));
+
+    let store_path = Store::path_in(&cfg.device.state_dir);
+    let store = {
+        let p = store_path.clone();
+        tokio::task::spawn_blocking(move || StoreHandle::open(&p)).await.expect("store open task")
+    };
+    let link = Link::new(OFFLINE_AFTER_FAILURES);
+    let shared = Shared::new(store, link.clone());
+    if let Ok(c) = shared.store.run(|s| s.counts()).await {
+        shared.pending.store(c.pending, Ordering::Relaxed);
+        if c.pending > 0 {
+            tracing::info!(pending = c.pending, dead = c.dead, "unsent scan events from before are queued for replay");
+        }
+    }
+
+    tokio::spawn(keep_link(client.clone(), link.clone()));
+    tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
+    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
+    tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
+    tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
     let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
     if let Err(e) = reader::spawn(&cfg.reader, tx) {
@@ -116,13 +146,20 @@ async fn main_loop(cfg: Config, client: Client, feedback: Feedback) -> ExitCode 
     let settings = ScanSettings {
         device: cfg.device.name.clone(),
         rules: cfg.rules.clone(),
-        policy: cfg.offline.policy,
+        offline: cfg.offline.rules(),
+        cache_ttl: cfg.offline.cache_ttl,
         budget: cfg.api.timeout,
         debounce: cfg.reader.debounce,
+        max_pending: cfg.store.max_pending,
     };
-    let mut scanner = Scanner::new(client, settings, feedback.clone());
-    feedback.set_status(true);
-    tracing::info!(device = %cfg.device.name, api = %cfg.api.url, policy = cfg.offline.policy.as_str(), "ready");
+    let mut scanner = Scanner::new(client, settings, feedback.clone(), shared);
+    tracing::info!(
+        device = %cfg.device.name,
+        api = %cfg.api.url,
+        policy = cfg.offline.policy.as_str(),
+        store = %store_path.display(),
+        "ready"
+    );
 
     loop {
         tokio::select! {
@@ -163,25 +200,108 @@ async fn watch_signals(feedback: Feedback, stop: watch::Sender<bool>) {
     let _ = stop.send(true);
 }
 
-/// Opens the API connection at start and keeps it open while the door is quiet, so that a
-/// scan never pays a TCP or TLS handshake.
-async fn keep_connection_warm(client: Client) {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(45);
-    let mut failing = false;
+/// Keeps the link's state true and the API connection warm. Online: a tiny request every 45 s
+/// while the door is quiet, so a scan never pays a TCP or TLS handshake. Offline: probes the
+/// API with backoff (1 s doubling to 30 s) until it answers.
+async fn keep_link(client: Client, link: Link) {
+    const EVERY: Duration = Duration::from_secs(45);
+    let mut changes = link.subscribe();
     loop {
-        match client.warmup().await {
-            Ok(()) if failing => {
-                tracing::info!("API reachable again");
-                failing = false;
+        match link.mode() {
+            Mode::Online => {
+                match client.warmup().await {
+                    Ok(()) => link.success(),
+                    Err(e) if e.class.is_unavailable() && e.class != crate::api::classify::ErrorClass::Auth => {
+                        link.failure(&e.to_string())
+                    }
+                    Err(e) => tracing::warn!("API check: {e}"),
+                }
+                if link.mode() == Mode::Online {
+                    tokio::select! {
+                        _ = tokio::time::sleep(EVERY) => {}
+                        _ = changes.changed() => {}
+                    }
+                }
             }
-            Ok(()) => {}
-            Err(e) if !failing => {
-                tracing::warn!("API not reachable: {e}");
-                failing = true;
+            Mode::Offline => {
+                let mut delays = backon::BackoffBuilder::build(
+                    backon::ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_secs(1))
+                        .with_max_delay(Duration::from_secs(30))
+                        .with_jitter()
+                        .without_max_times(),
+                );
+                while link.mode() == Mode::Offline {
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
+                    match client.warmup().await {
+                        Ok(()) => link.success(),
+                        Err(e) => tracing::debug!("API still unreachable: {e}"),
+                    }
+                }
             }
-            Err(e) => tracing::debug!("API still not reachable: {e}"),
         }
-        tokio::time::sleep(EVERY).await;
+    }
+}
+
+/// Status LED: steady on while online, slow blink while offline.
+async fn follow_link_with_status_led(link: Link, feedback: Feedback) {
+    let mut rx = link.subscribe();
+    loop {
+        match *rx.borrow_and_update() {
+            Mode::Online => feedback.set_status(true),
+            Mode::Offline => feedback.set_status_blink(Duration::from_secs(1)),
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Writes what `tiketo-gate status` shows into the store's `meta` table, when it changes.
+async fn write_status(shared: Shared, max_pending: u64) {
+    let mut last: Vec<(String, String)> = Vec::new();
+    let mut changes = shared.link.subscribe();
+    loop {
+        let now: Vec<(String, String)> = vec![
+            ("mode".into(), shared.link.mode().as_str().into()),
+            ("mode_since_ms".into(), shared.link.since_ms().to_string()),
+            ("last_sync_ms".into(), shared.last_sync_ms.load(Ordering::Relaxed).to_string()),
+            ("auth_error".into(), shared.auth_error.lock().unwrap_or_else(|p| p.into_inner()).clone()),
+            ("queue_full".into(), (shared.pending.load(Ordering::Relaxed) >= max_pending as i64).to_string()),
+            ("clock_synced".into(), crate::clock::clock_synced().to_string()),
+            ("daemon_pid".into(), std::process::id().to_string()),
+        ];
+        if now != last {
+            let changed: Vec<(String, String)> = now.iter().filter(|kv| !last.contains(kv)).cloned().collect();
+            let write = shared
+                .store
+                .run(move |s| {
+                    for (k, v) in &changed {
+                        s.set_meta(k, v)?;
+                    }
+                    s.set_meta("status_at_ms", &now_ms().to_string())
+                })
+                .await;
+            if write.is_ok() {
+                last = now;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+            _ = changes.changed() => {}
+        }
+    }
+}
+
+/// Prunes sent and rejected rows past the retention, at start and hourly.
+async fn prune(shared: Shared, retention: Duration) {
+    loop {
+        match shared.store.run(move |s| s.prune(retention, now_ms())).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned old scans"),
+            Err(e) => tracing::warn!("prune: {e}"),
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }
 

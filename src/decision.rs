@@ -65,6 +65,10 @@ pub enum Reason {
     OfflinePolicy,
     /// The API answered with a permanent error to the lookup (a bug or a schema change).
     ApiError,
+    /// Offline: this pass was already admitted offline at this device (anti-passback).
+    AlreadyUsed,
+    /// Offline: the queue of unsent scan events is full, so nothing more is admitted offline.
+    QueueFull,
 }
 
 impl Reason {
@@ -80,6 +84,8 @@ impl Reason {
             Reason::Malformed => "malformed",
             Reason::OfflinePolicy => "offline_policy",
             Reason::ApiError => "api_error",
+            Reason::AlreadyUsed => "already_used",
+            Reason::QueueFull => "queue_full",
         }
     }
 }
@@ -130,20 +136,68 @@ pub enum OfflinePolicy {
     Reject,
     /// Fail open: every well-formed code opens.
     Accept,
+    /// Decide by what recent online lookups said (see [`decide_offline`]).
+    Cache,
 }
 
 impl OfflinePolicy {
-    pub fn verdict(self) -> Verdict {
-        match self {
-            OfflinePolicy::Reject => Verdict::Reject,
-            OfflinePolicy::Accept => Verdict::Accept,
-        }
-    }
     pub fn as_str(self) -> &'static str {
         match self {
             OfflinePolicy::Reject => "reject",
             OfflinePolicy::Accept => "accept",
+            OfflinePolicy::Cache => "cache",
         }
+    }
+}
+
+/// What the offline decision knows about a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheView {
+    /// No fresh cache entry.
+    Unknown,
+    /// A fresh entry: `None` means the API said there is no such pass.
+    Known(Option<PassFacts>),
+}
+
+/// The offline settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfflineRules {
+    pub policy: OfflinePolicy,
+    /// For `cache`: the verdict on a code with no fresh entry.
+    pub unknown_accepts: bool,
+    /// For `cache`: how often one pass may be admitted offline at this device.
+    pub max_offline_uses: u32,
+}
+
+/// The offline decision: a pure function of the policy, what the cache knows, how often the
+/// pass was already admitted offline here, whether the queue has room, and the time.
+/// `Ok(())` admits (and spends one offline use when the policy is `cache`).
+pub fn decide_offline(
+    o: &OfflineRules,
+    view: &CacheView,
+    offline_uses: u32,
+    queue_full: bool,
+    rules: &Rules,
+    now: OffsetDateTime,
+) -> Result<(), Reason> {
+    let admit = match o.policy {
+        OfflinePolicy::Reject => Err(Reason::OfflinePolicy),
+        OfflinePolicy::Accept => Ok(()),
+        OfflinePolicy::Cache => match view {
+            CacheView::Unknown if o.unknown_accepts => Ok(()),
+            CacheView::Unknown => Err(Reason::OfflinePolicy),
+            CacheView::Known(facts) => decide(facts.as_ref(), rules, now).and_then(|()| {
+                if offline_uses >= o.max_offline_uses {
+                    Err(Reason::AlreadyUsed)
+                } else {
+                    Ok(())
+                }
+            }),
+        },
+    };
+    match admit {
+        Ok(()) if queue_full => Err(Reason::QueueFull),
+        other => other,
     }
 }
 
@@ -235,6 +289,35 @@ mod tests {
             decide(Some(&p), &rules(&["proj"], &[]), NOW),
             Err(Reason::Voided)
         );
+    }
+
+    #[test]
+    fn offline_decisions() {
+        let r = rules(&["proj"], &[]);
+        let o = |policy, unknown_accepts| OfflineRules { policy, unknown_accepts, max_offline_uses: 1 };
+        let known = CacheView::Known(Some(pass()));
+        // reject and accept ignore the cache
+        assert_eq!(decide_offline(&o(OfflinePolicy::Reject, true), &known, 0, false, &r, NOW), Err(Reason::OfflinePolicy));
+        assert_eq!(decide_offline(&o(OfflinePolicy::Accept, false), &CacheView::Unknown, 5, false, &r, NOW), Ok(()));
+        // cache: known and valid, once
+        let c = o(OfflinePolicy::Cache, false);
+        assert_eq!(decide_offline(&c, &known, 0, false, &r, NOW), Ok(()));
+        assert_eq!(decide_offline(&c, &known, 1, false, &r, NOW), Err(Reason::AlreadyUsed));
+        let two = OfflineRules { max_offline_uses: 2, ..c };
+        assert_eq!(decide_offline(&two, &known, 1, false, &r, NOW), Ok(()));
+        // cache: the same rules as online, expiry against now
+        let expired = CacheView::Known(Some(PassFacts { expires: Some(datetime!(2026-11-27 11:00 UTC)), ..pass() }));
+        assert_eq!(decide_offline(&c, &expired, 0, false, &r, NOW), Err(Reason::Expired));
+        let voided = CacheView::Known(Some(PassFacts { voided: true, ..pass() }));
+        assert_eq!(decide_offline(&c, &voided, 0, false, &r, NOW), Err(Reason::Voided));
+        assert_eq!(decide_offline(&c, &CacheView::Known(None), 0, false, &r, NOW), Err(Reason::NotFound));
+        // cache: unknown codes by offline.unknown
+        assert_eq!(decide_offline(&c, &CacheView::Unknown, 0, false, &r, NOW), Err(Reason::OfflinePolicy));
+        assert_eq!(decide_offline(&o(OfflinePolicy::Cache, true), &CacheView::Unknown, 0, false, &r, NOW), Ok(()));
+        // a full queue admits nothing more offline, and says why
+        assert_eq!(decide_offline(&c, &known, 0, true, &r, NOW), Err(Reason::QueueFull));
+        assert_eq!(decide_offline(&o(OfflinePolicy::Accept, false), &CacheView::Unknown, 0, true, &r, NOW), Err(Reason::QueueFull));
+        assert_eq!(decide_offline(&c, &voided, 0, true, &r, NOW), Err(Reason::Voided));
     }
 
     #[test]

@@ -6,13 +6,19 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod debounce;
 pub mod decision;
+pub mod enrol;
 pub mod framing;
+pub mod link;
 pub mod logging;
 pub mod mask;
 pub mod outputs;
 pub mod reader;
+pub mod replay;
 pub mod scan;
+pub mod store;

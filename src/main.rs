@@ -26,11 +26,72 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Online or offline, enrolment, pending and dead scan events, last sync, clock.
+    Status {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The queue of scan events waiting for the server, and its dead letters.
+    Queue {
+        #[arg(long, default_value = config::DEFAULT_PATH, global = true)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// List pending scan events (or the dead letters), oldest first.
+    List {
+        #[arg(long)]
+        dead: bool,
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
+    /// Put a dead letter (by scan id or seq) back in the queue, or all of them.
+    Retry {
+        #[arg(required_unless_present = "all_dead", conflicts_with = "all_dead")]
+        id: Option<String>,
+        #[arg(long)]
+        all_dead: bool,
+    },
+    /// Remove a pending or dead scan event for good (by scan id or seq).
+    Drop {
+        id: String,
+        /// Confirm: the event will never reach Tiketo.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+fn load_or_exit(path: &std::path::Path) -> Result<config::Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Status { config, json } => match load_or_exit(&config) {
+            Ok(cfg) => tiketo_gate::cli::status(&cfg, json),
+            Err(code) => code,
+        },
+        Command::Queue { config, command } => match load_or_exit(&config) {
+            Err(code) => code,
+            Ok(cfg) => match command {
+                QueueCommand::List { dead, json, limit } => tiketo_gate::cli::queue_list(&cfg, dead, json, limit),
+                QueueCommand::Retry { id, .. } => tiketo_gate::cli::queue_retry(&cfg, id.as_deref()),
+                QueueCommand::Drop { id, yes } => tiketo_gate::cli::queue_drop(&cfg, &id, yes),
+            },
+        },
         Command::Run { config } => match config::load(&config) {
             Ok(cfg) => tiketo_gate::daemon::run(cfg),
             Err(e) => {

@@ -1,34 +1,41 @@
-//! The scan pipeline: debounce, look up, decide, record, give feedback, log.
+//! The scan pipeline: debounce, look up, decide, store, record, give feedback, log.
+//!
+//! Online: `passByScanCode`, the decision, then the accepted scan is written to the store as
+//! *pending* (durably, before anything is sent) and `createScanEvent` sends it; the answer
+//! marks it sent (or refused). Offline (the link is down, the API failed, or the budget ran
+//! out): the offline policy decides, the scan is written, then feedback is given. Every scan
+//! is in the store before its feedback.
 //!
 //! The whole scan has a budget (`api.timeout_ms`, counted from the code's last byte). The
-//! online part runs as its own task so that the budget can end the wait without cutting a
-//! request in half: a lookup that answers after the budget is dropped before anything is
-//! recorded; a `createScanEvent` already on its way is left to finish and its late answer is
-//! logged. When the budget runs out, or the API is unavailable (transport, 5xx, 429,
-//! throttling, auth), the offline policy decides.
+//! online part runs as its own task so the budget can end the wait without cutting a request
+//! in half: a lookup that answers after the budget is dropped before anything is recorded; a
+//! `createScanEvent` already on its way is left to finish, and its late answer updates the row.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::api::classify::ErrorClass;
 use crate::api::{ApiError, Client, ScanEventInput};
 use crate::debounce::Debouncer;
-use crate::decision::{self, OfflinePolicy, Reason, Rules, Verdict};
+use crate::decision::{self, CacheView, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, Verdict};
+use crate::link::Link;
 use crate::mask::{mask_code, scrub};
 use crate::outputs::feedback::Feedback;
 use crate::reader::ReaderEvent;
+use crate::store::{now_ms, NewScan, Store, StoreHandle};
 
 /// How a scan was decided.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub verdict: Verdict,
     pub reason: Reason,
-    /// Decided with the API's answer (true) or by the offline policy (false).
+    /// Decided with the API's answer (true) or offline (false).
     pub online: bool,
     pub scan_id: Uuid,
     /// The server's ScanEvent id, for an online accept.
@@ -41,9 +48,68 @@ pub struct Outcome {
 pub struct ScanSettings {
     pub device: String,
     pub rules: Rules,
-    pub policy: OfflinePolicy,
+    pub offline: OfflineRules,
+    pub cache_ttl: Duration,
     pub budget: Duration,
     pub debounce: Duration,
+    pub max_pending: u64,
+}
+
+/// What the scan pipeline, the replay worker and the status writer share.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: StoreHandle,
+    pub link: Link,
+    /// Scan ids whose `createScanEvent` is on its way from the live path: replay skips them.
+    pub inflight: Arc<Mutex<HashSet<String>>>,
+    /// Unsent scan events (kept current by the replay worker, raised by each pending insert).
+    pub pending: Arc<AtomicI64>,
+    /// Wakes the replay worker (a new pending row).
+    pub replay_wake: Arc<Notify>,
+    /// When the server last acknowledged a scan event (unix ms; 0: never).
+    pub last_sync_ms: Arc<AtomicI64>,
+    /// The last auth error, for status (empty: none).
+    pub auth_error: Arc<Mutex<String>>,
+}
+
+impl Shared {
+    pub fn new(store: StoreHandle, link: Link) -> Self {
+        Shared {
+            store,
+            link,
+            inflight: Default::default(),
+            pending: Default::default(),
+            replay_wake: Default::default(),
+            last_sync_ms: Default::default(),
+            auth_error: Default::default(),
+        }
+    }
+
+    pub fn inflight_ids(&self) -> Vec<String> {
+        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+    }
+
+    fn set_inflight(&self, id: &str, on: bool) {
+        let mut s = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if on {
+            s.insert(id.to_owned());
+        } else {
+            s.remove(id);
+        }
+    }
+
+    pub fn note_auth_error(&self, e: Option<&ApiError>) {
+        let mut a = self.auth_error.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Some(e) => {
+                if a.is_empty() {
+                    tracing::error!("the API refuses the token: {e}; scans are decided offline and replay is paused");
+                }
+                *a = e.to_string();
+            }
+            None => a.clear(),
+        }
+    }
 }
 
 const LOOKING_UP: u8 = 0;
@@ -52,35 +118,61 @@ const ABANDONED: u8 = 2;
 const LATE: u8 = 3;
 
 enum Online {
-    Rejected(Reason),
-    Recorded {
-        event_id: String,
-    },
+    /// The pass was looked up and rejected; nothing was written yet.
+    Rejected { reason: Reason, pass: Option<PassFacts> },
+    Recorded { event_id: String },
     Refused(String),
-    /// The API could not answer: the offline policy decides.
-    Unavailable(ApiError),
+    /// The API could not answer: the offline policy decides. `pass`: a lookup that did answer.
+    Unavailable { error: ApiError, pass: Option<PassFacts> },
     /// A permanent error on the lookup.
     Failed(ApiError),
-    /// The budget ran out first (the task stopped before recording anything).
+    /// The budget ran out first.
     Abandoned,
+}
+
+/// The row facts of a scan that do not depend on the verdict.
+#[derive(Debug, Clone)]
+struct RowBase {
+    scan_id: Uuid,
+    code: String,
+    scanned_at: OffsetDateTime,
+    boot_id: String,
+    mono_ms: u64,
+    clock_synced: bool,
+    device: String,
+}
+
+impl RowBase {
+    fn row(&self, verdict: Verdict, reason: Reason, online: bool, reward_points: Option<i64>) -> NewScan {
+        NewScan {
+            scan_id: self.scan_id,
+            code: self.code.clone(),
+            verdict,
+            reason,
+            online,
+            scanned_at: self.scanned_at,
+            boot_id: self.boot_id.clone(),
+            mono_ms: self.mono_ms,
+            clock_synced: self.clock_synced,
+            device: self.device.clone(),
+            reward_points,
+            pending: verdict == Verdict::Accept,
+        }
+    }
 }
 
 pub struct Scanner {
     client: Client,
     settings: ScanSettings,
     feedback: Feedback,
+    shared: Shared,
     debouncer: Debouncer,
 }
 
 impl Scanner {
-    pub fn new(client: Client, settings: ScanSettings, feedback: Feedback) -> Self {
+    pub fn new(client: Client, settings: ScanSettings, feedback: Feedback, shared: Shared) -> Self {
         let debouncer = Debouncer::new(settings.debounce);
-        Scanner {
-            client,
-            settings,
-            feedback,
-            debouncer,
-        }
+        Scanner { client, settings, feedback, shared, debouncer }
     }
 
     /// Handles one reader event. Returns the outcome for scans (None for repeats and status
@@ -120,16 +212,59 @@ impl Scanner {
     }
 
     async fn scan(&mut self, code: String, last_byte: Instant) -> Outcome {
-        let scan_id = Uuid::new_v4();
-        let scanned_at = OffsetDateTime::now_utc() - last_byte.elapsed();
+        let base = RowBase {
+            scan_id: Uuid::new_v4(),
+            code: code.clone(),
+            scanned_at: OffsetDateTime::now_utc() - last_byte.elapsed(),
+            boot_id: crate::clock::boot_id().to_owned(),
+            mono_ms: crate::clock::mono_ms().saturating_sub(last_byte.elapsed().as_millis() as u64),
+            clock_synced: crate::clock::clock_synced(),
+            device: self.settings.device.clone(),
+        };
+        let outcome = if self.shared.link.is_offline() {
+            let (verdict, reason) = self.decide_offline(&base, None).await;
+            Outcome {
+                verdict,
+                reason,
+                online: false,
+                scan_id: base.scan_id,
+                event_id: None,
+                detail: Some("offline: the API was unreachable on earlier requests".into()),
+            }
+        } else {
+            self.scan_online(&base, last_byte).await
+        };
+        // Feedback is given by the paths above, right after the durable write.
+        let detail = outcome.detail.as_deref().map(|d| scrub(d, &code));
+        tracing::info!(
+            code = %mask_code(&code),
+            verdict = %outcome.verdict,
+            reason = %outcome.reason,
+            mode = %if outcome.online { "online" } else { "offline" },
+            latency_ms = %format_ms(last_byte.elapsed()),
+            scan_id = %outcome.scan_id,
+            event_id = %outcome.event_id.as_deref().unwrap_or("-"),
+            detail = %detail.as_deref().unwrap_or("-"),
+            "scan"
+        );
+        outcome
+    }
+
+    fn give_feedback(&self, verdict: Verdict) {
+        match verdict {
+            Verdict::Accept => self.feedback.accept(),
+            Verdict::Reject => self.feedback.reject(),
+        }
+    }
+
+    async fn scan_online(&mut self, base: &RowBase, last_byte: Instant) -> Outcome {
         let deadline = tokio::time::Instant::from_std(last_byte) + self.settings.budget;
         let phase = Arc::new(AtomicU8::new(LOOKING_UP));
         let mut task = tokio::spawn(online(
             self.client.clone(),
-            code.clone(),
+            self.shared.clone(),
+            base.clone(),
             self.settings.clone(),
-            scan_id,
-            scanned_at,
             phase.clone(),
         ));
         let answer = match tokio::time::timeout_at(deadline, &mut task).await {
@@ -140,137 +275,243 @@ impl Scanner {
                 detail: format!("scan task failed: {join}"),
             }),
             Err(_elapsed) => {
-                if phase
-                    .compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
-                    .is_err()
-                {
-                    // createScanEvent is on its way: let it finish and log its answer.
+                if phase.compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                    // createScanEvent is on its way: let it finish and update the row.
                     phase.store(LATE, Ordering::Release);
                 }
                 Online::Abandoned
             }
         };
-        let (verdict, reason, online, event_id, detail) = match answer {
-            Online::Recorded { event_id } => {
-                (Verdict::Accept, Reason::Valid, true, Some(event_id), None)
-            }
-            Online::Rejected(reason) => (Verdict::Reject, reason, true, None, None),
-            Online::Refused(detail) => (Verdict::Reject, Reason::Refused, true, None, Some(detail)),
-            Online::Failed(e) => (
-                Verdict::Reject,
-                Reason::ApiError,
-                true,
-                None,
-                Some(e.to_string()),
-            ),
-            Online::Unavailable(e) => (
-                self.settings.policy.verdict(),
-                Reason::OfflinePolicy,
-                false,
-                None,
-                Some(e.to_string()),
-            ),
-            Online::Abandoned => (
-                self.settings.policy.verdict(),
-                Reason::OfflinePolicy,
-                false,
-                None,
-                Some(format!(
-                    "no answer within {} ms",
-                    self.settings.budget.as_millis()
-                )),
-            ),
-        };
-        match verdict {
-            Verdict::Accept => self.feedback.accept(),
-            Verdict::Reject => self.feedback.reject(),
-        }
-        let latency = last_byte.elapsed();
-        let detail = detail.map(|d| scrub(&d, &code));
-        tracing::info!(
-            code = %mask_code(&code),
-            verdict = %verdict,
-            reason = %reason,
-            mode = %if online { "online" } else { "offline" },
-            latency_ms = %format_ms(latency),
-            scan_id = %scan_id,
-            event_id = %event_id.as_deref().unwrap_or("-"),
-            detail = %detail.as_deref().unwrap_or("-"),
-            "scan"
-        );
-        if verdict == Verdict::Accept && !online {
-            tracing::warn!(
-                scan_id = %scan_id,
-                "admitted by the offline policy: this scan has no scan event at Tiketo (the durable offline queue is not built yet)"
-            );
-        }
-        Outcome {
+        let done = |verdict, reason, online, event_id, detail| Outcome {
             verdict,
             reason,
             online,
-            scan_id,
+            scan_id: base.scan_id,
             event_id,
             detail,
+        };
+        match answer {
+            Online::Recorded { event_id } => {
+                self.feedback.accept();
+                self.shared.link.success();
+                self.shared.note_auth_error(None);
+                self.shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+                let (id, ev) = (base.scan_id.to_string(), event_id.clone());
+                if let Err(e) = self.shared.store.run(move |s| s.mark_sent(&id, Some(&ev))).await {
+                    tracing::error!(scan_id = %base.scan_id, "scan event sent but not marked sent ({e}); it may be sent twice (same scanId)");
+                }
+                done(Verdict::Accept, Reason::Valid, true, Some(event_id), None)
+            }
+            Online::Refused(detail) => {
+                self.feedback.reject();
+                let (id, d) = (base.scan_id.to_string(), detail.clone());
+                if let Err(e) = self.shared.store.run(move |s| s.mark_refused(&id, &d)).await {
+                    tracing::error!(scan_id = %base.scan_id, "cannot mark the refused scan: {e}");
+                }
+                done(Verdict::Reject, Reason::Refused, true, None, Some(detail))
+            }
+            Online::Rejected { reason, pass } => {
+                let row = base.row(Verdict::Reject, reason, true, None);
+                let code = base.code.clone();
+                let stored = self
+                    .shared
+                    .store
+                    .run(move |s| {
+                        s.insert_scan(&row, false)?;
+                        s.cache_put(&code, pass.as_ref(), now_ms())
+                    })
+                    .await;
+                self.feedback.reject();
+                if let Err(e) = stored {
+                    tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {e}");
+                }
+                done(Verdict::Reject, reason, true, None, None)
+            }
+            Online::Failed(e) => {
+                let row = base.row(Verdict::Reject, Reason::ApiError, true, None);
+                let stored = self.shared.store.run(move |s| s.insert_scan(&row, false)).await;
+                self.feedback.reject();
+                if let Err(se) = stored {
+                    tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {se}");
+                }
+                done(Verdict::Reject, Reason::ApiError, true, None, Some(e.to_string()))
+            }
+            Online::Unavailable { error, pass } => {
+                if error.class == ErrorClass::Auth {
+                    self.shared.note_auth_error(Some(&error));
+                } else {
+                    self.shared.link.failure(&error.to_string());
+                }
+                let (verdict, reason) = self.decide_offline(base, pass).await;
+                done(verdict, reason, false, None, Some(error.to_string()))
+            }
+            Online::Abandoned => {
+                self.shared.link.failure("no answer within the scan budget");
+                let (verdict, reason) = self.decide_offline(base, None).await;
+                let detail = format!("no answer within {} ms", self.settings.budget.as_millis());
+                done(verdict, reason, false, None, Some(detail))
+            }
         }
+    }
+
+    /// Decides offline, writes the scan (replacing the row the online attempt may have
+    /// written), then gives feedback. `fresh`: what a lookup of this very scan said.
+    async fn decide_offline(&self, base: &RowBase, fresh: Option<PassFacts>) -> (Verdict, Reason) {
+        let settings = self.settings.clone();
+        let queue_full = self.shared.pending.load(Ordering::Relaxed) >= settings.max_pending as i64;
+        let b = base.clone();
+        let result = self
+            .shared
+            .store
+            .run(move |s| {
+                let (verdict, reason, reward, count_use) = offline_verdict(s, &settings, &b.code, fresh, queue_full)?;
+                s.upsert_offline_decision(&b.row(verdict, reason, false, reward), count_use)?;
+                Ok((verdict, reason))
+            })
+            .await;
+        let (verdict, reason) = match result {
+            Ok(v) => v,
+            Err(e) => {
+                // No store: decide by the policy alone, and say loudly what is not recorded.
+                let o = &self.settings.offline;
+                let v = decision::decide_offline(o, &CacheView::Unknown, 0, queue_full, &self.settings.rules, OffsetDateTime::now_utc());
+                let verdict = if v.is_ok() { Verdict::Accept } else { Verdict::Reject };
+                tracing::error!(scan_id = %base.scan_id, "scan decided offline but NOT stored: {e}");
+                (verdict, v.err().unwrap_or(Reason::OfflinePolicy))
+            }
+        };
+        self.give_feedback(verdict);
+        if verdict == Verdict::Accept {
+            self.shared.pending.fetch_add(1, Ordering::Relaxed);
+            self.shared.replay_wake.notify_one();
+        }
+        if reason == Reason::QueueFull {
+            tracing::error!(
+                max_pending = self.settings.max_pending,
+                "the queue of unsent scan events is full: nothing more is admitted offline until it drains"
+            );
+        }
+        (verdict, reason)
     }
 }
 
-/// The online part of a scan: lookup, decision, record.
-async fn online(
-    client: Client,
-    code: String,
-    s: ScanSettings,
-    scan_id: Uuid,
-    scanned_at: OffsetDateTime,
-    phase: Arc<AtomicU8>,
-) -> Online {
-    let pass = match client.pass_by_scan_code(&code).await {
+/// The offline verdict, from the store's cache and use counts. Returns (verdict, reason,
+/// reward points, whether an offline use is spent).
+fn offline_verdict(
+    s: &mut Store,
+    settings: &ScanSettings,
+    code: &str,
+    fresh: Option<PassFacts>,
+    queue_full: bool,
+) -> crate::store::Result<(Verdict, Reason, Option<i64>, bool)> {
+    let now = now_ms();
+    if let Some(f) = &fresh {
+        s.cache_put(code, Some(f), now)?;
+    }
+    let view = if settings.offline.policy == OfflinePolicy::Cache {
+        match s.cache_get(code, settings.cache_ttl, now)? {
+            Some(entry) => CacheView::Known(entry.facts),
+            None => CacheView::Unknown,
+        }
+    } else {
+        CacheView::Unknown
+    };
+    let uses = s.offline_uses(code)?;
+    let d = decision::decide_offline(&settings.offline, &view, uses, queue_full, &settings.rules, OffsetDateTime::now_utc());
+    let reward = match &view {
+        CacheView::Known(Some(f)) => decision::reward_points(f, &settings.rules),
+        _ => (settings.rules.reward_points != 0).then_some(settings.rules.reward_points),
+    };
+    Ok(match d {
+        Ok(()) => {
+            let count = settings.offline.policy == OfflinePolicy::Cache && matches!(view, CacheView::Known(Some(_)));
+            (Verdict::Accept, Reason::OfflinePolicy, reward, count)
+        }
+        Err(reason) => (Verdict::Reject, reason, None, false),
+    })
+}
+
+/// The online part of a scan: lookup, decision, durable pending row, record.
+async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, phase: Arc<AtomicU8>) -> Online {
+    let pass = match client.pass_by_scan_code(&base.code).await {
         Ok(p) => p,
-        Err(e) if e.class.is_unavailable() => return Online::Unavailable(e),
+        Err(e) if e.class.is_unavailable() => return Online::Unavailable { error: e, pass: None },
         Err(e) => return Online::Failed(e),
     };
-    let pass = match decision::decide(pass.as_ref(), &s.rules, OffsetDateTime::now_utc()) {
-        Err(reason) => return Online::Rejected(reason),
-        Ok(()) => pass.expect("decide accepts only a pass"),
-    };
-    if phase
-        .compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire)
-        .is_err()
-    {
-        tracing::debug!(scan_id = %scan_id, "lookup answered after the budget; nothing recorded");
+    if let Err(reason) = decision::decide(pass.as_ref(), &s.rules, OffsetDateTime::now_utc()) {
+        return Online::Rejected { reason, pass };
+    }
+    let facts = pass.expect("decide accepts only a pass");
+    let reward_points = decision::reward_points(&facts, &s.rules);
+    // Durable before anything is sent: a crash from here on leaves a pending row to replay.
+    let row = base.row(Verdict::Accept, Reason::Valid, true, reward_points);
+    let code = base.code.clone();
+    let cached = facts.clone();
+    let stored = shared
+        .store
+        .run(move |st| {
+            st.insert_scan_if_absent(&row)?;
+            st.cache_put(&code, Some(&cached), now_ms())
+        })
+        .await;
+    if let Err(e) = &stored {
+        tracing::error!(scan_id = %base.scan_id, "accepted scan not stored before sending: {e}");
+    }
+    if phase.compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // The budget ran out meanwhile: the offline decision (which replaces this row,
+        // whichever lands first) is what counts. Nothing is sent.
+        tracing::debug!(scan_id = %base.scan_id, "lookup answered after the budget; nothing sent");
         return Online::Abandoned;
     }
+    let id = base.scan_id.to_string();
+    shared.set_inflight(&id, true);
     let input = ScanEventInput {
-        code: code.clone(),
-        reward_points: decision::reward_points(&pass, &s.rules),
-        data: scan_data(scan_id, scanned_at, &s.device),
+        code: base.code.clone(),
+        reward_points,
+        data: scan_data(base.scan_id, base.scanned_at, base.clock_synced, false, &base.device),
     };
     let result = client.create_scan_event(&input).await;
     let late = phase.load(Ordering::Acquire) == LATE;
     let answer = match result {
-        Ok(ack) if ack.voided => Online::Refused(format!("scan event {} came back voided", ack.id)),
+        Ok(ack) if ack.voided => Online::Refused(format!("the server voided scan event {}", ack.id)),
         Ok(ack) => Online::Recorded { event_id: ack.id },
-        Err(e) if e.class.is_unavailable() => Online::Unavailable(e),
+        Err(e) if e.class.is_unavailable() => Online::Unavailable { error: e, pass: Some(facts) },
         Err(e) => Online::Refused(e.to_string()),
     };
     if late {
+        // The offline policy already decided this scan; record what the server said.
+        let shared2 = shared.clone();
+        let id2 = id.clone();
         match &answer {
-            Online::Recorded { event_id } => tracing::warn!(
-                scan_id = %scan_id, event_id = %event_id,
-                "scan event recorded after the budget; the offline policy had already decided this scan"
-            ),
-            _ => tracing::warn!(scan_id = %scan_id, "scan event after the budget was not recorded"),
+            Online::Recorded { event_id } => {
+                let ev = event_id.clone();
+                tracing::warn!(scan_id = %base.scan_id, event_id = %ev, "scan event recorded after the budget");
+                let _ = shared2.store.run(move |st| st.mark_sent(&id2, Some(&ev))).await;
+                shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+            }
+            Online::Refused(d) => {
+                let d = d.clone();
+                tracing::warn!(scan_id = %base.scan_id, "scan event refused after the budget: {d}");
+                let _ = shared2.store.run(move |st| st.mark_dead(&id2, &d)).await;
+            }
+            _ => tracing::info!(scan_id = %base.scan_id, "scan event not sent within the budget; the replay will send it"),
         }
+    }
+    shared.set_inflight(&id, false);
+    if late {
+        shared.replay_wake.notify_one();
     }
     answer
 }
 
 /// `ScanEventInput.data`: what the server needs to recognise a replay and to know when the
 /// scan really happened.
-pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, device: &str) -> String {
+pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, clock_synced: bool, offline: bool, device: &str) -> String {
     serde_json::json!({
         "scanId": scan_id.to_string(),
         "scannedAt": rfc3339_ms(scanned_at),
+        "clockSynced": clock_synced,
+        "offline": offline,
         "device": device,
     })
     .to_string()
@@ -278,11 +519,9 @@ pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, device: &str) -> Str
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-27T21:25:23.123Z`.
 pub fn rfc3339_ms(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&Rfc3339).unwrap_or_default()
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
 }
 
 fn format_ms(d: Duration) -> String {
@@ -297,9 +536,11 @@ mod tests {
     fn scan_data_has_id_time_and_device() {
         let id = Uuid::new_v4();
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_764_278_723_123_456_789).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&scan_data(id, t, "front-door")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&scan_data(id, t, true, true, "front-door")).unwrap();
         assert_eq!(v["scanId"], id.to_string());
         assert_eq!(v["scannedAt"], "2025-11-27T21:25:23.123Z");
         assert_eq!(v["device"], "front-door");
+        assert_eq!(v["offline"], true);
+        assert_eq!(v["clockSynced"], true);
     }
 }

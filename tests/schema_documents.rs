@@ -20,6 +20,16 @@ fn every_document_validates_against_the_schema() {
 }
 
 #[test]
+fn replay_batches_validate_against_the_schema() {
+    let schema = Schema::parse_and_validate(SCHEMA, "schema.graphql").unwrap();
+    for n in [1, 2, 17, 100] {
+        let doc = tiketo_gate::api::replay_document(n);
+        ExecutableDocument::parse_and_validate(&schema, &doc, "replay.graphql")
+            .unwrap_or_else(|e| panic!("batch of {n} does not fit:\n{}", e.errors));
+    }
+}
+
+#[test]
 fn the_schema_covers_the_reference() {
     let schema = Schema::parse_and_validate(SCHEMA, "schema.graphql").unwrap();
     let queries = [

@@ -26,6 +26,8 @@ struct State {
     specs: [Option<OutputSpec>; 5],
     on: [bool; 5],
     schedule: [VecDeque<(Instant, bool)>; 5],
+    /// The status LED blinks with this half-period (offline: slow blink).
+    status_blink: Option<Duration>,
     halted: bool,
 }
 
@@ -74,6 +76,13 @@ impl State {
                 }
             }
         }
+        let s = OutputName::Status.index();
+        if let (Some(half), true) = (self.status_blink, self.schedule[s].is_empty()) {
+            if self.specs[s].is_some() && !self.halted {
+                let next = !self.on[s];
+                self.schedule[s].push_back((now + half, next));
+            }
+        }
         self.schedule
             .iter()
             .filter_map(|q| q.front().map(|(t, _)| *t))
@@ -104,6 +113,7 @@ impl Feedback {
             specs,
             on: [false; 5],
             schedule: Default::default(),
+            status_blink: None,
             halted: false,
         };
         for out in OutputName::ALL {
@@ -155,10 +165,25 @@ impl Feedback {
         self.inner.wake.notify_one();
     }
 
-    /// The status LED: steady on while the daemon runs.
+    /// The status LED: steady on (online) or off.
     pub fn set_status(&self, on: bool) {
         let now = Instant::now();
-        self.lock().set_now(OutputName::Status, on, &[], now);
+        {
+            let mut s = self.lock();
+            s.status_blink = None;
+            s.set_now(OutputName::Status, on, &[], now);
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// The status LED blinks: `half` on, `half` off (offline: 1 s).
+    pub fn set_status_blink(&self, half: Duration) {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            s.status_blink = Some(half);
+            s.set_now(OutputName::Status, true, &[], now);
+        }
         self.inner.wake.notify_one();
     }
 
@@ -170,6 +195,7 @@ impl Feedback {
 
     fn halt(s: &mut State) {
         s.halted = true;
+        s.status_blink = None;
         for out in OutputName::ALL {
             s.schedule[out.index()].clear();
             // Written even when believed off: the belief may be what went wrong.
@@ -198,15 +224,17 @@ impl Feedback {
         false
     }
 
-    /// Waits until no pulse or pattern is still running.
+    /// Waits until no pulse or pattern is still running (a blinking status LED aside).
     pub async fn wait_idle(&self) {
         loop {
-            let next = self
-                .lock()
-                .schedule
-                .iter()
-                .filter_map(|q| q.back().map(|(t, _)| *t))
-                .max();
+            let next = {
+                let s = self.lock();
+                OutputName::ALL
+                    .iter()
+                    .filter(|o| **o != OutputName::Status)
+                    .filter_map(|o| s.schedule[o.index()].back().map(|(t, _)| *t))
+                    .max()
+            };
             match next {
                 Some(at) => tokio::time::sleep_until(at + Duration::from_millis(1)).await,
                 None => return,
@@ -413,6 +441,25 @@ mod tests {
         let last = changes(&rec);
         assert_eq!(last.last(), Some(&(OutputName::Status, false)));
         assert!(fb.safe_state_from_panic());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn status_blinks_when_offline_and_is_steady_when_online() {
+        let rec = Recorder::default();
+        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let timers = tokio::spawn({
+            let fb = fb.clone();
+            async move { fb.run_timers().await }
+        });
+        fb.set_status_blink(Duration::from_secs(1));
+        tokio::time::sleep(Duration::from_millis(4500)).await;
+        let status: Vec<bool> = changes(&rec).into_iter().filter(|(o, _)| *o == OutputName::Status).map(|(_, on)| on).collect();
+        assert_eq!(status, vec![false, true, false, true, false, true]);
+        fb.set_status(true);
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        let after: Vec<bool> = changes(&rec).into_iter().filter(|(o, _)| *o == OutputName::Status).map(|(_, on)| on).collect();
+        assert_eq!(after.len(), status.len(), "steady: no more changes");
+        timers.abort();
     }
 
     #[test]

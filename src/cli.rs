@@ -1,0 +1,188 @@
+//! The installer's commands on the store: `status` and `queue`. They open the same SQLite
+//! file as the daemon (WAL: readers never block the daemon; writers wait their turn).
+
+use std::process::ExitCode;
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use crate::config::Config;
+use crate::store::{now_ms, Store};
+
+fn open(cfg: &Config, write: bool) -> Result<Store, String> {
+    let path = Store::path_in(&cfg.device.state_dir);
+    if !path.exists() {
+        return Err(format!("no scan store at {} (has the daemon run with this config?)", path.display()));
+    }
+    Store::open_existing(&path, write).map_err(|e| e.to_string())
+}
+
+fn iso(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+        .map(crate::scan::rfc3339_ms)
+        .unwrap_or_default()
+}
+
+fn ago(ms: i64) -> String {
+    let s = ((now_ms() - ms).max(0) / 1000) as u64;
+    match s {
+        0..=59 => format!("{s}s ago"),
+        60..=3599 => format!("{}m {}s ago", s / 60, s % 60),
+        3600..=86_399 => format!("{}h {}m ago", s / 3600, (s % 3600) / 60),
+        _ => format!("{}d {}h ago", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// `tiketo-gate status [--json]`.
+pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
+    let store = match open(cfg, false) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tiketo-gate status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = (|| -> crate::store::Result<serde_json::Value> {
+        let c = store.counts()?;
+        let meta = |k: &str| store.get_meta(k);
+        let num = |k: &str| -> crate::store::Result<Option<i64>> { Ok(meta(k)?.and_then(|v| v.parse().ok()).filter(|v| *v > 0)) };
+        let mode = meta("mode")?.unwrap_or_else(|| "unknown".into());
+        let since = num("mode_since_ms")?;
+        let last_sync = num("last_sync_ms")?;
+        let auth_error = meta("auth_error")?.filter(|s| !s.is_empty());
+        let enrolled = crate::enrol::load_credentials(&cfg.device.state_dir).ok().flatten();
+        Ok(json!({
+            "device": cfg.device.name,
+            "mode": mode,
+            "mode_since": since.map(iso),
+            "enrolled": enrolled.is_some(),
+            "workspace": enrolled.and_then(|c| c.workspace_name),
+            "pending": c.pending,
+            "oldest_pending": c.oldest_pending_ms.map(iso),
+            "oldest_pending_age_s": c.oldest_pending_ms.map(|ms| (now_ms() - ms).max(0) / 1000),
+            "dead": c.dead,
+            "sent": c.sent,
+            "scans": c.scans,
+            "last_sync": last_sync.map(iso),
+            "clock_synced": crate::clock::clock_synced(),
+            "auth_error": auth_error,
+            "queue_full": meta("queue_full")?.as_deref() == Some("true"),
+            "status_at": num("status_at_ms")?.map(iso),
+            "store": store.path().display().to_string(),
+        }))
+    })();
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("tiketo-gate status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if as_json {
+        println!("{v}");
+        return ExitCode::SUCCESS;
+    }
+    let s = |k: &str| v[k].as_str().map(str::to_owned);
+    let with_ago = |k: &str, ms_key: Option<i64>| match (s(k), ms_key) {
+        (Some(t), Some(ms)) => format!("{t} ({})", ago(ms)),
+        (Some(t), None) => t,
+        _ => "never".into(),
+    };
+    let store2 = open(cfg, false).ok();
+    let meta_ms = |k: &str| store2.as_ref().and_then(|st| st.get_meta(k).ok().flatten()).and_then(|v| v.parse::<i64>().ok()).filter(|v| *v > 0);
+    println!("device:        {}", cfg.device.name);
+    println!("api:           {} since {}", v["mode"].as_str().unwrap_or("?"), with_ago("mode_since", meta_ms("mode_since_ms")));
+    println!(
+        "enrolment:     {}",
+        if v["enrolled"].as_bool() == Some(true) {
+            format!("enrolled (workspace {})", v["workspace"].as_str().unwrap_or("?"))
+        } else {
+            "not enrolled (using the workspace token)".into()
+        }
+    );
+    let oldest = match v["oldest_pending_age_s"].as_i64() {
+        Some(age) => format!(", oldest {}", ago(now_ms() - age * 1000)),
+        None => String::new(),
+    };
+    println!("pending:       {}{oldest}{}", v["pending"], if v["queue_full"].as_bool() == Some(true) { "  QUEUE FULL: nothing more is admitted offline" } else { "" });
+    println!("dead letters:  {}{}", v["dead"], if v["dead"].as_i64().unwrap_or(0) > 0 { "  (tiketo-gate queue list --dead)" } else { "" });
+    println!("last sync:     {}", with_ago("last_sync", meta_ms("last_sync_ms")));
+    println!("clock synced:  {}", if v["clock_synced"].as_bool() == Some(true) { "yes" } else { "no (scan times are flagged)" });
+    if let Some(e) = s("auth_error") {
+        println!("AUTH ERROR:    {e}");
+    }
+    println!("store:         {} ({} scans)", v["store"].as_str().unwrap_or("?"), v["scans"]);
+    ExitCode::SUCCESS
+}
+
+/// `tiketo-gate queue list [--dead] [--json]`.
+pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> ExitCode {
+    let rows = match open(cfg, false).and_then(|s| s.list(dead, limit).map_err(|e| e.to_string())) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tiketo-gate queue list: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if as_json {
+        println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+        return ExitCode::SUCCESS;
+    }
+    if rows.is_empty() {
+        println!("{}", if dead { "no dead letters" } else { "nothing pending" });
+        return ExitCode::SUCCESS;
+    }
+    println!("{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  error", "seq", "scan id", "code", "scanned at", "attempts");
+    for r in rows {
+        println!(
+            "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  {}",
+            r.seq,
+            r.scan_id,
+            r.code,
+            r.scanned_at,
+            r.attempts,
+            r.last_error.as_deref().unwrap_or("-")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// `tiketo-gate queue retry ID|--all-dead`.
+pub fn queue_retry(cfg: &Config, id: Option<&str>) -> ExitCode {
+    match open(cfg, true).and_then(|s| s.retry(id).map_err(|e| e.to_string())) {
+        Ok(0) => {
+            eprintln!("tiketo-gate queue retry: no dead letter matches {}", id.unwrap_or("--all-dead"));
+            ExitCode::from(1)
+        }
+        Ok(n) => {
+            println!("{n} scan event(s) back in the queue; the daemon sends them on its next round");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tiketo-gate queue retry: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `tiketo-gate queue drop ID --yes`.
+pub fn queue_drop(cfg: &Config, id: &str, yes: bool) -> ExitCode {
+    if !yes {
+        eprintln!("tiketo-gate queue drop: this removes scan {id} from the queue for good: it will never reach Tiketo. Add --yes to do it.");
+        return ExitCode::from(2);
+    }
+    match open(cfg, true).and_then(|s| s.drop_row(id).map_err(|e| e.to_string())) {
+        Ok(true) => {
+            println!("dropped {id}");
+            ExitCode::SUCCESS
+        }
+        Ok(false) => {
+            eprintln!("tiketo-gate queue drop: no pending or dead scan matches {id}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("tiketo-gate queue drop: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

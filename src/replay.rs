@@ -1,0 +1,261 @@
+//! The replay worker: sends the pending scan events, oldest first, until the outbox is empty.
+//!
+//! - Batches of up to `BATCH` events in one GraphQL document with aliases (`e0`, `e1`...):
+//!   mutations in one document run in order and each alias is acknowledged or failed on its
+//!   own. One HTTP client of its own, so live scans keep their warm connection.
+//! - Retry with exponential backoff and jitter from 1 s to a 5 min cap; `Retry-After` (429,
+//!   503) replaces the next delay; a switch back online ends the wait at once.
+//! - Auth errors pause replay (nothing is dropped) and show in status.
+//! - Permanent errors (validation, mapping template, a refusal of a scan admitted offline)
+//!   move that row to the dead letters with the error; the rest go on. `Lambda:Unhandled` is
+//!   tried `AMBIGUOUS_TRIES` times, then dead-lettered. A whole batch refused as invalid is
+//!   retried one row at a time, so one bad row cannot hold the others back.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use time::OffsetDateTime;
+
+use crate::api::classify::ErrorClass;
+use crate::api::{AliasOutcome, ApiError, Client, ScanEventInput};
+use crate::link::Mode;
+use crate::scan::{scan_data, Shared};
+use crate::store::{now_ms, PendingRow};
+
+pub const BATCH: usize = 100;
+pub const AMBIGUOUS_TRIES: i64 = 3;
+
+/// 1 s doubling to 5 min, with jitter, forever.
+pub fn replay_backoff() -> impl Iterator<Item = Duration> {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_secs(1))
+        .with_max_delay(Duration::from_secs(300))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// What to do with each row of a batch after the server's answer (pure).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Disposition {
+    pub sent: Vec<(String, Option<String>)>,
+    pub dead: Vec<(String, String)>,
+    pub retry: Vec<(String, String)>,
+    /// The strongest reason to wait before the next batch.
+    pub wait: Option<ErrorClass>,
+}
+
+pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
+    let mut d = Disposition::default();
+    for (row, outcome) in rows.iter().zip(outcomes) {
+        let id = row.scan_id.clone();
+        match outcome {
+            AliasOutcome::Sent { voided: false, event_id } => d.sent.push((id, event_id.clone())),
+            AliasOutcome::Sent { voided: true, event_id } => d.dead.push((
+                id,
+                format!("refused: the server voided scan event {}", event_id.as_deref().unwrap_or("?")),
+            )),
+            AliasOutcome::Failed { class: ErrorClass::Permanent, detail } => d.dead.push((id, format!("refused: {detail}"))),
+            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail } => {
+                if row.attempts + 1 >= AMBIGUOUS_TRIES {
+                    d.dead.push((id, format!("gave up after {AMBIGUOUS_TRIES} tries: {detail}")));
+                } else {
+                    d.retry.push((id, detail.clone()));
+                    d.wait.get_or_insert(ErrorClass::Ambiguous);
+                }
+            }
+            AliasOutcome::Failed { class, detail } => {
+                d.retry.push((id, detail.clone()));
+                d.wait = Some(*class);
+            }
+        }
+    }
+    d
+}
+
+fn input_for(row: &PendingRow) -> ScanEventInput {
+    let scanned_at = time::OffsetDateTime::parse(&row.scanned_at, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let scan_id = row.scan_id.parse().unwrap_or_else(|_| uuid::Uuid::nil());
+    ScanEventInput {
+        code: row.code.clone(),
+        reward_points: row.reward_points,
+        // A replay is, by definition, a scan whose event did not reach the server live.
+        data: scan_data(scan_id, scanned_at, row.clock_synced, true, &row.device),
+    }
+}
+
+/// Runs for the daemon's life.
+pub async fn run(client: Client, shared: Shared) {
+    let mut backoff = replay_backoff();
+    let mut link = shared.link.subscribe();
+    let mut batch_size = BATCH;
+    loop {
+        if shared.link.mode() == Mode::Offline {
+            // The link keeper probes the API; wait for it to come back.
+            let _ = link.changed().await;
+            continue;
+        }
+        let exclude = shared.inflight_ids();
+        let limit = batch_size;
+        let rows = match shared.store.run(move |s| s.pending_batch(limit, &exclude)).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("replay cannot read the store: {e}");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if rows.is_empty() {
+            if let Ok(n) = shared.store.run(|s| s.pending_count()).await {
+                shared.pending.store(n, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = shared.replay_wake.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+            }
+            continue;
+        }
+        let inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
+        let wait = match client.create_scan_events(&inputs).await {
+            Ok(outcomes) => {
+                shared.link.success();
+                shared.note_auth_error(None);
+                let d = dispose(&rows, &outcomes);
+                if !d.sent.is_empty() {
+                    shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+                }
+                for (id, err) in &d.dead {
+                    tracing::warn!(scan_id = %id, "scan event moved to the dead letters: {err}");
+                }
+                tracing::info!(sent = d.sent.len(), dead = d.dead.len(), retry = d.retry.len(), "replayed a batch");
+                let wait = d.wait;
+                let (sent, dead, retry) = (d.sent, d.dead, d.retry);
+                if let Err(e) = shared.store.run(move |s| s.apply_replay(&sent, &dead, &retry)).await {
+                    tracing::error!("replay cannot update the store: {e}");
+                }
+                if let Ok(n) = shared.store.run(|s| s.pending_count()).await {
+                    shared.pending.store(n, Ordering::Relaxed);
+                }
+                batch_size = BATCH;
+                wait.map(|class| ApiError { class, status: None, detail: String::new() })
+            }
+            Err(e) => match e.class {
+                ErrorClass::Permanent | ErrorClass::Ambiguous if rows.len() > 1 => {
+                    tracing::warn!("a replay batch was refused as a whole ({e}); sending one at a time");
+                    batch_size = 1;
+                    None
+                }
+                ErrorClass::Permanent | ErrorClass::Ambiguous => {
+                    let row = &rows[0];
+                    let d = dispose(rows.as_slice(), &[AliasOutcome::Failed { class: e.class, detail: e.to_string() }]);
+                    if !d.dead.is_empty() {
+                        tracing::warn!(scan_id = %row.scan_id, "scan event moved to the dead letters: {e}");
+                    }
+                    let (sent, dead, retry) = (d.sent, d.dead, d.retry);
+                    let _ = shared.store.run(move |s| s.apply_replay(&sent, &dead, &retry)).await;
+                    batch_size = BATCH;
+                    d.wait.map(|class| ApiError { class, status: None, detail: String::new() })
+                }
+                ErrorClass::Auth => {
+                    shared.note_auth_error(Some(&e));
+                    Some(e)
+                }
+                ErrorClass::Retryable { .. } => {
+                    if e.status.is_none() {
+                        shared.link.failure(&e.to_string());
+                    }
+                    tracing::info!(pending = rows.len(), "replay will retry: {e}");
+                    Some(e)
+                }
+            },
+        };
+        match wait {
+            None => backoff = replay_backoff(),
+            Some(e) => {
+                let next = backoff.next().unwrap_or(Duration::from_secs(300));
+                let delay = match e.class {
+                    ErrorClass::Retryable { retry_after: Some(ra) } => ra,
+                    ErrorClass::Auth => Duration::from_secs(300),
+                    _ => next,
+                };
+                let was_offline = shared.link.mode() == Mode::Offline;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    // Resume at once when the link comes back (not on a Retry-After wait).
+                    _ = wait_online(&mut link), if was_offline || !matches!(e.class, ErrorClass::Retryable { retry_after: Some(_) }) && e.class != ErrorClass::Auth => {}
+                }
+            }
+        }
+    }
+}
+
+async fn wait_online(rx: &mut tokio::sync::watch::Receiver<Mode>) {
+    loop {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        if *rx.borrow() == Mode::Online {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, attempts: i64) -> PendingRow {
+        PendingRow {
+            seq: 1,
+            scan_id: id.into(),
+            code: "C".into(),
+            online: false,
+            scanned_at: "2026-11-27T12:00:00.000Z".into(),
+            clock_synced: false,
+            device: "d".into(),
+            reward_points: None,
+            attempts,
+        }
+    }
+
+    #[test]
+    fn dispositions() {
+        let rows = [row("a", 0), row("b", 0), row("c", 0), row("d", 2), row("e", 0), row("f", 0)];
+        let outcomes = [
+            AliasOutcome::Sent { event_id: Some("ea".into()), voided: false },
+            AliasOutcome::Sent { event_id: Some("eb".into()), voided: true },
+            AliasOutcome::Failed { class: ErrorClass::Permanent, detail: "MappingTemplate: x".into() },
+            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail: "Lambda:Unhandled".into() },
+            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail: "Lambda:Unhandled".into() },
+            AliasOutcome::Failed { class: ErrorClass::Retryable { retry_after: None }, detail: "Throttling".into() },
+        ];
+        let d = dispose(&rows, &outcomes);
+        assert_eq!(d.sent, vec![("a".to_string(), Some("ea".to_string()))]);
+        assert_eq!(d.dead.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["b", "c", "d"]);
+        assert!(d.dead[1].1.contains("MappingTemplate"));
+        assert_eq!(d.retry.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["e", "f"]);
+        assert_eq!(d.wait, Some(ErrorClass::Retryable { retry_after: None }));
+    }
+
+    #[test]
+    fn backoff_from_one_second_to_five_minutes() {
+        let d: Vec<Duration> = replay_backoff().take(30).collect();
+        assert!(d[0] >= Duration::from_secs(1) && d[0] <= Duration::from_secs(2), "{:?}", d[0]);
+        assert!(d.iter().all(|x| *x <= Duration::from_secs(600)));
+        assert!(d[25] >= Duration::from_secs(300));
+    }
+
+    #[test]
+    fn replayed_data_says_offline_and_keeps_the_scan_time() {
+        let r = row("6f1b2c3d-0000-4000-8000-000000000001", 0);
+        let input = input_for(&r);
+        let v: serde_json::Value = serde_json::from_str(&input.data).unwrap();
+        assert_eq!(v["scanId"], "6f1b2c3d-0000-4000-8000-000000000001");
+        assert_eq!(v["scannedAt"], "2026-11-27T12:00:00.000Z");
+        assert_eq!(v["offline"], true);
+        assert_eq!(v["clockSynced"], false);
+    }
+}

@@ -1,0 +1,808 @@
+//! The scan store: one SQLite file in `device.state_dir`, WAL with `synchronous=FULL` (one
+//! fsync per scan; a power cut loses nothing that was committed), schema migrations by
+//! `PRAGMA user_version`.
+//!
+//! Every decided scan is a row, written in one transaction before its feedback. Accepted scans
+//! carry their outbox state: `pending` (to send), `sent` (with the server's ScanEvent id), or
+//! `dead` (a permanent failure, with the error; shown by `tiketo-gate queue list --dead`).
+//! The pass cache and the offline use counts live here too, so they survive restarts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::decision::{PassFacts, Reason, Verdict};
+use crate::mask::mask_code;
+
+pub const FILE_NAME: &str = "tiketo-gate.db";
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &[
+    // v1
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+     CREATE TABLE scans (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        scan_id TEXT NOT NULL UNIQUE,
+        code TEXT NOT NULL,
+        code_masked TEXT NOT NULL,
+        verdict TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        online INTEGER NOT NULL,
+        scanned_at TEXT NOT NULL,
+        scanned_at_ms INTEGER NOT NULL,
+        boot_id TEXT NOT NULL,
+        mono_ms INTEGER NOT NULL,
+        clock_synced INTEGER NOT NULL,
+        device TEXT NOT NULL,
+        reward_points INTEGER,
+        outbox TEXT CHECK (outbox IN ('pending', 'sent', 'dead')),
+        attempts INTEGER NOT NULL DEFAULT 0,
+        event_id TEXT,
+        last_error TEXT,
+        done_at_ms INTEGER
+     );
+     CREATE INDEX scans_outbox ON scans(outbox, seq) WHERE outbox IN ('pending', 'dead');
+     CREATE INDEX scans_age ON scans(scanned_at_ms);
+     CREATE TABLE pass_cache (
+        code TEXT PRIMARY KEY,
+        found INTEGER NOT NULL,
+        pass_id TEXT,
+        template_id TEXT,
+        project_id TEXT,
+        expires_ms INTEGER,
+        voided INTEGER NOT NULL DEFAULT 0,
+        scan_config TEXT,
+        verified_at_ms INTEGER NOT NULL
+     );
+     CREATE TABLE offline_uses (code TEXT PRIMARY KEY, uses INTEGER NOT NULL, last_ms INTEGER NOT NULL);",
+];
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// True for errors that mean the file is not a healthy database.
+fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) | Some(rusqlite::ErrorCode::NotADatabase)
+    )
+}
+
+/// A decided scan, as it is written.
+#[derive(Debug, Clone)]
+pub struct NewScan {
+    pub scan_id: Uuid,
+    pub code: String,
+    pub verdict: Verdict,
+    pub reason: Reason,
+    pub online: bool,
+    pub scanned_at: OffsetDateTime,
+    pub boot_id: String,
+    pub mono_ms: u64,
+    pub clock_synced: bool,
+    pub device: String,
+    pub reward_points: Option<i64>,
+    /// An accepted scan whose event still has to reach the server.
+    pub pending: bool,
+}
+
+/// A row waiting in the outbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingRow {
+    pub seq: i64,
+    pub scan_id: String,
+    pub code: String,
+    pub online: bool,
+    pub scanned_at: String,
+    pub clock_synced: bool,
+    pub device: String,
+    pub reward_points: Option<i64>,
+    pub attempts: i64,
+}
+
+/// A row as `queue list` shows it (masked code only).
+#[derive(Debug, Clone, Serialize)]
+pub struct ListedRow {
+    pub seq: i64,
+    pub scan_id: String,
+    pub code: String,
+    pub verdict: String,
+    pub reason: String,
+    pub online: bool,
+    pub scanned_at: String,
+    pub clock_synced: bool,
+    pub outbox: Option<String>,
+    pub attempts: i64,
+    pub event_id: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub scans: i64,
+    pub pending: i64,
+    pub dead: i64,
+    pub sent: i64,
+    pub oldest_pending_ms: Option<i64>,
+}
+
+/// What the cache knows of a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// `None`: the API said there is no such pass.
+    pub facts: Option<PassFacts>,
+    pub verified_at_ms: i64,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+#[derive(Clone, Copy)]
+enum Conflict {
+    Fail,
+    Ignore,
+    Override,
+}
+
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+impl Store {
+    /// The store file in a state directory.
+    pub fn path_in(state_dir: &Path) -> PathBuf {
+        state_dir.join(FILE_NAME)
+    }
+
+    /// Opens (creating the directory and file if needed) and migrates.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let mut store = Store { conn, path: path.to_owned() };
+        store.setup()?;
+        Ok(store)
+    }
+
+    /// Opens; a file that is not a healthy database is moved aside (never deleted) and a new
+    /// one is made. Returns where the old file went.
+    pub fn open_or_quarantine(path: &Path) -> Result<(Store, Option<PathBuf>)> {
+        match Store::open(path).and_then(|s| s.quick_check().map(|_| s)) {
+            Ok(s) => Ok((s, None)),
+            Err(e) if e.0.contains("malformed") || e.0.contains("not a database") || e.0.contains("corrupt") => {
+                let stamp = OffsetDateTime::now_utc().unix_timestamp();
+                let aside = path.with_extension(format!("db.corrupt-{stamp}"));
+                std::fs::rename(path, &aside).map_err(|e| StoreError(format!("cannot move {} aside: {e}", path.display())))?;
+                for ext in ["-wal", "-shm"] {
+                    let side = PathBuf::from(format!("{}{ext}", path.display()));
+                    if side.exists() {
+                        let _ = std::fs::rename(&side, PathBuf::from(format!("{}{ext}", aside.display())));
+                    }
+                }
+                let s = Store::open(path)?;
+                Ok((s, Some(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens an existing store for the CLI while the daemon may be running.
+    pub fn open_existing(path: &Path, write: bool) -> Result<Store> {
+        let flags = if write {
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+        } else {
+            OpenFlags::SQLITE_OPEN_READ_ONLY
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags)
+            .map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version == 0 {
+            return Err(StoreError(format!("{}: not a tiketo-gate store (yet)", path.display())));
+        }
+        Ok(Store { conn, path: path.to_owned() })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        self.conn.busy_timeout(Duration::from_secs(5))?;
+        let mode: String = self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError(format!("cannot switch to WAL (journal_mode is {mode})")));
+        }
+        self.conn.pragma_update(None, "synchronous", "FULL")?;
+        self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version > SCHEMA_VERSION {
+            return Err(StoreError(format!(
+                "{} has schema version {version}, newer than this tiketo-gate ({SCHEMA_VERSION}): downgrade refused",
+                self.path.display()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// `PRAGMA quick_check`: `Ok` when the file is sound.
+    pub fn quick_check(&self) -> Result<()> {
+        let r: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| {
+            if is_corruption(&e) {
+                StoreError(format!("database disk image is malformed: {e}"))
+            } else {
+                StoreError::from(e)
+            }
+        })?;
+        if r == "ok" {
+            Ok(())
+        } else {
+            Err(StoreError(format!("database disk image is malformed: {r}")))
+        }
+    }
+
+    /// `PRAGMA integrity_check`'s first line.
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Writes a decided scan in one transaction (with the offline use it spends, if any).
+    pub fn insert_scan(&mut self, s: &NewScan, count_offline_use: bool) -> Result<()> {
+        self.write_scan(s, count_offline_use, Conflict::Fail)
+    }
+
+    /// Writes the row of an online accept about to be sent, unless the offline decision of
+    /// the same scan got there first.
+    pub fn insert_scan_if_absent(&mut self, s: &NewScan) -> Result<()> {
+        self.write_scan(s, false, Conflict::Ignore)
+    }
+
+    /// Writes an offline decision, replacing the online attempt's row of the same scan if it
+    /// is there (the offline decision is what the guest saw). A row the server already
+    /// acknowledged stays sent.
+    pub fn upsert_offline_decision(&mut self, s: &NewScan, count_offline_use: bool) -> Result<()> {
+        self.write_scan(s, count_offline_use, Conflict::Override)
+    }
+
+    fn write_scan(&mut self, s: &NewScan, count_offline_use: bool, conflict: Conflict) -> Result<()> {
+        let on_conflict = match conflict {
+            Conflict::Fail => "",
+            Conflict::Ignore => "ON CONFLICT(scan_id) DO NOTHING",
+            Conflict::Override => {
+                "ON CONFLICT(scan_id) DO UPDATE SET online = excluded.online, verdict = excluded.verdict,
+                    reason = excluded.reason, reward_points = excluded.reward_points,
+                    outbox = CASE WHEN scans.outbox = 'sent' THEN 'sent' ELSE excluded.outbox END"
+            }
+        };
+        let sql = format!(
+            "INSERT INTO scans (scan_id, code, code_masked, verdict, reason, online, scanned_at, scanned_at_ms,
+                                boot_id, mono_ms, clock_synced, device, reward_points, outbox)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) {on_conflict}"
+        );
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            &sql,
+            params![
+                s.scan_id.to_string(),
+                s.code,
+                mask_code(&s.code),
+                s.verdict.as_str(),
+                s.reason.as_str(),
+                s.online,
+                crate::scan::rfc3339_ms(s.scanned_at),
+                (s.scanned_at.unix_timestamp_nanos() / 1_000_000) as i64,
+                s.boot_id,
+                s.mono_ms as i64,
+                s.clock_synced,
+                s.device,
+                s.reward_points,
+                s.pending.then_some("pending"),
+            ],
+        )?;
+        if count_offline_use {
+            tx.execute(
+                "INSERT INTO offline_uses (code, uses, last_ms) VALUES (?1, 1, ?2)
+                 ON CONFLICT(code) DO UPDATE SET uses = uses + 1, last_ms = excluded.last_ms",
+                params![s.code, now_ms()],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The server has the event.
+    pub fn mark_sent(&self, scan_id: &str, event_id: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, last_error = NULL WHERE scan_id = ?1",
+            params![scan_id, event_id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A live scan the server refused: it was not admitted.
+    pub fn mark_refused(&self, scan_id: &str, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE scans SET verdict = 'reject', reason = 'refused', outbox = NULL, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
+            params![scan_id, error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A permanent failure: the row goes to the dead letters with the error.
+    pub fn mark_dead(&self, scan_id: &str, error: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE scans SET outbox = 'dead', attempts = attempts + 1, last_error = ?2, done_at_ms = ?3
+             WHERE scan_id = ?1 AND outbox = 'pending'",
+            params![scan_id, error, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// A failed attempt that may succeed later; returns the attempts so far.
+    pub fn note_attempt(&self, scan_id: &str, error: &str) -> Result<i64> {
+        self.conn.execute(
+            "UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1",
+            params![scan_id, error],
+        )?;
+        Ok(self.conn.query_row("SELECT attempts FROM scans WHERE scan_id = ?1", [scan_id], |r| r.get(0))?)
+    }
+
+    /// Applies the outcome of one replay batch in one transaction.
+    pub fn apply_replay(&mut self, sent: &[(String, Option<String>)], dead: &[(String, String)], retry: &[(String, String)]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        let now = now_ms();
+        for (id, event) in sent {
+            tx.execute(
+                "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, attempts = attempts + 1, last_error = NULL WHERE scan_id = ?1",
+                params![id, event, now],
+            )?;
+        }
+        for (id, err) in dead {
+            tx.execute(
+                "UPDATE scans SET outbox = 'dead', attempts = attempts + 1, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
+                params![id, err, now],
+            )?;
+        }
+        for (id, err) in retry {
+            tx.execute("UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1", params![id, err])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The oldest pending rows, in scan order, skipping `exclude` (sends in flight).
+    pub fn pending_batch(&self, limit: usize, exclude: &[String]) -> Result<Vec<PendingRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, scan_id, code, online, scanned_at, clock_synced, device, reward_points, attempts
+             FROM scans WHERE outbox = 'pending' ORDER BY seq LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map([(limit + exclude.len()) as i64], |r| {
+                Ok(PendingRow {
+                    seq: r.get(0)?,
+                    scan_id: r.get(1)?,
+                    code: r.get(2)?,
+                    online: r.get(3)?,
+                    scanned_at: r.get(4)?,
+                    clock_synced: r.get(5)?,
+                    device: r.get(6)?,
+                    reward_points: r.get(7)?,
+                    attempts: r.get(8)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().filter(|r| !exclude.contains(&r.scan_id)).take(limit).collect())
+    }
+
+    pub fn counts(&self) -> Result<Counts> {
+        Ok(self.conn.query_row(
+            "SELECT (SELECT count(*) FROM scans),
+                    (SELECT count(*) FROM scans WHERE outbox = 'pending'),
+                    (SELECT count(*) FROM scans WHERE outbox = 'dead'),
+                    (SELECT count(*) FROM scans WHERE outbox = 'sent'),
+                    (SELECT min(scanned_at_ms) FROM scans WHERE outbox = 'pending')",
+            [],
+            |r| {
+                Ok(Counts {
+                    scans: r.get(0)?,
+                    pending: r.get(1)?,
+                    dead: r.get(2)?,
+                    sent: r.get(3)?,
+                    oldest_pending_ms: r.get(4)?,
+                })
+            },
+        )?)
+    }
+
+    pub fn pending_count(&self) -> Result<i64> {
+        Ok(self.conn.query_row("SELECT count(*) FROM scans WHERE outbox = 'pending'", [], |r| r.get(0))?)
+    }
+
+    /// Remembers what a successful lookup said (a fresh view resets the offline use count).
+    pub fn cache_put(&mut self, code: &str, facts: Option<&PassFacts>, now_ms: i64) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR REPLACE INTO pass_cache (code, found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                code,
+                facts.is_some(),
+                facts.map(|f| f.id.clone()),
+                facts.map(|f| f.template_id.clone()),
+                facts.and_then(|f| f.project_id.clone()),
+                facts.and_then(|f| f.expires).map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+                facts.is_some_and(|f| f.voided),
+                facts.and_then(|f| f.scan_config.clone()),
+                now_ms,
+            ],
+        )?;
+        tx.execute("DELETE FROM offline_uses WHERE code = ?1", [code])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The cache entry for a code, if verified within `ttl`.
+    pub fn cache_get(&self, code: &str, ttl: Duration, now_ms: i64) -> Result<Option<CacheEntry>> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms
+                 FROM pass_cache WHERE code = ?1",
+                [code],
+                |r| {
+                    let found: bool = r.get(0)?;
+                    let expires_ms: Option<i64> = r.get(4)?;
+                    let facts = if found {
+                        Some(PassFacts {
+                            id: r.get(1)?,
+                            template_id: r.get(2)?,
+                            project_id: r.get(3)?,
+                            expires: expires_ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()),
+                            voided: r.get(5)?,
+                            scan_config: r.get(6)?,
+                        })
+                    } else {
+                        None
+                    };
+                    Ok(CacheEntry { facts, verified_at_ms: r.get(7)? })
+                },
+            )
+            .optional()?;
+        Ok(row.filter(|e| now_ms - e.verified_at_ms < ttl.as_millis() as i64))
+    }
+
+    pub fn offline_uses(&self, code: &str) -> Result<u32> {
+        Ok(self
+            .conn
+            .query_row("SELECT uses FROM offline_uses WHERE code = ?1", [code], |r| r.get(0))
+            .optional()?
+            .unwrap_or(0))
+    }
+
+    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+        Ok(())
+    }
+
+    pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+    }
+
+    /// Deletes sent and rejected rows older than `retention`; pending and dead rows stay.
+    pub fn prune(&self, retention: Duration, now_ms: i64) -> Result<usize> {
+        let cutoff = now_ms - retention.as_millis() as i64;
+        Ok(self.conn.execute(
+            "DELETE FROM scans WHERE scanned_at_ms < ?1 AND (outbox IS NULL OR outbox = 'sent')",
+            [cutoff],
+        )?)
+    }
+
+    /// Rows for `queue list`: pending (or dead), oldest first.
+    pub fn list(&self, dead: bool, limit: usize) -> Result<Vec<ListedRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT seq, scan_id, code_masked, verdict, reason, online, scanned_at, clock_synced, outbox, attempts, event_id, last_error
+             FROM scans WHERE outbox = ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![if dead { "dead" } else { "pending" }, limit as i64], |r| {
+                Ok(ListedRow {
+                    seq: r.get(0)?,
+                    scan_id: r.get(1)?,
+                    code: r.get(2)?,
+                    verdict: r.get(3)?,
+                    reason: r.get(4)?,
+                    online: r.get(5)?,
+                    scanned_at: r.get(6)?,
+                    clock_synced: r.get(7)?,
+                    outbox: r.get(8)?,
+                    attempts: r.get(9)?,
+                    event_id: r.get(10)?,
+                    last_error: r.get(11)?,
+                })
+            })?
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Puts dead rows back in the outbox (`None`: every dead row). Returns how many.
+    pub fn retry(&self, id: Option<&str>) -> Result<usize> {
+        Ok(match id {
+            Some(id) => self.conn.execute(
+                "UPDATE scans SET outbox = 'pending', attempts = 0 WHERE outbox = 'dead' AND (scan_id = ?1 OR CAST(seq AS TEXT) = ?1)",
+                [id],
+            )?,
+            None => self.conn.execute("UPDATE scans SET outbox = 'pending', attempts = 0 WHERE outbox = 'dead'", [])?,
+        })
+    }
+
+    /// Removes one pending or dead row from the outbox for good (it stays as a record, marked
+    /// dropped). Returns whether a row matched.
+    pub fn drop_row(&self, id: &str) -> Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE scans SET outbox = NULL, last_error = 'dropped by hand', done_at_ms = ?2
+             WHERE outbox IN ('pending', 'dead') AND (scan_id = ?1 OR CAST(seq AS TEXT) = ?1)",
+            params![id, now_ms()],
+        )? > 0)
+    }
+
+    /// The full code of every scan id that is pending, for tests and the soak.
+    pub fn all_scan_ids(&self, outbox: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT scan_id FROM scans WHERE outbox = ?1 ORDER BY seq")?;
+        let ids = stmt.query_map([outbox], |r| r.get(0))?.collect::<std::result::Result<Vec<String>, _>>()?;
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(code: &str, verdict: Verdict, pending: bool) -> NewScan {
+        NewScan {
+            scan_id: Uuid::new_v4(),
+            code: code.into(),
+            verdict,
+            reason: if verdict == Verdict::Accept { Reason::OfflinePolicy } else { Reason::Voided },
+            online: false,
+            scanned_at: OffsetDateTime::now_utc(),
+            boot_id: "boot".into(),
+            mono_ms: 42,
+            clock_synced: false,
+            device: "d".into(),
+            reward_points: None,
+            pending,
+        }
+    }
+
+    #[test]
+    fn outbox_lifecycle_and_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("x.db")).unwrap();
+        let a = scan("CODE-AAAA-1", Verdict::Accept, true);
+        let b = scan("CODE-BBBB-2", Verdict::Accept, true);
+        let r = scan("CODE-CCCC-3", Verdict::Reject, false);
+        for x in [&a, &b, &r] {
+            s.insert_scan(x, false).unwrap();
+        }
+        let c = s.counts().unwrap();
+        assert_eq!((c.scans, c.pending, c.dead, c.sent), (3, 2, 0, 0));
+        let batch = s.pending_batch(10, &[]).unwrap();
+        assert_eq!(batch.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(), ["CODE-AAAA-1", "CODE-BBBB-2"]);
+        let skip = s.pending_batch(10, &[a.scan_id.to_string()]).unwrap();
+        assert_eq!(skip.len(), 1);
+        s.apply_replay(&[(a.scan_id.to_string(), Some("ev1".into()))], &[(b.scan_id.to_string(), "MappingTemplate".into())], &[]).unwrap();
+        let c = s.counts().unwrap();
+        assert_eq!((c.pending, c.dead, c.sent), (0, 1, 1));
+        let dead = s.list(true, 10).unwrap();
+        assert_eq!(dead[0].code, mask_code("CODE-BBBB-2"));
+        assert_eq!(dead[0].last_error.as_deref(), Some("MappingTemplate"));
+        assert_eq!(s.retry(None).unwrap(), 1);
+        assert_eq!(s.counts().unwrap().pending, 1);
+        assert!(s.drop_row(&b.scan_id.to_string()).unwrap());
+        assert_eq!(s.counts().unwrap().pending, 0);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn cache_ttl_and_offline_uses_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let facts = PassFacts {
+            id: "p".into(),
+            template_id: "t".into(),
+            project_id: Some("pr".into()),
+            expires: Some(OffsetDateTime::from_unix_timestamp(4_000_000_000).unwrap()),
+            voided: false,
+            scan_config: None,
+        };
+        {
+            let mut s = Store::open(&path).unwrap();
+            s.cache_put("C1", Some(&facts), 1_000).unwrap();
+            s.cache_put("C2", None, 1_000).unwrap();
+            s.insert_scan(&NewScan { code: "C1".into(), ..scan("C1", Verdict::Accept, true) }, true).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(s.cache_get("C1", ttl, 5_000).unwrap().unwrap().facts, Some(facts.clone()));
+        assert_eq!(s.cache_get("C2", ttl, 5_000).unwrap().unwrap().facts, None);
+        assert!(s.cache_get("C1", ttl, 11_001).unwrap().is_none(), "stale entries are not used");
+        assert_eq!(s.offline_uses("C1").unwrap(), 1);
+        s.cache_put("C1", Some(&facts), 20_000).unwrap();
+        assert_eq!(s.offline_uses("C1").unwrap(), 0, "a fresh online view resets the count");
+    }
+
+    #[test]
+    fn the_offline_decision_wins_over_the_online_attempts_row_in_either_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("x.db")).unwrap();
+        let online = NewScan { online: true, ..scan("C", Verdict::Accept, true) };
+        let offline = NewScan { verdict: Verdict::Reject, reason: Reason::OfflinePolicy, pending: false, ..online.clone() };
+        // online row first, then the offline decision
+        s.insert_scan_if_absent(&online).unwrap();
+        s.upsert_offline_decision(&offline, false).unwrap();
+        assert_eq!(s.counts().unwrap().pending, 0);
+        // offline decision first, then the late online insert
+        let online2 = NewScan { scan_id: Uuid::new_v4(), ..online.clone() };
+        let offline2 = NewScan { scan_id: online2.scan_id, ..offline.clone() };
+        s.upsert_offline_decision(&offline2, false).unwrap();
+        s.insert_scan_if_absent(&online2).unwrap();
+        let c = s.counts().unwrap();
+        assert_eq!((c.scans, c.pending), (2, 0));
+        // an acknowledged row stays sent
+        let online3 = NewScan { scan_id: Uuid::new_v4(), ..online.clone() };
+        s.insert_scan_if_absent(&online3).unwrap();
+        s.mark_sent(&online3.scan_id.to_string(), Some("ev")).unwrap();
+        s.upsert_offline_decision(&NewScan { scan_id: online3.scan_id, ..offline.clone() }, false).unwrap();
+        assert_eq!(s.counts().unwrap().sent, 1);
+    }
+
+    #[test]
+    fn prune_keeps_pending_and_dead() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("x.db")).unwrap();
+        let old = OffsetDateTime::now_utc() - time::Duration::days(40);
+        let p = NewScan { scanned_at: old, ..scan("P", Verdict::Accept, true) };
+        let r = NewScan { scanned_at: old, ..scan("R", Verdict::Reject, false) };
+        let sent = NewScan { scanned_at: old, ..scan("S", Verdict::Accept, true) };
+        for x in [&p, &r, &sent] {
+            s.insert_scan(x, false).unwrap();
+        }
+        s.mark_sent(&sent.scan_id.to_string(), Some("e")).unwrap();
+        assert_eq!(s.prune(Duration::from_secs(30 * 86400), now_ms()).unwrap(), 2);
+        assert_eq!(s.counts().unwrap().pending, 1);
+    }
+
+    #[test]
+    fn garbage_file_is_moved_aside_not_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        std::fs::write(&path, vec![0x5a; 8192]).unwrap();
+        let (s, aside) = Store::open_or_quarantine(&path).unwrap();
+        let aside = aside.expect("moved aside");
+        assert!(aside.exists());
+        assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 8192]);
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.pragma_update(None, "user_version", 99).unwrap();
+        }
+        let e = Store::open(&path).err().unwrap();
+        assert!(e.0.contains("newer"), "{e}");
+    }
+}
+
+/// The async seam over the store: every call runs on a blocking thread, one at a time. When
+/// the store cannot be opened (or was lost), each call first tries to open it again (at most
+/// every 5 s) and otherwise fails with a clear error; the daemon keeps deciding meanwhile.
+#[derive(Clone)]
+pub struct StoreHandle {
+    inner: std::sync::Arc<std::sync::Mutex<HandleState>>,
+    path: PathBuf,
+}
+
+struct HandleState {
+    store: Option<Store>,
+    last_attempt: Option<std::time::Instant>,
+}
+
+impl StoreHandle {
+    /// Opens the store at `path` (moving a corrupt file aside); on failure the handle starts
+    /// without a store and retries later.
+    pub fn open(path: &Path) -> StoreHandle {
+        let store = Self::try_open(path);
+        StoreHandle {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(HandleState {
+                store,
+                last_attempt: Some(std::time::Instant::now()),
+            })),
+            path: path.to_owned(),
+        }
+    }
+
+    fn try_open(path: &Path) -> Option<Store> {
+        match Store::open_or_quarantine(path) {
+            Ok((s, None)) => Some(s),
+            Ok((s, Some(aside))) => {
+                tracing::error!(
+                    "the scan store {} was damaged: moved aside to {} and started a new one",
+                    path.display(),
+                    aside.display()
+                );
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!("cannot open the scan store {}: {e}; deciding by policy and retrying", path.display());
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).store.is_some()
+    }
+
+    /// Runs `f` with the store on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.store.is_none() && g.last_attempt.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                g.last_attempt = Some(std::time::Instant::now());
+                g.store = Self::try_open(&path);
+                if g.store.is_some() {
+                    tracing::info!("scan store {} is open again", path.display());
+                }
+            }
+            match g.store.as_mut() {
+                Some(s) => f(s),
+                None => Err(StoreError(format!("the scan store {} is not available", path.display()))),
+            }
+        })
+        .await
+        .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+}
