@@ -12,7 +12,10 @@ use crate::store::{now_ms, Store};
 fn open(cfg: &Config, write: bool) -> Result<Store, String> {
     let path = Store::path_in(&cfg.device.state_dir);
     if !path.exists() {
-        return Err(format!("no scan store at {} (has the daemon run with this config?)", path.display()));
+        return Err(format!(
+            "no scan store at {} (has the daemon run with this config?)",
+            path.display()
+        ));
     }
     Store::open_existing(&path, write).map_err(|e| e.to_string())
 }
@@ -45,12 +48,16 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
     let result = (|| -> crate::store::Result<serde_json::Value> {
         let c = store.counts()?;
         let meta = |k: &str| store.get_meta(k);
-        let num = |k: &str| -> crate::store::Result<Option<i64>> { Ok(meta(k)?.and_then(|v| v.parse().ok()).filter(|v| *v > 0)) };
+        let num = |k: &str| -> crate::store::Result<Option<i64>> {
+            Ok(meta(k)?.and_then(|v| v.parse().ok()).filter(|v| *v > 0))
+        };
         let mode = meta("mode")?.unwrap_or_else(|| "unknown".into());
         let since = num("mode_since_ms")?;
         let last_sync = num("last_sync_ms")?;
         let auth_error = meta("auth_error")?.filter(|s| !s.is_empty());
-        let enrolled = crate::enrol::load_credentials(&cfg.device.state_dir).ok().flatten();
+        let enrolled = crate::enrol::load_credentials(&cfg.device.state_dir)
+            .ok()
+            .flatten();
         Ok(json!({
             "device": cfg.device.name,
             "mode": mode,
@@ -89,13 +96,26 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
         _ => "never".into(),
     };
     let store2 = open(cfg, false).ok();
-    let meta_ms = |k: &str| store2.as_ref().and_then(|st| st.get_meta(k).ok().flatten()).and_then(|v| v.parse::<i64>().ok()).filter(|v| *v > 0);
+    let meta_ms = |k: &str| {
+        store2
+            .as_ref()
+            .and_then(|st| st.get_meta(k).ok().flatten())
+            .and_then(|v| v.parse::<i64>().ok())
+            .filter(|v| *v > 0)
+    };
     println!("device:        {}", cfg.device.name);
-    println!("api:           {} since {}", v["mode"].as_str().unwrap_or("?"), with_ago("mode_since", meta_ms("mode_since_ms")));
+    println!(
+        "api:           {} since {}",
+        v["mode"].as_str().unwrap_or("?"),
+        with_ago("mode_since", meta_ms("mode_since_ms"))
+    );
     println!(
         "enrolment:     {}",
         if v["enrolled"].as_bool() == Some(true) {
-            format!("enrolled (workspace {})", v["workspace"].as_str().unwrap_or("?"))
+            format!(
+                "enrolled (workspace {})",
+                v["workspace"].as_str().unwrap_or("?")
+            )
         } else {
             "not enrolled (using the workspace token)".into()
         }
@@ -104,14 +124,44 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
         Some(age) => format!(", oldest {}", ago(now_ms() - age * 1000)),
         None => String::new(),
     };
-    println!("pending:       {}{oldest}{}", v["pending"], if v["queue_full"].as_bool() == Some(true) { "  QUEUE FULL: nothing more is admitted offline" } else { "" });
-    println!("dead letters:  {}{}", v["dead"], if v["dead"].as_i64().unwrap_or(0) > 0 { "  (tiketo-gate queue list --dead)" } else { "" });
-    println!("last sync:     {}", with_ago("last_sync", meta_ms("last_sync_ms")));
-    println!("clock synced:  {}", if v["clock_synced"].as_bool() == Some(true) { "yes" } else { "no (scan times are flagged)" });
+    println!(
+        "pending:       {}{oldest}{}",
+        v["pending"],
+        if v["queue_full"].as_bool() == Some(true) {
+            "  QUEUE FULL: nothing more is admitted offline"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "dead letters:  {}{}",
+        v["dead"],
+        if v["dead"].as_i64().unwrap_or(0) > 0 {
+            "  (tiketo-gate queue list --dead)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "last sync:     {}",
+        with_ago("last_sync", meta_ms("last_sync_ms"))
+    );
+    println!(
+        "clock synced:  {}",
+        if v["clock_synced"].as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no (scan times are flagged)"
+        }
+    );
     if let Some(e) = s("auth_error") {
         println!("AUTH ERROR:    {e}");
     }
-    println!("store:         {} ({} scans)", v["store"].as_str().unwrap_or("?"), v["scans"]);
+    println!(
+        "store:         {} ({} scans)",
+        v["store"].as_str().unwrap_or("?"),
+        v["scans"]
+    );
     ExitCode::SUCCESS
 }
 
@@ -129,10 +179,20 @@ pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> Exit
         return ExitCode::SUCCESS;
     }
     if rows.is_empty() {
-        println!("{}", if dead { "no dead letters" } else { "nothing pending" });
+        println!(
+            "{}",
+            if dead {
+                "no dead letters"
+            } else {
+                "nothing pending"
+            }
+        );
         return ExitCode::SUCCESS;
     }
-    println!("{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  error", "seq", "scan id", "code", "scanned at", "attempts");
+    println!(
+        "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  error",
+        "seq", "scan id", "code", "scanned at", "attempts"
+    );
     for r in rows {
         println!(
             "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  {}",
@@ -151,11 +211,16 @@ pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> Exit
 pub fn queue_retry(cfg: &Config, id: Option<&str>) -> ExitCode {
     match open(cfg, true).and_then(|s| s.retry(id).map_err(|e| e.to_string())) {
         Ok(0) => {
-            eprintln!("tiketo-gate queue retry: no dead letter matches {}", id.unwrap_or("--all-dead"));
+            eprintln!(
+                "tiketo-gate queue retry: no dead letter matches {}",
+                id.unwrap_or("--all-dead")
+            );
             ExitCode::from(1)
         }
         Ok(n) => {
-            println!("{n} scan event(s) back in the queue; the daemon sends them on its next round");
+            println!(
+                "{n} scan event(s) back in the queue; the daemon sends them on its next round"
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {

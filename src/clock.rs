@@ -18,10 +18,18 @@ fn boot() -> &'static Boot {
             .unwrap_or_else(|_| "unknown".to_owned());
         let uptime_ms_at = std::fs::read_to_string("/proc/uptime")
             .ok()
-            .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+            .and_then(|s| {
+                s.split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<f64>().ok())
+            })
             .map(|secs| (secs * 1000.0) as u64)
             .unwrap_or(0);
-        Boot { id, uptime_ms_at, at: Instant::now() }
+        Boot {
+            id,
+            uptime_ms_at,
+            at: Instant::now(),
+        }
     })
 }
 

@@ -429,9 +429,22 @@ impl Validator<'_> {
         let offline = self.offline(raw.offline);
         let store = StoreConfig {
             retention: Duration::from_secs(
-                86_400 * self.range("store.retention_days", raw.store.retention_days, 30, 1, 3650),
+                86_400
+                    * self.range(
+                        "store.retention_days",
+                        raw.store.retention_days,
+                        30,
+                        1,
+                        3650,
+                    ),
             ),
-            max_pending: self.range("store.max_pending", raw.store.max_pending, 1_000_000, 1, 100_000_000),
+            max_pending: self.range(
+                "store.max_pending",
+                raw.store.max_pending,
+                1_000_000,
+                1,
+                100_000_000,
+            ),
         };
         let outputs = self.outputs(raw.outputs);
         Config {
@@ -447,7 +460,12 @@ impl Validator<'_> {
     }
 
     fn offline(&mut self, raw: RawOffline) -> OfflineConfig {
-        let policy = match self.choice("offline.policy", raw.policy.as_deref(), "cache", &["reject", "accept", "cache"]) {
+        let policy = match self.choice(
+            "offline.policy",
+            raw.policy.as_deref(),
+            "cache",
+            &["reject", "accept", "cache"],
+        ) {
             "accept" => OfflinePolicy::Accept,
             "reject" => OfflinePolicy::Reject,
             _ => OfflinePolicy::Cache,
@@ -467,9 +485,25 @@ impl Validator<'_> {
                 }
             },
         };
-        let max_offline_uses = self.range("offline.max_offline_uses", raw.max_offline_uses, 1, 1, 1_000_000) as u32;
-        let unknown_accepts = self.choice("offline.unknown", raw.unknown.as_deref(), "reject", &["reject", "accept"]) == "accept";
-        OfflineConfig { policy, cache_ttl, max_offline_uses, unknown_accepts }
+        let max_offline_uses = self.range(
+            "offline.max_offline_uses",
+            raw.max_offline_uses,
+            1,
+            1,
+            1_000_000,
+        ) as u32;
+        let unknown_accepts = self.choice(
+            "offline.unknown",
+            raw.unknown.as_deref(),
+            "reject",
+            &["reject", "accept"],
+        ) == "accept";
+        OfflineConfig {
+            policy,
+            cache_ttl,
+            max_offline_uses,
+            unknown_accepts,
+        }
     }
 
     fn device(&mut self, raw: RawDevice) -> DeviceConfig {
@@ -648,7 +682,9 @@ pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
             let s = s.trim();
             let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
             let (num, unit) = s.split_at(split);
-            let n: u64 = num.parse().map_err(|_| format!("\"{s}\" is not a duration (like \"24h\", \"30m\", \"90s\")"))?;
+            let n: u64 = num.parse().map_err(|_| {
+                format!("\"{s}\" is not a duration (like \"24h\", \"30m\", \"90s\")")
+            })?;
             let secs = match unit.trim() {
                 "s" | "" => n,
                 "m" | "min" => n * 60,
@@ -658,7 +694,9 @@ pub fn parse_duration(v: &toml::Value) -> Result<Duration, String> {
             };
             Ok(Duration::from_secs(secs))
         }
-        other => Err(format!("must be seconds or a string like \"24h\" (got {other})")),
+        other => Err(format!(
+            "must be seconds or a string like \"24h\" (got {other})"
+        )),
     }
 }
 
@@ -912,7 +950,13 @@ mod tests {
         assert_eq!(c.offline.max_offline_uses, 3);
         assert!(c.offline.unknown_accepts);
         assert_eq!(c.store.max_pending, 10);
-        assert_eq!(parse_str("[offline]\ncache_ttl = 3600\n").unwrap().offline.cache_ttl, Duration::from_secs(3600));
+        assert_eq!(
+            parse_str("[offline]\ncache_ttl = 3600\n")
+                .unwrap()
+                .offline
+                .cache_ttl,
+            Duration::from_secs(3600)
+        );
         let e = err("[offline]\ncache_ttl = \"soon\"\n");
         assert!(e.starts_with("test.toml:2: offline.cache_ttl:"), "{e}");
         let e = err("[offline]\nunknown = \"maybe\"\n");

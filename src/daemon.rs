@@ -84,8 +84,13 @@ pub fn run(cfg: Config) -> ExitCode {
         }
     };
     // Two clients: live scans keep their own warm connection while replay drains on another.
-    let clients = Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())
-        .and_then(|live| Ok((live, Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())?)));
+    let clients =
+        Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref()).and_then(|live| {
+            Ok((
+                live,
+                Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())?,
+            ))
+        });
     let (client, replay_client) = match clients {
         Ok(c) => c,
         Err(e) => {
@@ -110,7 +115,12 @@ pub fn run(cfg: Config) -> ExitCode {
     code
 }
 
-async fn main_loop(cfg: Config, client: Client, replay_client: Client, feedback: Feedback) -> ExitCode {
+async fn main_loop(
+    cfg: Config,
+    client: Client,
+    replay_client: Client,
+    feedback: Feedback,
+) -> ExitCode {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(watch_signals(feedback.clone(), stop_tx));
     tokio::spawn({
@@ -121,14 +131,20 @@ async fn main_loop(cfg: Config, client: Client, replay_client: Client, feedback:
     let store_path = Store::path_in(&cfg.device.state_dir);
     let store = {
         let p = store_path.clone();
-        tokio::task::spawn_blocking(move || StoreHandle::open(&p)).await.expect("store open task")
+        tokio::task::spawn_blocking(move || StoreHandle::open(&p))
+            .await
+            .expect("store open task")
     };
     let link = Link::new(OFFLINE_AFTER_FAILURES);
     let shared = Shared::new(store, link.clone());
     if let Ok(c) = shared.store.run(|s| s.counts()).await {
         shared.pending.store(c.pending, Ordering::Relaxed);
         if c.pending > 0 {
-            tracing::info!(pending = c.pending, dead = c.dead, "unsent scan events from before are queued for replay");
+            tracing::info!(
+                pending = c.pending,
+                dead = c.dead,
+                "unsent scan events from before are queued for replay"
+            );
         }
     }
 
@@ -211,7 +227,10 @@ async fn keep_link(client: Client, link: Link) {
             Mode::Online => {
                 match client.warmup().await {
                     Ok(()) => link.success(),
-                    Err(e) if e.class.is_unavailable() && e.class != crate::api::classify::ErrorClass::Auth => {
+                    Err(e)
+                        if e.class.is_unavailable()
+                            && e.class != crate::api::classify::ErrorClass::Auth =>
+                    {
                         link.failure(&e.to_string())
                     }
                     Err(e) => tracing::warn!("API check: {e}"),
@@ -226,13 +245,13 @@ async fn keep_link(client: Client, link: Link) {
             Mode::Offline => {
                 let mut delays = backon::BackoffBuilder::build(
                     backon::ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_secs(1))
-                        .with_max_delay(Duration::from_secs(30))
+                        .with_min_delay(Duration::from_millis(500))
+                        .with_max_delay(Duration::from_secs(5))
                         .with_jitter()
                         .without_max_times(),
                 );
                 while link.mode() == Mode::Offline {
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(30))).await;
+                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
                     match client.warmup().await {
                         Ok(()) => link.success(),
                         Err(e) => tracing::debug!("API still unreachable: {e}"),
@@ -265,14 +284,34 @@ async fn write_status(shared: Shared, max_pending: u64) {
         let now: Vec<(String, String)> = vec![
             ("mode".into(), shared.link.mode().as_str().into()),
             ("mode_since_ms".into(), shared.link.since_ms().to_string()),
-            ("last_sync_ms".into(), shared.last_sync_ms.load(Ordering::Relaxed).to_string()),
-            ("auth_error".into(), shared.auth_error.lock().unwrap_or_else(|p| p.into_inner()).clone()),
-            ("queue_full".into(), (shared.pending.load(Ordering::Relaxed) >= max_pending as i64).to_string()),
-            ("clock_synced".into(), crate::clock::clock_synced().to_string()),
+            (
+                "last_sync_ms".into(),
+                shared.last_sync_ms.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "auth_error".into(),
+                shared
+                    .auth_error
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone(),
+            ),
+            (
+                "queue_full".into(),
+                (shared.pending.load(Ordering::Relaxed) >= max_pending as i64).to_string(),
+            ),
+            (
+                "clock_synced".into(),
+                crate::clock::clock_synced().to_string(),
+            ),
             ("daemon_pid".into(), std::process::id().to_string()),
         ];
         if now != last {
-            let changed: Vec<(String, String)> = now.iter().filter(|kv| !last.contains(kv)).cloned().collect();
+            let changed: Vec<(String, String)> = now
+                .iter()
+                .filter(|kv| !last.contains(kv))
+                .cloned()
+                .collect();
             let write = shared
                 .store
                 .run(move |s| {
@@ -289,6 +328,7 @@ async fn write_status(shared: Shared, max_pending: u64) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
             _ = changes.changed() => {}
+            _ = shared.status_wake.notified() => {}
         }
     }
 }
@@ -296,7 +336,11 @@ async fn write_status(shared: Shared, max_pending: u64) {
 /// Prunes sent and rejected rows past the retention, at start and hourly.
 async fn prune(shared: Shared, retention: Duration) {
     loop {
-        match shared.store.run(move |s| s.prune(retention, now_ms())).await {
+        match shared
+            .store
+            .run(move |s| s.prune(retention, now_ms()))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "pruned old scans"),
             Err(e) => tracing::warn!("prune: {e}"),

@@ -186,13 +186,10 @@ pub fn decide_offline(
         OfflinePolicy::Cache => match view {
             CacheView::Unknown if o.unknown_accepts => Ok(()),
             CacheView::Unknown => Err(Reason::OfflinePolicy),
-            CacheView::Known(facts) => decide(facts.as_ref(), rules, now).and_then(|()| {
-                if offline_uses >= o.max_offline_uses {
-                    Err(Reason::AlreadyUsed)
-                } else {
-                    Ok(())
-                }
-            }),
+            CacheView::Known(facts) => match decide(facts.as_ref(), rules, now) {
+                Ok(()) if offline_uses >= o.max_offline_uses => Err(Reason::AlreadyUsed),
+                other => other,
+            },
         },
     };
     match admit {
@@ -294,30 +291,97 @@ mod tests {
     #[test]
     fn offline_decisions() {
         let r = rules(&["proj"], &[]);
-        let o = |policy, unknown_accepts| OfflineRules { policy, unknown_accepts, max_offline_uses: 1 };
+        let o = |policy, unknown_accepts| OfflineRules {
+            policy,
+            unknown_accepts,
+            max_offline_uses: 1,
+        };
         let known = CacheView::Known(Some(pass()));
         // reject and accept ignore the cache
-        assert_eq!(decide_offline(&o(OfflinePolicy::Reject, true), &known, 0, false, &r, NOW), Err(Reason::OfflinePolicy));
-        assert_eq!(decide_offline(&o(OfflinePolicy::Accept, false), &CacheView::Unknown, 5, false, &r, NOW), Ok(()));
+        assert_eq!(
+            decide_offline(&o(OfflinePolicy::Reject, true), &known, 0, false, &r, NOW),
+            Err(Reason::OfflinePolicy)
+        );
+        assert_eq!(
+            decide_offline(
+                &o(OfflinePolicy::Accept, false),
+                &CacheView::Unknown,
+                5,
+                false,
+                &r,
+                NOW
+            ),
+            Ok(())
+        );
         // cache: known and valid, once
         let c = o(OfflinePolicy::Cache, false);
         assert_eq!(decide_offline(&c, &known, 0, false, &r, NOW), Ok(()));
-        assert_eq!(decide_offline(&c, &known, 1, false, &r, NOW), Err(Reason::AlreadyUsed));
-        let two = OfflineRules { max_offline_uses: 2, ..c };
+        assert_eq!(
+            decide_offline(&c, &known, 1, false, &r, NOW),
+            Err(Reason::AlreadyUsed)
+        );
+        let two = OfflineRules {
+            max_offline_uses: 2,
+            ..c
+        };
         assert_eq!(decide_offline(&two, &known, 1, false, &r, NOW), Ok(()));
         // cache: the same rules as online, expiry against now
-        let expired = CacheView::Known(Some(PassFacts { expires: Some(datetime!(2026-11-27 11:00 UTC)), ..pass() }));
-        assert_eq!(decide_offline(&c, &expired, 0, false, &r, NOW), Err(Reason::Expired));
-        let voided = CacheView::Known(Some(PassFacts { voided: true, ..pass() }));
-        assert_eq!(decide_offline(&c, &voided, 0, false, &r, NOW), Err(Reason::Voided));
-        assert_eq!(decide_offline(&c, &CacheView::Known(None), 0, false, &r, NOW), Err(Reason::NotFound));
+        let expired = CacheView::Known(Some(PassFacts {
+            expires: Some(datetime!(2026-11-27 11:00 UTC)),
+            ..pass()
+        }));
+        assert_eq!(
+            decide_offline(&c, &expired, 0, false, &r, NOW),
+            Err(Reason::Expired)
+        );
+        let voided = CacheView::Known(Some(PassFacts {
+            voided: true,
+            ..pass()
+        }));
+        assert_eq!(
+            decide_offline(&c, &voided, 0, false, &r, NOW),
+            Err(Reason::Voided)
+        );
+        assert_eq!(
+            decide_offline(&c, &CacheView::Known(None), 0, false, &r, NOW),
+            Err(Reason::NotFound)
+        );
         // cache: unknown codes by offline.unknown
-        assert_eq!(decide_offline(&c, &CacheView::Unknown, 0, false, &r, NOW), Err(Reason::OfflinePolicy));
-        assert_eq!(decide_offline(&o(OfflinePolicy::Cache, true), &CacheView::Unknown, 0, false, &r, NOW), Ok(()));
+        assert_eq!(
+            decide_offline(&c, &CacheView::Unknown, 0, false, &r, NOW),
+            Err(Reason::OfflinePolicy)
+        );
+        assert_eq!(
+            decide_offline(
+                &o(OfflinePolicy::Cache, true),
+                &CacheView::Unknown,
+                0,
+                false,
+                &r,
+                NOW
+            ),
+            Ok(())
+        );
         // a full queue admits nothing more offline, and says why
-        assert_eq!(decide_offline(&c, &known, 0, true, &r, NOW), Err(Reason::QueueFull));
-        assert_eq!(decide_offline(&o(OfflinePolicy::Accept, false), &CacheView::Unknown, 0, true, &r, NOW), Err(Reason::QueueFull));
-        assert_eq!(decide_offline(&c, &voided, 0, true, &r, NOW), Err(Reason::Voided));
+        assert_eq!(
+            decide_offline(&c, &known, 0, true, &r, NOW),
+            Err(Reason::QueueFull)
+        );
+        assert_eq!(
+            decide_offline(
+                &o(OfflinePolicy::Accept, false),
+                &CacheView::Unknown,
+                0,
+                true,
+                &r,
+                NOW
+            ),
+            Err(Reason::QueueFull)
+        );
+        assert_eq!(
+            decide_offline(&c, &voided, 0, true, &r, NOW),
+            Err(Reason::Voided)
+        );
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub fn load_credentials(state_dir: &Path) -> Result<Option<Credentials>, String>
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: cannot read: {e}", path.display())),
     };
-    let d: OnDisk = serde_json::from_str(&text).map_err(|e| format!("{}: not valid credentials: {e}", path.display()))?;
+    let d: OnDisk = serde_json::from_str(&text)
+        .map_err(|e| format!("{}: not valid credentials: {e}", path.display()))?;
     if d.token.trim().is_empty() {
         return Err(format!("{}: holds an empty token", path.display()));
     }
@@ -77,7 +78,12 @@ pub fn save_credentials(state_dir: &Path, c: &Credentials) -> Result<(), String>
     })
     .map_err(|e| e.to_string())?;
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
         f.write_all(&body)?;
         f.sync_all()?;
@@ -86,7 +92,10 @@ pub fn save_credentials(state_dir: &Path, c: &Credentials) -> Result<(), String>
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        format!("{}: cannot store the device credentials: {e}", path.display())
+        format!(
+            "{}: cannot store the device credentials: {e}",
+            path.display()
+        )
     })
 }
 
@@ -109,7 +118,11 @@ mod tests {
         assert_eq!(meta.permissions().mode() & 0o777, 0o600);
         assert_eq!(load_credentials(dir.path()).unwrap(), Some(c.clone()));
         assert!(!format!("{c:?}").contains("dev-secret"));
-        let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains("tmp")).collect();
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
+            .collect();
         assert!(leftovers.is_empty());
     }
 }

@@ -36,7 +36,12 @@ pub struct Connectivity {
 
 impl Connectivity {
     pub fn new(threshold: u32, now_ms: i64) -> Self {
-        Connectivity { mode: Mode::Online, since_ms: now_ms, failures: 0, threshold: threshold.max(1) }
+        Connectivity {
+            mode: Mode::Online,
+            since_ms: now_ms,
+            failures: 0,
+            threshold: threshold.max(1),
+        }
     }
 
     pub fn mode(&self) -> Mode {
@@ -85,7 +90,10 @@ impl Link {
     pub fn new(threshold: u32) -> Self {
         let (tx, _) = watch::channel(Mode::Online);
         Link {
-            state: Arc::new(Mutex::new(Connectivity::new(threshold, crate::store::now_ms()))),
+            state: Arc::new(Mutex::new(Connectivity::new(
+                threshold,
+                crate::store::now_ms(),
+            ))),
             tx: Arc::new(tx),
         }
     }
@@ -115,7 +123,9 @@ impl Link {
 
     pub fn failure(&self, why: &str) {
         if let Some(m) = self.with(|c| c.failure(crate::store::now_ms())) {
-            tracing::warn!("API unreachable ({why}): offline, deciding scans without it until it answers");
+            tracing::warn!(
+                "API unreachable ({why}): offline, deciding scans without it until it answers"
+            );
             self.tx.send_replace(m);
         }
     }

@@ -87,8 +87,12 @@ fn main() -> ExitCode {
         Command::Queue { config, command } => match load_or_exit(&config) {
             Err(code) => code,
             Ok(cfg) => match command {
-                QueueCommand::List { dead, json, limit } => tiketo_gate::cli::queue_list(&cfg, dead, json, limit),
-                QueueCommand::Retry { id, .. } => tiketo_gate::cli::queue_retry(&cfg, id.as_deref()),
+                QueueCommand::List { dead, json, limit } => {
+                    tiketo_gate::cli::queue_list(&cfg, dead, json, limit)
+                }
+                QueueCommand::Retry { id, .. } => {
+                    tiketo_gate::cli::queue_retry(&cfg, id.as_deref())
+                }
                 QueueCommand::Drop { id, yes } => tiketo_gate::cli::queue_drop(&cfg, &id, yes),
             },
         },

@@ -21,7 +21,7 @@ use crate::api::classify::ErrorClass;
 use crate::api::{AliasOutcome, ApiError, Client, ScanEventInput};
 use crate::link::Mode;
 use crate::scan::{scan_data, Shared};
-use crate::store::{now_ms, PendingRow};
+use crate::store::PendingRow;
 
 pub const BATCH: usize = 100;
 pub const AMBIGUOUS_TRIES: i64 = 3;
@@ -43,6 +43,8 @@ pub struct Disposition {
     pub sent: Vec<(String, Option<String>)>,
     pub dead: Vec<(String, String)>,
     pub retry: Vec<(String, String)>,
+    /// Not known to have run: sent again in the next batch, without waiting or counting.
+    pub unrun: Vec<String>,
     /// The strongest reason to wait before the next batch.
     pub wait: Option<ErrorClass>,
 }
@@ -52,15 +54,33 @@ pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
     for (row, outcome) in rows.iter().zip(outcomes) {
         let id = row.scan_id.clone();
         match outcome {
-            AliasOutcome::Sent { voided: false, event_id } => d.sent.push((id, event_id.clone())),
-            AliasOutcome::Sent { voided: true, event_id } => d.dead.push((
+            AliasOutcome::Sent {
+                voided: false,
+                event_id,
+            } => d.sent.push((id, event_id.clone())),
+            AliasOutcome::Sent {
+                voided: true,
+                event_id,
+            } => d.dead.push((
                 id,
-                format!("refused: the server voided scan event {}", event_id.as_deref().unwrap_or("?")),
+                format!(
+                    "refused: the server voided scan event {}",
+                    event_id.as_deref().unwrap_or("?")
+                ),
             )),
-            AliasOutcome::Failed { class: ErrorClass::Permanent, detail } => d.dead.push((id, format!("refused: {detail}"))),
-            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail } => {
+            AliasOutcome::Failed {
+                class: ErrorClass::Permanent,
+                detail,
+            } => d.dead.push((id, format!("refused: {detail}"))),
+            AliasOutcome::Failed {
+                class: ErrorClass::Ambiguous,
+                detail,
+            } => {
                 if row.attempts + 1 >= AMBIGUOUS_TRIES {
-                    d.dead.push((id, format!("gave up after {AMBIGUOUS_TRIES} tries: {detail}")));
+                    d.dead.push((
+                        id,
+                        format!("gave up after {AMBIGUOUS_TRIES} tries: {detail}"),
+                    ));
                 } else {
                     d.retry.push((id, detail.clone()));
                     d.wait.get_or_insert(ErrorClass::Ambiguous);
@@ -70,14 +90,18 @@ pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
                 d.retry.push((id, detail.clone()));
                 d.wait = Some(*class);
             }
+            AliasOutcome::NotRun => d.unrun.push(id),
         }
     }
     d
 }
 
 fn input_for(row: &PendingRow) -> ScanEventInput {
-    let scanned_at = time::OffsetDateTime::parse(&row.scanned_at, &time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let scanned_at = time::OffsetDateTime::parse(
+        &row.scanned_at,
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap_or_else(|_| OffsetDateTime::now_utc());
     let scan_id = row.scan_id.parse().unwrap_or_else(|_| uuid::Uuid::nil());
     ScanEventInput {
         code: row.code.clone(),
@@ -100,7 +124,11 @@ pub async fn run(client: Client, shared: Shared) {
         }
         let exclude = shared.inflight_ids();
         let limit = batch_size;
-        let rows = match shared.store.run(move |s| s.pending_batch(limit, &exclude)).await {
+        let rows = match shared
+            .store
+            .run(move |s| s.pending_batch(limit, &exclude))
+            .await
+        {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!("replay cannot read the store: {e}");
@@ -124,40 +152,67 @@ pub async fn run(client: Client, shared: Shared) {
                 shared.link.success();
                 shared.note_auth_error(None);
                 let d = dispose(&rows, &outcomes);
-                if !d.sent.is_empty() {
-                    shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
-                }
+
                 for (id, err) in &d.dead {
                     tracing::warn!(scan_id = %id, "scan event moved to the dead letters: {err}");
                 }
-                tracing::info!(sent = d.sent.len(), dead = d.dead.len(), retry = d.retry.len(), "replayed a batch");
+                tracing::info!(
+                    sent = d.sent.len(),
+                    dead = d.dead.len(),
+                    retry = d.retry.len() + d.unrun.len(),
+                    "replayed a batch"
+                );
                 let wait = d.wait;
                 let (sent, dead, retry) = (d.sent, d.dead, d.retry);
-                if let Err(e) = shared.store.run(move |s| s.apply_replay(&sent, &dead, &retry)).await {
+                if let Err(e) = shared
+                    .store
+                    .run(move |s| s.apply_replay(&sent, &dead, &retry))
+                    .await
+                {
                     tracing::error!("replay cannot update the store: {e}");
                 }
                 if let Ok(n) = shared.store.run(|s| s.pending_count()).await {
                     shared.pending.store(n, Ordering::Relaxed);
                 }
+                shared.synced();
                 batch_size = BATCH;
-                wait.map(|class| ApiError { class, status: None, detail: String::new() })
+                wait.map(|class| ApiError {
+                    class,
+                    status: None,
+                    detail: String::new(),
+                })
             }
             Err(e) => match e.class {
                 ErrorClass::Permanent | ErrorClass::Ambiguous if rows.len() > 1 => {
-                    tracing::warn!("a replay batch was refused as a whole ({e}); sending one at a time");
+                    tracing::warn!(
+                        "a replay batch was refused as a whole ({e}); sending one at a time"
+                    );
                     batch_size = 1;
                     None
                 }
                 ErrorClass::Permanent | ErrorClass::Ambiguous => {
                     let row = &rows[0];
-                    let d = dispose(rows.as_slice(), &[AliasOutcome::Failed { class: e.class, detail: e.to_string() }]);
+                    let d = dispose(
+                        rows.as_slice(),
+                        &[AliasOutcome::Failed {
+                            class: e.class,
+                            detail: e.to_string(),
+                        }],
+                    );
                     if !d.dead.is_empty() {
                         tracing::warn!(scan_id = %row.scan_id, "scan event moved to the dead letters: {e}");
                     }
                     let (sent, dead, retry) = (d.sent, d.dead, d.retry);
-                    let _ = shared.store.run(move |s| s.apply_replay(&sent, &dead, &retry)).await;
+                    let _ = shared
+                        .store
+                        .run(move |s| s.apply_replay(&sent, &dead, &retry))
+                        .await;
                     batch_size = BATCH;
-                    d.wait.map(|class| ApiError { class, status: None, detail: String::new() })
+                    d.wait.map(|class| ApiError {
+                        class,
+                        status: None,
+                        detail: String::new(),
+                    })
                 }
                 ErrorClass::Auth => {
                     shared.note_auth_error(Some(&e));
@@ -177,7 +232,9 @@ pub async fn run(client: Client, shared: Shared) {
             Some(e) => {
                 let next = backoff.next().unwrap_or(Duration::from_secs(300));
                 let delay = match e.class {
-                    ErrorClass::Retryable { retry_after: Some(ra) } => ra,
+                    ErrorClass::Retryable {
+                        retry_after: Some(ra),
+                    } => ra,
                     ErrorClass::Auth => Duration::from_secs(300),
                     _ => next,
                 };
@@ -223,27 +280,62 @@ mod tests {
 
     #[test]
     fn dispositions() {
-        let rows = [row("a", 0), row("b", 0), row("c", 0), row("d", 2), row("e", 0), row("f", 0)];
+        let rows = [
+            row("a", 0),
+            row("b", 0),
+            row("c", 0),
+            row("d", 2),
+            row("e", 0),
+            row("f", 0),
+        ];
         let outcomes = [
-            AliasOutcome::Sent { event_id: Some("ea".into()), voided: false },
-            AliasOutcome::Sent { event_id: Some("eb".into()), voided: true },
-            AliasOutcome::Failed { class: ErrorClass::Permanent, detail: "MappingTemplate: x".into() },
-            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail: "Lambda:Unhandled".into() },
-            AliasOutcome::Failed { class: ErrorClass::Ambiguous, detail: "Lambda:Unhandled".into() },
-            AliasOutcome::Failed { class: ErrorClass::Retryable { retry_after: None }, detail: "Throttling".into() },
+            AliasOutcome::Sent {
+                event_id: Some("ea".into()),
+                voided: false,
+            },
+            AliasOutcome::Sent {
+                event_id: Some("eb".into()),
+                voided: true,
+            },
+            AliasOutcome::Failed {
+                class: ErrorClass::Permanent,
+                detail: "MappingTemplate: x".into(),
+            },
+            AliasOutcome::Failed {
+                class: ErrorClass::Ambiguous,
+                detail: "Lambda:Unhandled".into(),
+            },
+            AliasOutcome::Failed {
+                class: ErrorClass::Ambiguous,
+                detail: "Lambda:Unhandled".into(),
+            },
+            AliasOutcome::Failed {
+                class: ErrorClass::Retryable { retry_after: None },
+                detail: "Throttling".into(),
+            },
         ];
         let d = dispose(&rows, &outcomes);
         assert_eq!(d.sent, vec![("a".to_string(), Some("ea".to_string()))]);
-        assert_eq!(d.dead.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["b", "c", "d"]);
+        assert_eq!(
+            d.dead.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+            ["b", "c", "d"]
+        );
         assert!(d.dead[1].1.contains("MappingTemplate"));
-        assert_eq!(d.retry.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(), ["e", "f"]);
+        assert_eq!(
+            d.retry.iter().map(|(i, _)| i.as_str()).collect::<Vec<_>>(),
+            ["e", "f"]
+        );
         assert_eq!(d.wait, Some(ErrorClass::Retryable { retry_after: None }));
     }
 
     #[test]
     fn backoff_from_one_second_to_five_minutes() {
         let d: Vec<Duration> = replay_backoff().take(30).collect();
-        assert!(d[0] >= Duration::from_secs(1) && d[0] <= Duration::from_secs(2), "{:?}", d[0]);
+        assert!(
+            d[0] >= Duration::from_secs(1) && d[0] <= Duration::from_secs(2),
+            "{:?}",
+            d[0]
+        );
         assert!(d.iter().all(|x| *x <= Duration::from_secs(600)));
         assert!(d[25] >= Duration::from_secs(300));
     }

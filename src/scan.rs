@@ -23,7 +23,9 @@ use uuid::Uuid;
 use crate::api::classify::ErrorClass;
 use crate::api::{ApiError, Client, ScanEventInput};
 use crate::debounce::Debouncer;
-use crate::decision::{self, CacheView, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, Verdict};
+use crate::decision::{
+    self, CacheView, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, Verdict,
+};
 use crate::link::Link;
 use crate::mask::{mask_code, scrub};
 use crate::outputs::feedback::Feedback;
@@ -70,6 +72,8 @@ pub struct Shared {
     pub last_sync_ms: Arc<AtomicI64>,
     /// The last auth error, for status (empty: none).
     pub auth_error: Arc<Mutex<String>>,
+    /// Wakes the status writer (something `status` shows changed).
+    pub status_wake: Arc<Notify>,
 }
 
 impl Shared {
@@ -82,11 +86,23 @@ impl Shared {
             replay_wake: Default::default(),
             last_sync_ms: Default::default(),
             auth_error: Default::default(),
+            status_wake: Default::default(),
         }
     }
 
+    /// The server acknowledged scan events just now.
+    pub fn synced(&self) {
+        self.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+        self.status_wake.notify_one();
+    }
+
     pub fn inflight_ids(&self) -> Vec<String> {
-        self.inflight.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     fn set_inflight(&self, id: &str, on: bool) {
@@ -104,10 +120,16 @@ impl Shared {
             Some(e) => {
                 if a.is_empty() {
                     tracing::error!("the API refuses the token: {e}; scans are decided offline and replay is paused");
+                    self.status_wake.notify_one();
                 }
                 *a = e.to_string();
             }
-            None => a.clear(),
+            None => {
+                if !a.is_empty() {
+                    a.clear();
+                    self.status_wake.notify_one();
+                }
+            }
         }
     }
 }
@@ -119,11 +141,19 @@ const LATE: u8 = 3;
 
 enum Online {
     /// The pass was looked up and rejected; nothing was written yet.
-    Rejected { reason: Reason, pass: Option<PassFacts> },
-    Recorded { event_id: String },
+    Rejected {
+        reason: Reason,
+        pass: Option<PassFacts>,
+    },
+    Recorded {
+        event_id: String,
+    },
     Refused(String),
     /// The API could not answer: the offline policy decides. `pass`: a lookup that did answer.
-    Unavailable { error: ApiError, pass: Option<PassFacts> },
+    Unavailable {
+        error: ApiError,
+        pass: Option<PassFacts>,
+    },
     /// A permanent error on the lookup.
     Failed(ApiError),
     /// The budget ran out first.
@@ -143,7 +173,13 @@ struct RowBase {
 }
 
 impl RowBase {
-    fn row(&self, verdict: Verdict, reason: Reason, online: bool, reward_points: Option<i64>) -> NewScan {
+    fn row(
+        &self,
+        verdict: Verdict,
+        reason: Reason,
+        online: bool,
+        reward_points: Option<i64>,
+    ) -> NewScan {
         NewScan {
             scan_id: self.scan_id,
             code: self.code.clone(),
@@ -172,7 +208,13 @@ pub struct Scanner {
 impl Scanner {
     pub fn new(client: Client, settings: ScanSettings, feedback: Feedback, shared: Shared) -> Self {
         let debouncer = Debouncer::new(settings.debounce);
-        Scanner { client, settings, feedback, shared, debouncer }
+        Scanner {
+            client,
+            settings,
+            feedback,
+            shared,
+            debouncer,
+        }
     }
 
     /// Handles one reader event. Returns the outcome for scans (None for repeats and status
@@ -275,7 +317,10 @@ impl Scanner {
                 detail: format!("scan task failed: {join}"),
             }),
             Err(_elapsed) => {
-                if phase.compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                if phase
+                    .compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_err()
+                {
                     // createScanEvent is on its way: let it finish and update the row.
                     phase.store(LATE, Ordering::Release);
                 }
@@ -295,9 +340,14 @@ impl Scanner {
                 self.feedback.accept();
                 self.shared.link.success();
                 self.shared.note_auth_error(None);
-                self.shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+                self.shared.synced();
                 let (id, ev) = (base.scan_id.to_string(), event_id.clone());
-                if let Err(e) = self.shared.store.run(move |s| s.mark_sent(&id, Some(&ev))).await {
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .run(move |s| s.mark_sent(&id, Some(&ev)))
+                    .await
+                {
                     tracing::error!(scan_id = %base.scan_id, "scan event sent but not marked sent ({e}); it may be sent twice (same scanId)");
                 }
                 done(Verdict::Accept, Reason::Valid, true, Some(event_id), None)
@@ -305,7 +355,12 @@ impl Scanner {
             Online::Refused(detail) => {
                 self.feedback.reject();
                 let (id, d) = (base.scan_id.to_string(), detail.clone());
-                if let Err(e) = self.shared.store.run(move |s| s.mark_refused(&id, &d)).await {
+                if let Err(e) = self
+                    .shared
+                    .store
+                    .run(move |s| s.mark_refused(&id, &d))
+                    .await
+                {
                     tracing::error!(scan_id = %base.scan_id, "cannot mark the refused scan: {e}");
                 }
                 done(Verdict::Reject, Reason::Refused, true, None, Some(detail))
@@ -329,12 +384,22 @@ impl Scanner {
             }
             Online::Failed(e) => {
                 let row = base.row(Verdict::Reject, Reason::ApiError, true, None);
-                let stored = self.shared.store.run(move |s| s.insert_scan(&row, false)).await;
+                let stored = self
+                    .shared
+                    .store
+                    .run(move |s| s.insert_scan(&row, false))
+                    .await;
                 self.feedback.reject();
                 if let Err(se) = stored {
                     tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {se}");
                 }
-                done(Verdict::Reject, Reason::ApiError, true, None, Some(e.to_string()))
+                done(
+                    Verdict::Reject,
+                    Reason::ApiError,
+                    true,
+                    None,
+                    Some(e.to_string()),
+                )
             }
             Online::Unavailable { error, pass } => {
                 if error.class == ErrorClass::Auth {
@@ -364,7 +429,8 @@ impl Scanner {
             .shared
             .store
             .run(move |s| {
-                let (verdict, reason, reward, count_use) = offline_verdict(s, &settings, &b.code, fresh, queue_full)?;
+                let (verdict, reason, reward, count_use) =
+                    offline_verdict(s, &settings, &b.code, fresh, queue_full)?;
                 s.upsert_offline_decision(&b.row(verdict, reason, false, reward), count_use)?;
                 Ok((verdict, reason))
             })
@@ -374,8 +440,19 @@ impl Scanner {
             Err(e) => {
                 // No store: decide by the policy alone, and say loudly what is not recorded.
                 let o = &self.settings.offline;
-                let v = decision::decide_offline(o, &CacheView::Unknown, 0, queue_full, &self.settings.rules, OffsetDateTime::now_utc());
-                let verdict = if v.is_ok() { Verdict::Accept } else { Verdict::Reject };
+                let v = decision::decide_offline(
+                    o,
+                    &CacheView::Unknown,
+                    0,
+                    queue_full,
+                    &self.settings.rules,
+                    OffsetDateTime::now_utc(),
+                );
+                let verdict = if v.is_ok() {
+                    Verdict::Accept
+                } else {
+                    Verdict::Reject
+                };
                 tracing::error!(scan_id = %base.scan_id, "scan decided offline but NOT stored: {e}");
                 (verdict, v.err().unwrap_or(Reason::OfflinePolicy))
             }
@@ -417,14 +494,22 @@ fn offline_verdict(
         CacheView::Unknown
     };
     let uses = s.offline_uses(code)?;
-    let d = decision::decide_offline(&settings.offline, &view, uses, queue_full, &settings.rules, OffsetDateTime::now_utc());
+    let d = decision::decide_offline(
+        &settings.offline,
+        &view,
+        uses,
+        queue_full,
+        &settings.rules,
+        OffsetDateTime::now_utc(),
+    );
     let reward = match &view {
         CacheView::Known(Some(f)) => decision::reward_points(f, &settings.rules),
         _ => (settings.rules.reward_points != 0).then_some(settings.rules.reward_points),
     };
     Ok(match d {
         Ok(()) => {
-            let count = settings.offline.policy == OfflinePolicy::Cache && matches!(view, CacheView::Known(Some(_)));
+            let count = settings.offline.policy == OfflinePolicy::Cache
+                && matches!(view, CacheView::Known(Some(_)));
             (Verdict::Accept, Reason::OfflinePolicy, reward, count)
         }
         Err(reason) => (Verdict::Reject, reason, None, false),
@@ -432,10 +517,21 @@ fn offline_verdict(
 }
 
 /// The online part of a scan: lookup, decision, durable pending row, record.
-async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, phase: Arc<AtomicU8>) -> Online {
+async fn online(
+    client: Client,
+    shared: Shared,
+    base: RowBase,
+    s: ScanSettings,
+    phase: Arc<AtomicU8>,
+) -> Online {
     let pass = match client.pass_by_scan_code(&base.code).await {
         Ok(p) => p,
-        Err(e) if e.class.is_unavailable() => return Online::Unavailable { error: e, pass: None },
+        Err(e) if e.class.is_unavailable() => {
+            return Online::Unavailable {
+                error: e,
+                pass: None,
+            }
+        }
         Err(e) => return Online::Failed(e),
     };
     if let Err(reason) = decision::decide(pass.as_ref(), &s.rules, OffsetDateTime::now_utc()) {
@@ -457,7 +553,10 @@ async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, 
     if let Err(e) = &stored {
         tracing::error!(scan_id = %base.scan_id, "accepted scan not stored before sending: {e}");
     }
-    if phase.compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if phase
+        .compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         // The budget ran out meanwhile: the offline decision (which replaces this row,
         // whichever lands first) is what counts. Nothing is sent.
         tracing::debug!(scan_id = %base.scan_id, "lookup answered after the budget; nothing sent");
@@ -468,14 +567,25 @@ async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, 
     let input = ScanEventInput {
         code: base.code.clone(),
         reward_points,
-        data: scan_data(base.scan_id, base.scanned_at, base.clock_synced, false, &base.device),
+        data: scan_data(
+            base.scan_id,
+            base.scanned_at,
+            base.clock_synced,
+            false,
+            &base.device,
+        ),
     };
     let result = client.create_scan_event(&input).await;
     let late = phase.load(Ordering::Acquire) == LATE;
     let answer = match result {
-        Ok(ack) if ack.voided => Online::Refused(format!("the server voided scan event {}", ack.id)),
+        Ok(ack) if ack.voided => {
+            Online::Refused(format!("the server voided scan event {}", ack.id))
+        }
         Ok(ack) => Online::Recorded { event_id: ack.id },
-        Err(e) if e.class.is_unavailable() => Online::Unavailable { error: e, pass: Some(facts) },
+        Err(e) if e.class.is_unavailable() => Online::Unavailable {
+            error: e,
+            pass: Some(facts),
+        },
         Err(e) => Online::Refused(e.to_string()),
     };
     if late {
@@ -486,15 +596,20 @@ async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, 
             Online::Recorded { event_id } => {
                 let ev = event_id.clone();
                 tracing::warn!(scan_id = %base.scan_id, event_id = %ev, "scan event recorded after the budget");
-                let _ = shared2.store.run(move |st| st.mark_sent(&id2, Some(&ev))).await;
-                shared.last_sync_ms.store(now_ms(), Ordering::Relaxed);
+                let _ = shared2
+                    .store
+                    .run(move |st| st.mark_sent(&id2, Some(&ev)))
+                    .await;
+                shared.synced();
             }
             Online::Refused(d) => {
                 let d = d.clone();
                 tracing::warn!(scan_id = %base.scan_id, "scan event refused after the budget: {d}");
                 let _ = shared2.store.run(move |st| st.mark_dead(&id2, &d)).await;
             }
-            _ => tracing::info!(scan_id = %base.scan_id, "scan event not sent within the budget; the replay will send it"),
+            _ => {
+                tracing::info!(scan_id = %base.scan_id, "scan event not sent within the budget; the replay will send it")
+            }
         }
     }
     shared.set_inflight(&id, false);
@@ -506,7 +621,13 @@ async fn online(client: Client, shared: Shared, base: RowBase, s: ScanSettings, 
 
 /// `ScanEventInput.data`: what the server needs to recognise a replay and to know when the
 /// scan really happened.
-pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, clock_synced: bool, offline: bool, device: &str) -> String {
+pub fn scan_data(
+    scan_id: Uuid,
+    scanned_at: OffsetDateTime,
+    clock_synced: bool,
+    offline: bool,
+    device: &str,
+) -> String {
     serde_json::json!({
         "scanId": scan_id.to_string(),
         "scannedAt": rfc3339_ms(scanned_at),
@@ -519,9 +640,12 @@ pub fn scan_data(scan_id: Uuid, scanned_at: OffsetDateTime, clock_synced: bool, 
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-27T21:25:23.123Z`.
 pub fn rfc3339_ms(t: OffsetDateTime) -> String {
-    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] =
-        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
-    t.to_offset(time::UtcOffset::UTC).format(FORMAT).unwrap_or_default()
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
 }
 
 fn format_ms(d: Duration) -> String {
@@ -536,7 +660,8 @@ mod tests {
     fn scan_data_has_id_time_and_device() {
         let id = Uuid::new_v4();
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_764_278_723_123_456_789).unwrap();
-        let v: serde_json::Value = serde_json::from_str(&scan_data(id, t, true, true, "front-door")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&scan_data(id, t, true, true, "front-door")).unwrap();
         assert_eq!(v["scanId"], id.to_string());
         assert_eq!(v["scannedAt"], "2025-11-27T21:25:23.123Z");
         assert_eq!(v["device"], "front-door");

@@ -179,10 +179,15 @@ impl Store {
     /// Opens (creating the directory and file if needed) and migrates.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError(format!("{}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
-        let mut store = Store { conn, path: path.to_owned() };
+        let conn =
+            Connection::open(path).map_err(|e| StoreError(format!("{}: {e}", path.display())))?;
+        let mut store = Store {
+            conn,
+            path: path.to_owned(),
+        };
         store.setup()?;
         Ok(store)
     }
@@ -192,14 +197,23 @@ impl Store {
     pub fn open_or_quarantine(path: &Path) -> Result<(Store, Option<PathBuf>)> {
         match Store::open(path).and_then(|s| s.quick_check().map(|_| s)) {
             Ok(s) => Ok((s, None)),
-            Err(e) if e.0.contains("malformed") || e.0.contains("not a database") || e.0.contains("corrupt") => {
+            Err(e)
+                if e.0.contains("malformed")
+                    || e.0.contains("not a database")
+                    || e.0.contains("corrupt") =>
+            {
                 let stamp = OffsetDateTime::now_utc().unix_timestamp();
                 let aside = path.with_extension(format!("db.corrupt-{stamp}"));
-                std::fs::rename(path, &aside).map_err(|e| StoreError(format!("cannot move {} aside: {e}", path.display())))?;
+                std::fs::rename(path, &aside).map_err(|e| {
+                    StoreError(format!("cannot move {} aside: {e}", path.display()))
+                })?;
                 for ext in ["-wal", "-shm"] {
                     let side = PathBuf::from(format!("{}{ext}", path.display()));
                     if side.exists() {
-                        let _ = std::fs::rename(&side, PathBuf::from(format!("{}{ext}", aside.display())));
+                        let _ = std::fs::rename(
+                            &side,
+                            PathBuf::from(format!("{}{ext}", aside.display())),
+                        );
                     }
                 }
                 let s = Store::open(path)?;
@@ -221,9 +235,15 @@ impl Store {
         conn.busy_timeout(Duration::from_secs(5))?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version == 0 {
-            return Err(StoreError(format!("{}: not a tiketo-gate store (yet)", path.display())));
+            return Err(StoreError(format!(
+                "{}: not a tiketo-gate store (yet)",
+                path.display()
+            )));
         }
-        Ok(Store { conn, path: path.to_owned() })
+        Ok(Store {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -232,13 +252,19 @@ impl Store {
 
     fn setup(&mut self) -> Result<()> {
         self.conn.busy_timeout(Duration::from_secs(5))?;
-        let mode: String = self.conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+        let mode: String = self
+            .conn
+            .pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError(format!("cannot switch to WAL (journal_mode is {mode})")));
+            return Err(StoreError(format!(
+                "cannot switch to WAL (journal_mode is {mode})"
+            )));
         }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
-        let version: i64 = self.conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 = self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError(format!(
                 "{} has schema version {version}, newer than this tiketo-gate ({SCHEMA_VERSION}): downgrade refused",
@@ -256,13 +282,16 @@ impl Store {
 
     /// `PRAGMA quick_check`: `Ok` when the file is sound.
     pub fn quick_check(&self) -> Result<()> {
-        let r: String = self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|e| {
-            if is_corruption(&e) {
-                StoreError(format!("database disk image is malformed: {e}"))
-            } else {
-                StoreError::from(e)
-            }
-        })?;
+        let r: String = self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))
+            .map_err(|e| {
+                if is_corruption(&e) {
+                    StoreError(format!("database disk image is malformed: {e}"))
+                } else {
+                    StoreError::from(e)
+                }
+            })?;
         if r == "ok" {
             Ok(())
         } else {
@@ -272,7 +301,9 @@ impl Store {
 
     /// `PRAGMA integrity_check`'s first line.
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     /// Writes a decided scan in one transaction (with the offline use it spends, if any).
@@ -293,7 +324,12 @@ impl Store {
         self.write_scan(s, count_offline_use, Conflict::Override)
     }
 
-    fn write_scan(&mut self, s: &NewScan, count_offline_use: bool, conflict: Conflict) -> Result<()> {
+    fn write_scan(
+        &mut self,
+        s: &NewScan,
+        count_offline_use: bool,
+        conflict: Conflict,
+    ) -> Result<()> {
         let on_conflict = match conflict {
             Conflict::Fail => "",
             Conflict::Ignore => "ON CONFLICT(scan_id) DO NOTHING",
@@ -373,11 +409,20 @@ impl Store {
             "UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1",
             params![scan_id, error],
         )?;
-        Ok(self.conn.query_row("SELECT attempts FROM scans WHERE scan_id = ?1", [scan_id], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT attempts FROM scans WHERE scan_id = ?1",
+            [scan_id],
+            |r| r.get(0),
+        )?)
     }
 
     /// Applies the outcome of one replay batch in one transaction.
-    pub fn apply_replay(&mut self, sent: &[(String, Option<String>)], dead: &[(String, String)], retry: &[(String, String)]) -> Result<()> {
+    pub fn apply_replay(
+        &mut self,
+        sent: &[(String, Option<String>)],
+        dead: &[(String, String)],
+        retry: &[(String, String)],
+    ) -> Result<()> {
         let tx = self.conn.transaction()?;
         let now = now_ms();
         for (id, event) in sent {
@@ -393,7 +438,10 @@ impl Store {
             )?;
         }
         for (id, err) in retry {
-            tx.execute("UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1", params![id, err])?;
+            tx.execute(
+                "UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1",
+                params![id, err],
+            )?;
         }
         tx.commit()?;
         Ok(())
@@ -420,7 +468,11 @@ impl Store {
                 })
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows.into_iter().filter(|r| !exclude.contains(&r.scan_id)).take(limit).collect())
+        Ok(rows
+            .into_iter()
+            .filter(|r| !exclude.contains(&r.scan_id))
+            .take(limit)
+            .collect())
     }
 
     pub fn counts(&self) -> Result<Counts> {
@@ -444,7 +496,11 @@ impl Store {
     }
 
     pub fn pending_count(&self) -> Result<i64> {
-        Ok(self.conn.query_row("SELECT count(*) FROM scans WHERE outbox = 'pending'", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM scans WHERE outbox = 'pending'",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Remembers what a successful lookup said (a fresh view resets the offline use count).
@@ -503,18 +559,28 @@ impl Store {
     pub fn offline_uses(&self, code: &str) -> Result<u32> {
         Ok(self
             .conn
-            .query_row("SELECT uses FROM offline_uses WHERE code = ?1", [code], |r| r.get(0))
+            .query_row(
+                "SELECT uses FROM offline_uses WHERE code = ?1",
+                [code],
+                |r| r.get(0),
+            )
             .optional()?
             .unwrap_or(0))
     }
 
     pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)", params![key, value])?;
+        self.conn.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+            params![key, value],
+        )?;
         Ok(())
     }
 
     pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
-        Ok(self.conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0)).optional()?)
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
     }
 
     /// Deletes sent and rejected rows older than `retention`; pending and dead rows stay.
@@ -533,22 +599,25 @@ impl Store {
              FROM scans WHERE outbox = ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
-            .query_map(params![if dead { "dead" } else { "pending" }, limit as i64], |r| {
-                Ok(ListedRow {
-                    seq: r.get(0)?,
-                    scan_id: r.get(1)?,
-                    code: r.get(2)?,
-                    verdict: r.get(3)?,
-                    reason: r.get(4)?,
-                    online: r.get(5)?,
-                    scanned_at: r.get(6)?,
-                    clock_synced: r.get(7)?,
-                    outbox: r.get(8)?,
-                    attempts: r.get(9)?,
-                    event_id: r.get(10)?,
-                    last_error: r.get(11)?,
-                })
-            })?
+            .query_map(
+                params![if dead { "dead" } else { "pending" }, limit as i64],
+                |r| {
+                    Ok(ListedRow {
+                        seq: r.get(0)?,
+                        scan_id: r.get(1)?,
+                        code: r.get(2)?,
+                        verdict: r.get(3)?,
+                        reason: r.get(4)?,
+                        online: r.get(5)?,
+                        scanned_at: r.get(6)?,
+                        clock_synced: r.get(7)?,
+                        outbox: r.get(8)?,
+                        attempts: r.get(9)?,
+                        event_id: r.get(10)?,
+                        last_error: r.get(11)?,
+                    })
+                },
+            )?
             .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -576,8 +645,12 @@ impl Store {
 
     /// The full code of every scan id that is pending, for tests and the soak.
     pub fn all_scan_ids(&self, outbox: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare("SELECT scan_id FROM scans WHERE outbox = ?1 ORDER BY seq")?;
-        let ids = stmt.query_map([outbox], |r| r.get(0))?.collect::<std::result::Result<Vec<String>, _>>()?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT scan_id FROM scans WHERE outbox = ?1 ORDER BY seq")?;
+        let ids = stmt
+            .query_map([outbox], |r| r.get(0))?
+            .collect::<std::result::Result<Vec<String>, _>>()?;
         Ok(ids)
     }
 }
@@ -591,7 +664,11 @@ mod tests {
             scan_id: Uuid::new_v4(),
             code: code.into(),
             verdict,
-            reason: if verdict == Verdict::Accept { Reason::OfflinePolicy } else { Reason::Voided },
+            reason: if verdict == Verdict::Accept {
+                Reason::OfflinePolicy
+            } else {
+                Reason::Voided
+            },
             online: false,
             scanned_at: OffsetDateTime::now_utc(),
             boot_id: "boot".into(),
@@ -616,10 +693,18 @@ mod tests {
         let c = s.counts().unwrap();
         assert_eq!((c.scans, c.pending, c.dead, c.sent), (3, 2, 0, 0));
         let batch = s.pending_batch(10, &[]).unwrap();
-        assert_eq!(batch.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(), ["CODE-AAAA-1", "CODE-BBBB-2"]);
+        assert_eq!(
+            batch.iter().map(|r| r.code.as_str()).collect::<Vec<_>>(),
+            ["CODE-AAAA-1", "CODE-BBBB-2"]
+        );
         let skip = s.pending_batch(10, &[a.scan_id.to_string()]).unwrap();
         assert_eq!(skip.len(), 1);
-        s.apply_replay(&[(a.scan_id.to_string(), Some("ev1".into()))], &[(b.scan_id.to_string(), "MappingTemplate".into())], &[]).unwrap();
+        s.apply_replay(
+            &[(a.scan_id.to_string(), Some("ev1".into()))],
+            &[(b.scan_id.to_string(), "MappingTemplate".into())],
+            &[],
+        )
+        .unwrap();
         let c = s.counts().unwrap();
         assert_eq!((c.pending, c.dead, c.sent), (0, 1, 1));
         let dead = s.list(true, 10).unwrap();
@@ -648,40 +733,82 @@ mod tests {
             let mut s = Store::open(&path).unwrap();
             s.cache_put("C1", Some(&facts), 1_000).unwrap();
             s.cache_put("C2", None, 1_000).unwrap();
-            s.insert_scan(&NewScan { code: "C1".into(), ..scan("C1", Verdict::Accept, true) }, true).unwrap();
+            s.insert_scan(
+                &NewScan {
+                    code: "C1".into(),
+                    ..scan("C1", Verdict::Accept, true)
+                },
+                true,
+            )
+            .unwrap();
         }
         let mut s = Store::open(&path).unwrap();
         let ttl = Duration::from_secs(10);
-        assert_eq!(s.cache_get("C1", ttl, 5_000).unwrap().unwrap().facts, Some(facts.clone()));
+        assert_eq!(
+            s.cache_get("C1", ttl, 5_000).unwrap().unwrap().facts,
+            Some(facts.clone())
+        );
         assert_eq!(s.cache_get("C2", ttl, 5_000).unwrap().unwrap().facts, None);
-        assert!(s.cache_get("C1", ttl, 11_001).unwrap().is_none(), "stale entries are not used");
+        assert!(
+            s.cache_get("C1", ttl, 11_001).unwrap().is_none(),
+            "stale entries are not used"
+        );
         assert_eq!(s.offline_uses("C1").unwrap(), 1);
         s.cache_put("C1", Some(&facts), 20_000).unwrap();
-        assert_eq!(s.offline_uses("C1").unwrap(), 0, "a fresh online view resets the count");
+        assert_eq!(
+            s.offline_uses("C1").unwrap(),
+            0,
+            "a fresh online view resets the count"
+        );
     }
 
     #[test]
     fn the_offline_decision_wins_over_the_online_attempts_row_in_either_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("x.db")).unwrap();
-        let online = NewScan { online: true, ..scan("C", Verdict::Accept, true) };
-        let offline = NewScan { verdict: Verdict::Reject, reason: Reason::OfflinePolicy, pending: false, ..online.clone() };
+        let online = NewScan {
+            online: true,
+            ..scan("C", Verdict::Accept, true)
+        };
+        let offline = NewScan {
+            verdict: Verdict::Reject,
+            reason: Reason::OfflinePolicy,
+            pending: false,
+            ..online.clone()
+        };
         // online row first, then the offline decision
         s.insert_scan_if_absent(&online).unwrap();
         s.upsert_offline_decision(&offline, false).unwrap();
         assert_eq!(s.counts().unwrap().pending, 0);
         // offline decision first, then the late online insert
-        let online2 = NewScan { scan_id: Uuid::new_v4(), ..online.clone() };
-        let offline2 = NewScan { scan_id: online2.scan_id, ..offline.clone() };
+        let online2 = NewScan {
+            scan_id: Uuid::new_v4(),
+            ..online.clone()
+        };
+        let offline2 = NewScan {
+            scan_id: online2.scan_id,
+            ..offline.clone()
+        };
         s.upsert_offline_decision(&offline2, false).unwrap();
         s.insert_scan_if_absent(&online2).unwrap();
         let c = s.counts().unwrap();
         assert_eq!((c.scans, c.pending), (2, 0));
         // an acknowledged row stays sent
-        let online3 = NewScan { scan_id: Uuid::new_v4(), ..online.clone() };
+        let online3 = NewScan {
+            scan_id: Uuid::new_v4(),
+            ..online.clone()
+        };
         s.insert_scan_if_absent(&online3).unwrap();
-        s.mark_sent(&online3.scan_id.to_string(), Some("ev")).unwrap();
-        s.upsert_offline_decision(&NewScan { scan_id: online3.scan_id, ..offline.clone() }, false).unwrap();
+        s.mark_sent(&online3.scan_id.to_string(), Some("ev"))
+            .unwrap();
+        s.upsert_offline_decision(
+            &NewScan {
+                scan_id: online3.scan_id,
+                ..offline.clone()
+            },
+            false,
+        )
+        .unwrap();
         assert_eq!(s.counts().unwrap().sent, 1);
     }
 
@@ -690,14 +817,26 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Store::open(&dir.path().join("x.db")).unwrap();
         let old = OffsetDateTime::now_utc() - time::Duration::days(40);
-        let p = NewScan { scanned_at: old, ..scan("P", Verdict::Accept, true) };
-        let r = NewScan { scanned_at: old, ..scan("R", Verdict::Reject, false) };
-        let sent = NewScan { scanned_at: old, ..scan("S", Verdict::Accept, true) };
+        let p = NewScan {
+            scanned_at: old,
+            ..scan("P", Verdict::Accept, true)
+        };
+        let r = NewScan {
+            scanned_at: old,
+            ..scan("R", Verdict::Reject, false)
+        };
+        let sent = NewScan {
+            scanned_at: old,
+            ..scan("S", Verdict::Accept, true)
+        };
         for x in [&p, &r, &sent] {
             s.insert_scan(x, false).unwrap();
         }
         s.mark_sent(&sent.scan_id.to_string(), Some("e")).unwrap();
-        assert_eq!(s.prune(Duration::from_secs(30 * 86400), now_ms()).unwrap(), 2);
+        assert_eq!(
+            s.prune(Duration::from_secs(30 * 86400), now_ms()).unwrap(),
+            2
+        );
         assert_eq!(s.counts().unwrap().pending, 1);
     }
 
@@ -766,7 +905,10 @@ impl StoreHandle {
                 Some(s)
             }
             Err(e) => {
-                tracing::error!("cannot open the scan store {}: {e}; deciding by policy and retrying", path.display());
+                tracing::error!(
+                    "cannot open the scan store {}: {e}; deciding by policy and retrying",
+                    path.display()
+                );
                 None
             }
         }
@@ -777,7 +919,11 @@ impl StoreHandle {
     }
 
     pub fn is_open(&self) -> bool {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner()).store.is_some()
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .is_some()
     }
 
     /// Runs `f` with the store on a blocking thread.
@@ -790,7 +936,10 @@ impl StoreHandle {
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-            if g.store.is_none() && g.last_attempt.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+            if g.store.is_none()
+                && g.last_attempt
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            {
                 g.last_attempt = Some(std::time::Instant::now());
                 g.store = Self::try_open(&path);
                 if g.store.is_some() {
@@ -799,7 +948,10 @@ impl StoreHandle {
             }
             match g.store.as_mut() {
                 Some(s) => f(s),
-                None => Err(StoreError(format!("the scan store {} is not available", path.display()))),
+                None => Err(StoreError(format!(
+                    "the scan store {} is not available",
+                    path.display()
+                ))),
             }
         })
         .await

@@ -367,8 +367,17 @@ impl Client {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AliasOutcome {
     /// The server has it (`event_id` is `None` when another alias's error nulled `data`).
-    Sent { event_id: Option<String>, voided: bool },
-    Failed { class: ErrorClass, detail: String },
+    Sent {
+        event_id: Option<String>,
+        voided: bool,
+    },
+    Failed {
+        class: ErrorClass,
+        detail: String,
+    },
+    /// Not known to have run: an earlier alias failed and nulled the whole `data`, and the
+    /// server may have stopped there. Sent again (a duplicate is recognisable by its scanId).
+    NotRun,
 }
 
 /// `mutation Replay($i0: ScanEventInput!, ...) { e0: createScanEvent(input: $i0) { id voided } ... }`:
@@ -379,34 +388,69 @@ pub fn replay_document(n: usize) -> String {
     let fields: Vec<String> = (0..n)
         .map(|i| format!("e{i}: createScanEvent(input: $i{i}) {{ id voided }}"))
         .collect();
-    format!("mutation Replay({}) {{ {} }}", vars.join(", "), fields.join(" "))
+    format!(
+        "mutation Replay({}) {{ {} }}",
+        vars.join(", "),
+        fields.join(" ")
+    )
 }
 
 /// Splits a batch response into one outcome per alias (`e0`, `e1`, ...).
 pub fn split_batch(resp: &GqlResponse, n: usize) -> Result<Vec<AliasOutcome>, ApiError> {
     // Errors without a path concern the whole request.
-    let whole: Vec<GqlError> = resp.errors.iter().filter(|e| e.root_field().is_none()).cloned().collect();
+    let whole: Vec<GqlError> = resp
+        .errors
+        .iter()
+        .filter(|e| e.root_field().is_none())
+        .cloned()
+        .collect();
     if !whole.is_empty() {
         return Err(ApiError::from_gql(&whole, Some(200)));
     }
     let mut out = Vec::with_capacity(n);
+    let mut earlier_failed = false;
     for i in 0..n {
         let alias = format!("e{i}");
-        let errors: Vec<GqlError> = resp.errors.iter().filter(|e| e.root_field() == Some(alias.as_str())).cloned().collect();
+        let errors: Vec<GqlError> = resp
+            .errors
+            .iter()
+            .filter(|e| e.root_field() == Some(alias.as_str()))
+            .cloned()
+            .collect();
         if !errors.is_empty() {
             let e = ApiError::from_gql(&errors, Some(200));
-            out.push(AliasOutcome::Failed { class: e.class, detail: e.detail });
+            out.push(AliasOutcome::Failed {
+                class: e.class,
+                detail: e.detail,
+            });
+            earlier_failed = true;
             continue;
         }
-        match resp.data.as_ref().and_then(|d| d.get(&alias)).filter(|v| !v.is_null()) {
+        match resp
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&alias))
+            .filter(|v| !v.is_null())
+        {
             Some(v) => {
                 let ack = parse_scan_event(v)?;
-                out.push(AliasOutcome::Sent { event_id: Some(ack.id), voided: ack.voided });
+                out.push(AliasOutcome::Sent {
+                    event_id: Some(ack.id),
+                    voided: ack.voided,
+                });
             }
             None if resp.data.is_none() && !resp.errors.is_empty() => {
-                // Another alias's error nulled the whole `data` (non-null propagation); this
-                // one raised no error, so the server ran it.
-                out.push(AliasOutcome::Sent { event_id: None, voided: false });
+                // An alias's error nulled the whole `data` (non-null propagation). Mutations
+                // run in order: the aliases before the first failure ran; the later ones may
+                // not have.
+                out.push(if earlier_failed {
+                    AliasOutcome::NotRun
+                } else {
+                    AliasOutcome::Sent {
+                        event_id: None,
+                        voided: false,
+                    }
+                });
             }
             None => return Err(bad_shape(&format!("no answer for {alias}"))),
         }
@@ -416,12 +460,24 @@ pub fn split_batch(resp: &GqlResponse, n: usize) -> Result<Vec<AliasOutcome>, Ap
 
 impl Client {
     /// Sends several scan events in one request (see [`replay_document`]).
-    pub async fn create_scan_events(&self, inputs: &[ScanEventInput]) -> Result<Vec<AliasOutcome>, ApiError> {
+    pub async fn create_scan_events(
+        &self,
+        inputs: &[ScanEventInput],
+    ) -> Result<Vec<AliasOutcome>, ApiError> {
         let mut vars = serde_json::Map::new();
         for (i, input) in inputs.iter().enumerate() {
-            vars.insert(format!("i{i}"), serde_json::to_value(input).unwrap_or(Value::Null));
+            vars.insert(
+                format!("i{i}"),
+                serde_json::to_value(input).unwrap_or(Value::Null),
+            );
         }
-        let resp = self.execute("Replay", &replay_document(inputs.len()), Value::Object(vars)).await?;
+        let resp = self
+            .execute(
+                "Replay",
+                &replay_document(inputs.len()),
+                Value::Object(vars),
+            )
+            .await?;
         split_batch(&resp, inputs.len())
     }
 }
@@ -599,17 +655,55 @@ mod tests {
         let r = parse_response(br#"{"data": {"e0": {"id": "a", "voided": false}, "e1": null, "e2": {"id": "c", "voided": true}},
             "errors": [{"path": ["e1"], "errorType": "MappingTemplate", "message": "bad"}]}"#).unwrap();
         let out = split_batch(&r, 3).unwrap();
-        assert_eq!(out[0], AliasOutcome::Sent { event_id: Some("a".into()), voided: false });
-        assert!(matches!(&out[1], AliasOutcome::Failed { class: ErrorClass::Permanent, .. }));
-        assert_eq!(out[2], AliasOutcome::Sent { event_id: Some("c".into()), voided: true });
+        assert_eq!(
+            out[0],
+            AliasOutcome::Sent {
+                event_id: Some("a".into()),
+                voided: false
+            }
+        );
+        assert!(matches!(
+            &out[1],
+            AliasOutcome::Failed {
+                class: ErrorClass::Permanent,
+                ..
+            }
+        ));
+        assert_eq!(
+            out[2],
+            AliasOutcome::Sent {
+                event_id: Some("c".into()),
+                voided: true
+            }
+        );
         // data nulled by propagation: the aliases without an error were run
         let r = parse_response(br#"{"data": null, "errors": [{"path": ["e1"], "errorType": "Lambda:Unhandled", "message": "x"}]}"#).unwrap();
-        let out = split_batch(&r, 2).unwrap();
-        assert_eq!(out[0], AliasOutcome::Sent { event_id: None, voided: false });
-        assert!(matches!(&out[1], AliasOutcome::Failed { class: ErrorClass::Ambiguous, .. }));
+        let out = split_batch(&r, 3).unwrap();
+        assert_eq!(
+            out[0],
+            AliasOutcome::Sent {
+                event_id: None,
+                voided: false
+            }
+        );
+        assert!(matches!(
+            &out[1],
+            AliasOutcome::Failed {
+                class: ErrorClass::Ambiguous,
+                ..
+            }
+        ));
+        assert_eq!(
+            out[2],
+            AliasOutcome::NotRun,
+            "after the failure: not known to have run"
+        );
         // a request-level error fails the whole batch
         let r = parse_response(br#"{"data": null, "errors": [{"errorType": "ThrottlingException", "message": "slow down"}]}"#).unwrap();
-        assert_eq!(split_batch(&r, 2).unwrap_err().class, ErrorClass::Retryable { retry_after: None });
+        assert_eq!(
+            split_batch(&r, 2).unwrap_err().class,
+            ErrorClass::Retryable { retry_after: None }
+        );
     }
 
     #[test]

@@ -453,11 +453,19 @@ mod tests {
         });
         fb.set_status_blink(Duration::from_secs(1));
         tokio::time::sleep(Duration::from_millis(4500)).await;
-        let status: Vec<bool> = changes(&rec).into_iter().filter(|(o, _)| *o == OutputName::Status).map(|(_, on)| on).collect();
+        let status: Vec<bool> = changes(&rec)
+            .into_iter()
+            .filter(|(o, _)| *o == OutputName::Status)
+            .map(|(_, on)| on)
+            .collect();
         assert_eq!(status, vec![false, true, false, true, false, true]);
         fb.set_status(true);
         tokio::time::sleep(Duration::from_millis(3000)).await;
-        let after: Vec<bool> = changes(&rec).into_iter().filter(|(o, _)| *o == OutputName::Status).map(|(_, on)| on).collect();
+        let after: Vec<bool> = changes(&rec)
+            .into_iter()
+            .filter(|(o, _)| *o == OutputName::Status)
+            .map(|(_, on)| on)
+            .collect();
         assert_eq!(after.len(), status.len(), "steady: no more changes");
         timers.abort();
     }

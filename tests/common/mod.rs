@@ -30,6 +30,8 @@ pub const SEED_CODES: &[&str] = &[
 
 #[derive(Debug, Clone)]
 pub struct Opts {
+    /// Extra lines for the `[offline]` table.
+    pub offline_extra: &'static str,
     pub policy: &'static str,
     pub budget_ms: u64,
     pub debounce_ms: u64,
@@ -40,6 +42,7 @@ pub struct Opts {
 impl Default for Opts {
     fn default() -> Self {
         Opts {
+            offline_extra: "",
             policy: "reject",
             budget_ms: 800,
             debounce_ms: 0,
@@ -155,6 +158,7 @@ frame_timeout_ms = 200
 
 [offline]
 policy = "{policy}"
+{offline_extra}
 
 [outputs]
 backend = "sim"
@@ -172,6 +176,7 @@ status = {{ pin = 24 }}
             debounce = o.debounce_ms,
             rules = o.rules,
             policy = o.policy,
+            offline_extra = o.offline_extra,
             outputs = self.outputs_path.display(),
             relay = o.relay_ms,
         )
@@ -275,6 +280,57 @@ status = {{ pin = 24 }}
         let _ = std::fs::remove_file(&self.link);
         std::os::unix::fs::symlink(pty.slave_path(), &self.link).unwrap();
         self.pty = Some(pty);
+    }
+
+    /// SIGKILL: no cleanup at all, as a power cut or the OOM killer would do.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same state, config and reader.
+    pub fn restart_daemon(&mut self) {
+        let before = self.logs().matches("reader connected").count();
+        self.spawn_daemon();
+        if !wait_until(Duration::from_secs(10), || {
+            self.logs().matches("reader connected").count() > before
+        }) {
+            panic!("daemon did not come back; log:\n{}", self.logs());
+        }
+        let ready = self.logs().matches(" ready ").count();
+        assert!(ready > 0);
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    /// Runs `tiketo-gate ARGS --config <this config>`.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .output()
+            .expect("cli runs")
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.cli(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status --json is JSON")
+    }
+
+    /// Opens the daemon's store file read-only (as the CLI does).
+    pub fn store(&self) -> tiketo_gate::store::Store {
+        let path = tiketo_gate::store::Store::path_in(&self.dir.path().join("state"));
+        tiketo_gate::store::Store::open_existing(&path, false).expect("store opens")
     }
 
     pub fn pid(&self) -> u32 {

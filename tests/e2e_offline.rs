@@ -1,0 +1,405 @@
+//! Offline end to end: the API goes away, the door keeps deciding by its policy, every
+//! admitted scan is stored, and once the API is back every one of them reaches it, once, in
+//! order, with the time it really happened.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::{field, wait_until, Harness, Opts};
+use tiketo_sim::{Fault, FaultRule};
+
+const T: Duration = Duration::from_secs(20);
+
+fn opts(policy: &'static str) -> Opts {
+    Opts {
+        policy,
+        budget_ms: 400,
+        ..Opts::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accept_policy_queues_offline_scans_and_replays_them_once_in_order() {
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    let codes = ["VALID-0001", "VALID-0002", "UNKNOWN-CODE-77", "VALID-0003"];
+    for (i, c) in codes.iter().enumerate() {
+        h.write(format!("{c}\r\n").as_bytes());
+        let line = h.wait_scan(i + 1);
+        assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
+        assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    }
+    assert!(h.wait_switched("relay", true, 1, T));
+    let st = h.status_json();
+    assert_eq!(st["pending"], 4, "{st}");
+    assert_eq!(st["mode"], "offline", "{st}");
+    assert!(h.sim.scan_events().is_empty());
+
+    h.sim.restart().await.unwrap();
+    // The unknown code was admitted by the accept policy; the server refuses it at replay, and
+    // it goes to the dead letters: a conflict shown, not hidden.
+    assert!(
+        wait_until(T, || h.sim.scan_events().len() >= 3),
+        "not delivered:\n{}",
+        h.logs()
+    );
+    assert!(wait_until(T, || h.status_json()["dead"] == 1));
+    std::thread::sleep(Duration::from_millis(500));
+    let events = h.sim.scan_events();
+    assert_eq!(events.len(), 3, "delivered more than once: {events:?}");
+    let got: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(got, ["VALID-0001", "VALID-0002", "VALID-0003"], "order");
+    let mut last = String::new();
+    for e in &events {
+        assert_eq!(e.data["offline"], true, "{e:?}");
+        let at = e.data["scannedAt"].as_str().unwrap().to_owned();
+        assert!(at > last, "scannedAt not in scan order");
+        assert!(
+            e.created_at > at,
+            "scannedAt must be the scan's time, before the replay"
+        );
+        last = at;
+    }
+    let ids: BTreeSet<_> = events
+        .iter()
+        .map(|e| e.scan_id().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    assert!(wait_until(T, || h.status_json()["pending"] == 0));
+    let st = h.status_json();
+    assert_eq!(st["mode"], "online", "{st}");
+    assert_eq!(st["dead"], 1);
+    assert!(st["last_sync"].is_string(), "{st}");
+    assert_eq!(h.store().integrity_check().unwrap(), "ok");
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_admits_nothing_and_queues_nothing() {
+    let mut h = Harness::start(opts("reject")).await;
+    h.sim.stop().await;
+    for i in 1..=3 {
+        h.write(b"VALID-0001\r\n");
+        let line = h.wait_scan(i);
+        assert_eq!(field(&line, "verdict"), Some("reject"), "{line}");
+    }
+    assert!(!h.changes_of("relay").contains(&true));
+    h.sim.restart().await.unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(h.sim.scan_events().is_empty());
+    let st = h.status_json();
+    assert_eq!(
+        (st["pending"].as_i64(), st["scans"].as_i64()),
+        (Some(0), Some(3)),
+        "{st}"
+    );
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_policy_admits_known_passes_once_and_rejects_the_rest() {
+    let mut h = Harness::start(opts("cache")).await;
+    // Online first: the cache learns VALID-0001 (valid) and VOIDED-0001 (voided).
+    h.write(b"VALID-0001\r\n");
+    assert_eq!(field(&h.wait_scan(1), "reason"), Some("valid"));
+    h.write(b"VOIDED-0001\r\n");
+    assert_eq!(field(&h.wait_scan(2), "reason"), Some("voided"));
+    h.sim.stop().await;
+    let cases = [
+        ("VALID-0001", "accept", "offline_policy"),
+        ("VALID-0001", "reject", "already_used"),
+        ("VOIDED-0001", "reject", "voided"),
+        ("VALID-0002", "reject", "offline_policy"),
+    ];
+    for (i, (code, verdict, reason)) in cases.iter().enumerate() {
+        h.write(format!("{code}\r\n").as_bytes());
+        let line = h.wait_scan(3 + i);
+        assert_eq!(field(&line, "verdict"), Some(*verdict), "{code}: {line}");
+        assert_eq!(field(&line, "reason"), Some(*reason), "{code}: {line}");
+        assert_eq!(field(&line, "mode"), Some("offline"), "{code}: {line}");
+    }
+    // Cache and use counts survive a restart.
+    h.kill9();
+    h.restart_daemon();
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(7);
+    assert_eq!(field(&line, "reason"), Some("already_used"), "{line}");
+
+    h.sim.restart().await.unwrap();
+    assert!(wait_until(T, || h.sim.scan_events().len() >= 2));
+    std::thread::sleep(Duration::from_millis(500));
+    let events = h.sim.scan_events();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0].data["offline"], false);
+    assert_eq!(events[1].data["offline"], true);
+    assert!(events.iter().all(|e| e.code == "VALID-0001"));
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_policy_unknown_accept_admits_codes_never_seen() {
+    let mut h = Harness::start(Opts {
+        offline_extra: "unknown = \"accept\"",
+        ..opts("cache")
+    })
+    .await;
+    h.sim.stop().await;
+    h.write(b"VALID-0003\r\n");
+    let line = h.wait_scan(1);
+    assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_on_429_is_respected() {
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    for i in 1..=3 {
+        h.write(format!("VALID-000{i}\r\n").as_bytes());
+        h.wait_scan(i);
+    }
+    h.sim.push_fault(
+        FaultRule::times(
+            Fault::Status {
+                status: 429,
+                retry_after: Some(2),
+            },
+            1,
+        )
+        .for_operation("Replay"),
+    );
+    h.sim.restart().await.unwrap();
+    let replays = || -> Vec<tiketo_sim::Recorded> {
+        h.sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.operation_name.as_deref() == Some("Replay"))
+            .collect()
+    };
+    assert!(
+        wait_until(T, || h.sim.scan_events().len() >= 3 && replays().len() >= 2),
+        "{}",
+        h.logs()
+    );
+    let replays = replays();
+    assert!(replays.len() >= 2, "{replays:?}");
+    assert_eq!(replays[0].status, 429);
+    let gap = replays[1].received_at_ms - replays[0].received_at_ms;
+    assert!(gap >= 2000, "retried {gap} ms after a Retry-After of 2 s");
+    assert_eq!(h.sim.scan_events().len(), 3);
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_replay_goes_to_the_dead_letters_and_the_rest_is_delivered() {
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    // ONCE-0001 has one entry: the second offline admission is refused at replay.
+    for (i, c) in ["ONCE-0001", "ONCE-0001", "VALID-0001"].iter().enumerate() {
+        h.write(format!("{c}\r\n").as_bytes());
+        h.wait_scan(i + 1);
+    }
+    h.sim.restart().await.unwrap();
+    assert!(
+        wait_until(T, || h.status_json()["dead"] == 1),
+        "{}",
+        h.logs()
+    );
+    assert!(wait_until(T, || h.status_json()["pending"] == 0));
+    let events = h.sim.scan_events();
+    let codes: Vec<&str> = events.iter().map(|e| e.code.as_str()).collect();
+    assert_eq!(codes, ["ONCE-0001", "VALID-0001"]);
+    let out = h.cli(&["queue", "list", "--dead"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("NoEntriesLeft"), "{text}");
+    assert!(
+        !text.contains("ONCE-0001"),
+        "full code in the listing: {text}"
+    );
+    // Retry by hand: it is refused again and comes back to the dead letters.
+    let out = h.cli(&["queue", "retry", "--all-dead"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(wait_until(T, || h.status_json()["dead"] == 1
+        && h.status_json()["pending"] == 0));
+    assert_eq!(
+        h.sim.scan_events().len(),
+        2,
+        "the refused one was not delivered twice"
+    );
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_api_stops_answering_later_scans_do_not_wait_for_it() {
+    let mut h = Harness::start(opts("reject")).await;
+    h.sim.push_fault(FaultRule::always(Fault::Hang));
+    for i in 1..=2 {
+        h.write(format!("VALID-000{i}\r\n").as_bytes());
+        let line = h.wait_scan(i);
+        assert!(line.contains("no answer within 400 ms"), "{line}");
+    }
+    let lookups = h.sim.requests_for("passByScanCode").len();
+    h.wait_log("offline, deciding scans without it", T);
+    h.write(b"VALID-0003\r\n");
+    let line = h.wait_scan(3);
+    assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    assert!(line.contains("unreachable on earlier requests"), "{line}");
+    assert_eq!(
+        h.sim.requests_for("passByScanCode").len(),
+        lookups,
+        "the third scan asked the API"
+    );
+    // The API answers again: the probe notices, and scans are online again.
+    h.sim.clear_faults();
+    h.wait_log("back online", T);
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(4);
+    assert_eq!(field(&line, "mode"), Some("online"), "{line}");
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_commands_on_a_live_store() {
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    for (i, c) in ["VALID-0001", "VALID-0002"].iter().enumerate() {
+        h.write(format!("{c}\r\n").as_bytes());
+        h.wait_scan(i + 1);
+    }
+    let out = h.cli(&["queue", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let out = h.cli(&["queue", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let first = rows[0]["scan_id"].as_str().unwrap().to_owned();
+    let out = h.cli(&["queue", "drop", &first]);
+    assert_eq!(out.status.code(), Some(2), "drop without --yes must refuse");
+    assert_eq!(h.status_json()["pending"], 2);
+    let out = h.cli(&["queue", "drop", &first, "--yes"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(h.status_json()["pending"], 1);
+    let out = h.cli(&["queue", "retry", "no-such-id"]);
+    assert!(!out.status.success());
+    h.sim.restart().await.unwrap();
+    assert!(wait_until(T, || !h.sim.scan_events().is_empty()));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(h.sim.scan_events().len(), 1);
+    assert_eq!(h.sim.scan_events()[0].code, "VALID-0002");
+    h.check_invariants();
+}
+
+/// SIGKILL at random moments during 500 scans while the API flaps; afterwards the set of scan
+/// ids the API received equals the set of admitted scans, and the store is sound after every
+/// kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_500_scans_with_a_flapping_api_loses_nothing() {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("kill -9 soak seed {seed}");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut h = Harness::start(Opts {
+        policy: "accept",
+        budget_ms: 150,
+        ..Opts::default()
+    })
+    .await;
+    let codes = [
+        "VALID-0001",
+        "VALID-0002",
+        "VALID-0003",
+        "LOYAL-0001",
+        "NOPE-1234",
+        "VOIDED-0001",
+    ];
+    let mut api_up = true;
+    let mut kills = 0;
+    for i in 0..500 {
+        let code = codes[next(codes.len() as u64) as usize];
+        h.write(format!("{code}\r\n").as_bytes());
+        std::thread::sleep(Duration::from_millis(next(12)));
+        if next(40) == 0 {
+            if api_up {
+                h.sim.stop().await;
+            } else {
+                h.sim.restart().await.unwrap();
+            }
+            api_up = !api_up;
+        }
+        if next(60) == 0 || i == 250 {
+            std::thread::sleep(Duration::from_millis(next(30)));
+            h.kill9();
+            kills += 1;
+            assert_eq!(
+                h.store().integrity_check().unwrap(),
+                "ok",
+                "after kill {kills}"
+            );
+            h.restart_daemon();
+        }
+    }
+    if !api_up {
+        h.sim.restart().await.unwrap();
+    }
+    assert!(kills >= 2);
+    assert!(
+        wait_until(Duration::from_secs(60), || h.status_json()["pending"] == 0),
+        "never drained: {}",
+        h.status_json()
+    );
+    let store = h.store();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let sent: BTreeSet<String> = store.all_scan_ids("sent").unwrap().into_iter().collect();
+    // Codes the server refuses (admitted offline by the accept policy) are dead letters,
+    // shown, not hidden; nothing else may be.
+    let dead = store.list(true, 1000).unwrap();
+    for d in &dead {
+        let e = d.last_error.as_deref().unwrap_or("");
+        assert!(
+            e.contains("NotFound") || e.contains("voided"),
+            "unexpected dead letter: {d:?}"
+        );
+    }
+    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.scan_id.clone()).collect();
+    let admitted: BTreeSet<String> = sent.union(&dead_ids).cloned().collect();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for e in h.sim.scan_events() {
+        *per_id.entry(e.scan_id().unwrap().to_owned()).or_default() += 1;
+    }
+    let received: BTreeSet<String> = per_id.keys().cloned().collect();
+    let missing: Vec<_> = sent.difference(&received).collect();
+    let unknown: Vec<_> = received.difference(&admitted).collect();
+    assert!(
+        missing.is_empty(),
+        "admitted but never received: {missing:?}"
+    );
+    assert!(unknown.is_empty(), "received but not admitted: {unknown:?}");
+    let dups = per_id.values().filter(|n| **n > 1).count();
+    eprintln!(
+        "soak: {} admitted ({} refused by the server as dead letters), {} received, {dups} duplicates (recognisable by scanId), {kills} kills",
+        admitted.len(),
+        dead_ids.len(),
+        received.len()
+    );
+    // Every relay pulse belongs to an admitted scan.
+    let relay_on = h.changes_of("relay").iter().filter(|on| **on).count();
+    assert!(relay_on <= admitted.len());
+}
