@@ -207,6 +207,19 @@ pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> Exit
     ExitCode::SUCCESS
 }
 
+/// Tells a running daemon (SIGUSR1 to the pid it wrote in the store) to look at its queue.
+fn wake_daemon(cfg: &Config) -> bool {
+    let pid = open(cfg, false)
+        .ok()
+        .and_then(|s| s.get_meta("daemon_pid").ok().flatten())
+        .and_then(|p| p.parse::<i32>().ok())
+        .and_then(rustix::process::Pid::from_raw);
+    match pid {
+        Some(pid) => rustix::process::kill_process(pid, rustix::process::Signal::USR1).is_ok(),
+        None => false,
+    }
+}
+
 /// `tiketo-gate queue retry ID|--all-dead`.
 pub fn queue_retry(cfg: &Config, id: Option<&str>) -> ExitCode {
     match open(cfg, true).and_then(|s| s.retry(id).map_err(|e| e.to_string())) {
@@ -218,8 +231,14 @@ pub fn queue_retry(cfg: &Config, id: Option<&str>) -> ExitCode {
             ExitCode::from(1)
         }
         Ok(n) => {
+            let woke = wake_daemon(cfg);
             println!(
-                "{n} scan event(s) back in the queue; the daemon sends them on its next round"
+                "{n} scan event(s) back in the queue; {}",
+                if woke {
+                    "the daemon sends them now"
+                } else {
+                    "the daemon sends them once it runs"
+                }
             );
             ExitCode::SUCCESS
         }

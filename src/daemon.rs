@@ -151,6 +151,7 @@ async fn main_loop(
     tokio::spawn(keep_link(client.clone(), link.clone()));
     tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
     tokio::spawn(crate::replay::run(replay_client, shared.clone()));
+    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
     tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
     tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
@@ -259,6 +260,18 @@ async fn keep_link(client: Client, link: Link) {
                 }
             }
         }
+    }
+}
+
+/// `tiketo-gate queue retry` sends SIGUSR1: look at the queue now.
+async fn wake_replay_on_sigusr1(shared: Shared) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        tracing::info!("queue changed by hand: replaying");
+        shared.replay_wake.notify_one();
     }
 }
 
