@@ -346,8 +346,20 @@ async fn write_status(shared: Shared, max_pending: u64) {
     }
 }
 
-/// Prunes sent and rejected rows past the retention, at start and hourly.
+/// Prunes sent and rejected rows past the retention, at start and hourly; checkpoints the
+/// WAL every 30 s (the scan path never does).
 async fn prune(shared: Shared, retention: Duration) {
+    tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                if let Err(e) = shared.store.run(|s| s.checkpoint()).await {
+                    tracing::warn!("checkpoint: {e}");
+                }
+            }
+        }
+    });
     loop {
         match shared
             .store

@@ -92,8 +92,13 @@ impl Shared {
 
     /// The server acknowledged scan events just now.
     pub fn synced(&self) {
-        self.last_sync_ms.store(now_ms(), Ordering::Relaxed);
-        self.status_wake.notify_one();
+        let now = now_ms();
+        let before = self.last_sync_ms.swap(now, Ordering::Relaxed);
+        // Status shows the first sync at once; later ones ride the writer's 10 s round
+        // (one meta write per scan would double the scan path's fsyncs).
+        if now - before > 10_000 {
+            self.status_wake.notify_one();
+        }
     }
 
     pub fn inflight_ids(&self) -> Vec<String> {
@@ -147,6 +152,7 @@ enum Online {
     },
     Recorded {
         event_id: String,
+        pass: PassFacts,
     },
     Refused(String),
     /// The API could not answer: the offline policy decides. `pass`: a lookup that did answer.
@@ -336,18 +342,21 @@ impl Scanner {
             detail,
         };
         match answer {
-            Online::Recorded { event_id } => {
+            Online::Recorded { event_id, pass } => {
                 self.feedback.accept();
                 self.shared.link.success();
                 self.shared.note_auth_error(None);
                 self.shared.synced();
-                let (id, ev) = (base.scan_id.to_string(), event_id.clone());
-                if let Err(e) = self
-                    .shared
-                    .store
-                    .run(move |s| s.mark_sent(&id, Some(&ev)))
-                    .await
-                {
+                let (id, ev, code) = (
+                    base.scan_id.to_string(),
+                    event_id.clone(),
+                    base.code.clone(),
+                );
+                let after = self.shared.store.run(move |s| {
+                    s.mark_sent(&id, Some(&ev))?;
+                    s.cache_put(&code, Some(&pass), now_ms())
+                });
+                if let Err(e) = after.await {
                     tracing::error!(scan_id = %base.scan_id, "scan event sent but not marked sent ({e}); it may be sent twice (same scanId)");
                 }
                 done(Verdict::Accept, Reason::Valid, true, Some(event_id), None)
@@ -539,29 +548,18 @@ async fn online(
     }
     let facts = pass.expect("decide accepts only a pass");
     let reward_points = decision::reward_points(&facts, &s.rules);
-    // Durable before anything is sent: a crash from here on leaves a pending row to replay.
-    let row = base.row(Verdict::Accept, Reason::Valid, true, reward_points);
-    let code = base.code.clone();
-    let cached = facts.clone();
-    let stored = shared
-        .store
-        .run(move |st| {
-            st.insert_scan_if_absent(&row)?;
-            st.cache_put(&code, Some(&cached), now_ms())
-        })
-        .await;
-    if let Err(e) = &stored {
-        tracing::error!(scan_id = %base.scan_id, "accepted scan not stored before sending: {e}");
-    }
     if phase
         .compare_exchange(LOOKING_UP, RECORDING, Ordering::AcqRel, Ordering::Acquire)
         .is_err()
     {
-        // The budget ran out meanwhile: the offline decision (which replaces this row,
-        // whichever lands first) is what counts. Nothing is sent.
+        // The budget ran out meanwhile: the offline decision is what counts. Nothing is sent.
         tracing::debug!(scan_id = %base.scan_id, "lookup answered after the budget; nothing sent");
         return Online::Abandoned;
     }
+    // The pending row is written while the event is on its way; feedback waits for both.
+    // A crash after the write leaves a pending row to replay (a duplicate at the server is
+    // recognisable by its scanId); a crash before it leaves the event with the server.
+    let row = base.row(Verdict::Accept, Reason::Valid, true, reward_points);
     let id = base.scan_id.to_string();
     shared.set_inflight(&id, true);
     let input = ScanEventInput {
@@ -575,16 +573,23 @@ async fn online(
             &base.device,
         ),
     };
-    let result = client.create_scan_event(&input).await;
+    let write = shared.store.run(move |st| st.insert_scan_if_absent(&row));
+    let (stored, result) = tokio::join!(write, client.create_scan_event(&input));
+    if let Err(e) = &stored {
+        tracing::error!(scan_id = %base.scan_id, "accepted scan not stored: {e}");
+    }
     let late = phase.load(Ordering::Acquire) == LATE;
     let answer = match result {
         Ok(ack) if ack.voided => {
             Online::Refused(format!("the server voided scan event {}", ack.id))
         }
-        Ok(ack) => Online::Recorded { event_id: ack.id },
+        Ok(ack) => Online::Recorded {
+            event_id: ack.id,
+            pass: facts.clone(),
+        },
         Err(e) if e.class.is_unavailable() => Online::Unavailable {
             error: e,
-            pass: Some(facts),
+            pass: Some(facts.clone()),
         },
         Err(e) => Online::Refused(e.to_string()),
     };
@@ -593,7 +598,7 @@ async fn online(
         let shared2 = shared.clone();
         let id2 = id.clone();
         match &answer {
-            Online::Recorded { event_id } => {
+            Online::Recorded { event_id, .. } => {
                 let ev = event_id.clone();
                 tracing::warn!(scan_id = %base.scan_id, event_id = %ev, "scan event recorded after the budget");
                 let _ = shared2

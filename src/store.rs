@@ -157,6 +157,8 @@ pub struct CacheEntry {
 pub struct Store {
     conn: Connection,
     path: PathBuf,
+    /// Whether commits wait for fsync now (`synchronous=FULL`).
+    full_sync: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -187,6 +189,7 @@ impl Store {
         let mut store = Store {
             conn,
             path: path.to_owned(),
+            full_sync: true,
         };
         store.setup()?;
         Ok(store)
@@ -243,6 +246,7 @@ impl Store {
         Ok(Store {
             conn,
             path: path.to_owned(),
+            full_sync: true,
         })
     }
 
@@ -262,6 +266,9 @@ impl Store {
         }
         self.conn.pragma_update(None, "synchronous", "FULL")?;
         self.conn.pragma_update(None, "foreign_keys", "ON")?;
+        // No checkpoint inside a scan's commit: the daemon checkpoints in the background
+        // (`checkpoint`), between scans.
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let version: i64 = self
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -299,6 +306,14 @@ impl Store {
         }
     }
 
+    /// Copies the WAL into the database file (without waiting for readers); returns the
+    /// WAL pages that were in it.
+    pub fn checkpoint(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1))?)
+    }
+
     /// `PRAGMA integrity_check`'s first line.
     pub fn integrity_check(&self) -> Result<String> {
         Ok(self
@@ -324,12 +339,31 @@ impl Store {
         self.write_scan(s, count_offline_use, Conflict::Override)
     }
 
+    /// `synchronous=FULL` (the commit waits for fsync) or `NORMAL` (durable at the next FULL
+    /// commit or checkpoint; a power cut may lose it). In WAL mode a FULL commit also makes
+    /// every NORMAL commit before it durable.
+    fn sync(&mut self, full: bool) -> Result<()> {
+        if self.full_sync != full {
+            self.conn
+                .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
+            self.full_sync = full;
+        }
+        Ok(())
+    }
+
     fn write_scan(
         &mut self,
         s: &NewScan,
         count_offline_use: bool,
         conflict: Conflict,
     ) -> Result<()> {
+        // Durability where it matters: a pending row that is the only record of an admitted
+        // guest waits for fsync. The row of an online accept written while its event is on
+        // the way does not (the server holds the record once it answers; if it does not
+        // answer, the offline decision rewrites the row with fsync before any feedback), nor
+        // does a rejected scan (nothing to send).
+        let durable = s.pending && !matches!(conflict, Conflict::Ignore);
+        self.sync(durable)?;
         let on_conflict = match conflict {
             Conflict::Fail => "",
             Conflict::Ignore => "ON CONFLICT(scan_id) DO NOTHING",
@@ -376,7 +410,8 @@ impl Store {
     }
 
     /// The server has the event.
-    pub fn mark_sent(&self, scan_id: &str, event_id: Option<&str>) -> Result<()> {
+    pub fn mark_sent(&mut self, scan_id: &str, event_id: Option<&str>) -> Result<()> {
+        self.sync(false)?;
         self.conn.execute(
             "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, last_error = NULL WHERE scan_id = ?1",
             params![scan_id, event_id, now_ms()],
@@ -385,7 +420,8 @@ impl Store {
     }
 
     /// A live scan the server refused: it was not admitted.
-    pub fn mark_refused(&self, scan_id: &str, error: &str) -> Result<()> {
+    pub fn mark_refused(&mut self, scan_id: &str, error: &str) -> Result<()> {
+        self.sync(false)?;
         self.conn.execute(
             "UPDATE scans SET verdict = 'reject', reason = 'refused', outbox = NULL, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
             params![scan_id, error, now_ms()],
@@ -416,13 +452,15 @@ impl Store {
         )?)
     }
 
-    /// Applies the outcome of one replay batch in one transaction.
+    /// Applies the outcome of one replay batch in one transaction (with fsync: a sent row
+    /// that came back after a power cut would be sent twice).
     pub fn apply_replay(
         &mut self,
         sent: &[(String, Option<String>)],
         dead: &[(String, String)],
         retry: &[(String, String)],
     ) -> Result<()> {
+        self.sync(true)?;
         let tx = self.conn.transaction()?;
         let now = now_ms();
         for (id, event) in sent {
@@ -505,6 +543,7 @@ impl Store {
 
     /// Remembers what a successful lookup said (a fresh view resets the offline use count).
     pub fn cache_put(&mut self, code: &str, facts: Option<&PassFacts>, now_ms: i64) -> Result<()> {
+        self.sync(false)?;
         let tx = self.conn.transaction()?;
         tx.execute(
             "INSERT OR REPLACE INTO pass_cache (code, found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms)

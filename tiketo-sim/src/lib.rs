@@ -326,6 +326,10 @@ impl Sim {
             .collect()
     }
 
+    pub fn scan_event_count(&self) -> usize {
+        self.state.lock().events.len()
+    }
+
     pub fn scan_events(&self) -> Vec<ScanEventRecord> {
         self.state.lock().events.clone()
     }
