@@ -270,3 +270,62 @@ pub fn queue_drop(cfg: &Config, id: &str, yes: bool) -> ExitCode {
         }
     }
 }
+
+/// `tiketo-gate enroll [--name N] [--force]`.
+pub fn enroll(cfg: &Config, name: Option<String>, force: bool) -> ExitCode {
+    let state = &cfg.device.state_dir;
+    match crate::enrol::load_credentials(state) {
+        Ok(Some(c)) if !force => {
+            println!(
+                "already enrolled as \"{}\" in workspace {} on {}; --force registers again",
+                c.device_name,
+                c.workspace_name.as_deref().unwrap_or("?"),
+                c.enrolled_at
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) if !force => {
+            eprintln!("tiketo-gate enroll: {e}; --force registers again");
+            return ExitCode::from(1);
+        }
+        _ => {}
+    }
+    let token = match crate::enrol::workspace_token(cfg) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("tiketo-gate enroll: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let name = name.unwrap_or_else(|| cfg.device.name.clone());
+    crate::api::install_crypto_provider();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tiketo-gate enroll: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(crate::enrol::register(cfg, &token, &name)) {
+        Ok(creds) => match crate::enrol::save_credentials(state, &creds) {
+            Ok(()) => {
+                println!(
+                    "enrolled as \"{name}\" in workspace {}; the daemon uses the new device token from its next start (systemctl restart tiketo-gate)",
+                    creds.workspace_name.as_deref().unwrap_or("?")
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("tiketo-gate enroll: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(e) => {
+            eprintln!("tiketo-gate enroll: registerDevice failed: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

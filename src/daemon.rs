@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use crate::api::Client;
 use crate::config::Config;
+use crate::enrol::Credentials;
 use crate::link::{Link, Mode};
 use crate::mask::Secret;
 use crate::outputs::feedback::Feedback;
@@ -25,40 +26,23 @@ use crate::store::{now_ms, Store, StoreHandle};
 /// Consecutive failures to reach the API after which the daemon is offline.
 const OFFLINE_AFTER_FAILURES: u32 = 2;
 
+/// What the daemon authenticates with.
+enum Auth {
+    /// Enrolled: the device token.
+    Device(Credentials),
+    /// Not enrolled: the workspace token, to call `registerDevice` with.
+    Enrol(Secret),
+}
+
+/// The live client and the replay client (each keeps its own connection).
+fn clients(cfg: &Config, token: &Secret) -> Result<(Client, Client), String> {
+    let live = Client::new(cfg.api.url.clone(), token, cfg.api.ca_file.as_deref())?;
+    let replay = Client::new(cfg.api.url.clone(), token, cfg.api.ca_file.as_deref())?;
+    Ok((live, replay))
+}
+
 /// The outputs, for the panic hook.
 static SAFE_OUTPUTS: OnceLock<Feedback> = OnceLock::new();
-
-/// Reads the workspace API token: `TIKETO_GATE_TOKEN` wins over `api.token_file`. The error
-/// names the file, never the content.
-pub fn load_token(cfg: &Config) -> Result<Secret, String> {
-    if let Ok(t) = std::env::var("TIKETO_GATE_TOKEN") {
-        let t = t.trim();
-        if !t.is_empty() {
-            return Ok(Secret::new(t));
-        }
-    }
-    let path = &cfg.api.token_file;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        format!(
-            "api.token_file {}: cannot read the API token: {e}",
-            path.display()
-        )
-    })?;
-    let t = text.trim();
-    if t.is_empty() {
-        return Err(format!(
-            "api.token_file {}: the file is empty",
-            path.display()
-        ));
-    }
-    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(format!(
-            "api.token_file {}: the token must be one line without spaces",
-            path.display()
-        ));
-    }
-    Ok(Secret::new(t))
-}
 
 pub fn run(cfg: Config) -> ExitCode {
     // 1. Outputs to the safe state, before anything else.
@@ -76,29 +60,29 @@ pub fn run(cfg: Config) -> ExitCode {
     crate::logging::init();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source.display(), "starting; outputs in safe state");
 
-    let token = match load_token(&cfg) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(1);
+    // The device's own token once enrolled; the workspace token only to enrol.
+    let auth = match crate::enrol::load_credentials(&cfg.device.state_dir) {
+        Ok(Some(creds)) => Auth::Device(creds),
+        other => {
+            if let Err(e) = other {
+                let aside = crate::enrol::move_aside(&cfg.device.state_dir);
+                tracing::error!(
+                    "{e}; moved aside to {}, enrolling again",
+                    aside
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_else(|| "?".into())
+                );
+            }
+            match crate::enrol::workspace_token(&cfg) {
+                Ok(t) => Auth::Enrol(t),
+                Err(e) => {
+                    tracing::error!("not enrolled yet, and {e}");
+                    return ExitCode::from(1);
+                }
+            }
         }
     };
-    // Two clients: live scans keep their own warm connection while replay drains on another.
-    let clients =
-        Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref()).and_then(|live| {
-            Ok((
-                live,
-                Client::new(cfg.api.url.clone(), &token, cfg.api.ca_file.as_deref())?,
-            ))
-        });
-    let (client, replay_client) = match clients {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
-    drop(token);
+    crate::api::install_crypto_provider();
 
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -110,23 +94,19 @@ pub fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let code = rt.block_on(main_loop(cfg, client, replay_client, feedback.clone()));
+    let code = rt.block_on(main_loop(cfg, auth, feedback.clone()));
     feedback.safe_state();
     code
 }
 
-async fn main_loop(
-    cfg: Config,
-    client: Client,
-    replay_client: Client,
-    feedback: Feedback,
-) -> ExitCode {
+async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(watch_signals(feedback.clone(), stop_tx));
     tokio::spawn({
         let feedback = feedback.clone();
         async move { feedback.run_timers().await }
     });
+    let watchdog = crate::service::Watchdog::from_env();
 
     let store_path = Store::path_in(&cfg.device.state_dir);
     let store = {
@@ -148,10 +128,6 @@ async fn main_loop(
         }
     }
 
-    tokio::spawn(keep_link(client.clone(), link.clone()));
-    tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
-    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
-    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
     tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
     tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
@@ -160,6 +136,50 @@ async fn main_loop(
         tracing::error!("cannot start the reader: {e}");
         return ExitCode::from(1);
     }
+    // Store, outputs and reader are up: tell systemd.
+    crate::service::notify_ready();
+    tracing::info!(
+        device = %cfg.device.name,
+        api = %cfg.api.url,
+        policy = cfg.offline.policy.as_str(),
+        store = %store_path.display(),
+        "ready"
+    );
+
+    let creds = match auth {
+        Auth::Device(c) => {
+            tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
+            c
+        }
+        Auth::Enrol(workspace) => {
+            match enrol_phase(
+                &cfg,
+                workspace,
+                &shared,
+                &feedback,
+                &mut rx,
+                &mut stop_rx,
+                &watchdog,
+            )
+            .await
+            {
+                Some(c) => c,
+                None => return ExitCode::SUCCESS,
+            }
+        }
+    };
+    let (client, replay_client) = match clients(&cfg, &creds.token) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    drop(creds);
+    tokio::spawn(keep_link(client.clone(), link.clone()));
+    tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
+    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
+    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
     let settings = ScanSettings {
         device: cfg.device.name.clone(),
         rules: cfg.rules.clone(),
@@ -170,21 +190,19 @@ async fn main_loop(
         max_pending: cfg.store.max_pending,
     };
     let mut scanner = Scanner::new(client, settings, feedback.clone(), shared);
-    tracing::info!(
-        device = %cfg.device.name,
-        api = %cfg.api.url,
-        policy = cfg.offline.policy.as_str(),
-        store = %store_path.display(),
-        "ready"
-    );
+    let mut ping = watchdog.interval();
 
     loop {
         tokio::select! {
             biased;
             _ = stop_rx.changed() => {
                 tracing::info!("stopped by signal; outputs in safe state");
+                crate::service::notify_stopping();
                 return ExitCode::SUCCESS;
             }
+            // The watchdog is fed from this loop only: a wedged scan loop stops the pings and
+            // systemd restarts the daemon; a slow HTTP call cannot (each scan has its budget).
+            _ = ping.tick() => watchdog.ping(),
             ev = rx.recv() => match ev {
                 Some(ReaderEvent::Eof) | None => {
                     tracing::info!("end of input; finishing the pulses that are running");
@@ -193,6 +211,99 @@ async fn main_loop(
                 }
                 Some(ev) => {
                     scanner.handle(ev).await;
+                }
+            },
+        }
+    }
+}
+
+/// Not enrolled yet: register with backoff (1 s doubling to 5 min) while every scan is
+/// rejected `not_enrolled`; the status LED blinks fast. Returns the credentials, or `None`
+/// when the daemon was stopped first.
+async fn enrol_phase(
+    cfg: &Config,
+    workspace: Secret,
+    shared: &Shared,
+    feedback: &Feedback,
+    rx: &mut mpsc::Receiver<ReaderEvent>,
+    stop_rx: &mut watch::Receiver<bool>,
+    watchdog: &crate::service::Watchdog,
+) -> Option<Credentials> {
+    feedback.set_status_blink(Duration::from_millis(250));
+    crate::service::notify_status("not enrolled: registering this device with Tiketo");
+    tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
+    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let enrol = tokio::spawn({
+        let cfg = cfg.clone();
+        let shared = shared.clone();
+        async move {
+            let mut delays = crate::replay::replay_backoff();
+            loop {
+                match crate::enrol::register(&cfg, &workspace, &cfg.device.name).await {
+                    Ok(creds) => {
+                        let state = cfg.device.state_dir.clone();
+                        let c2 = creds.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            crate::enrol::save_credentials(&state, &c2)
+                        })
+                        .await
+                        {
+                            Ok(Ok(())) => {
+                                shared.note_auth_error(None);
+                                let _ = done_tx.send(creds);
+                                return;
+                            }
+                            Ok(Err(e)) => tracing::error!("{e}"),
+                            Err(e) => tracing::error!("{e}"),
+                        }
+                    }
+                    Err(e) => {
+                        if e.class == crate::api::classify::ErrorClass::Auth {
+                            shared.note_auth_error(Some(&e));
+                        }
+                        tracing::warn!("enrolment failed: {e}; trying again");
+                    }
+                }
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(300))).await;
+            }
+        }
+    });
+    let mut ping = watchdog.interval();
+    let mut debounce = crate::debounce::Debouncer::new(cfg.reader.debounce);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop_rx.changed() => {
+                enrol.abort();
+                tracing::info!("stopped by signal; outputs in safe state");
+                crate::service::notify_stopping();
+                return None;
+            }
+            _ = ping.tick() => watchdog.ping(),
+            creds = &mut done_rx => {
+                let creds = creds.ok()?;
+                tracing::info!(
+                    device = %creds.device_name,
+                    workspace = creds.workspace_name.as_deref().unwrap_or("?"),
+                    "enrolled: this device now uses its own token"
+                );
+                return Some(creds);
+            }
+            ev = rx.recv() => match ev {
+                Some(ReaderEvent::Code { code, last_byte }) => {
+                    if debounce.is_new_scan(&code, last_byte) {
+                        crate::scan::reject_locally(shared, feedback, &cfg.device.name, code, last_byte, crate::decision::Reason::NotEnrolled).await;
+                    }
+                }
+                Some(ReaderEvent::Eof) | None => {
+                    enrol.abort();
+                    feedback.wait_idle().await;
+                    return None;
+                }
+                Some(ReaderEvent::Malformed { .. }) => feedback.reject(),
+                Some(ReaderEvent::Connected { path }) => tracing::info!(path = %path.display(), "reader connected"),
+                Some(ReaderEvent::Disconnected { path, error }) => {
+                    tracing::warn!(path = %path.display(), "reader disconnected ({error}); reopening when it is back")
                 }
             },
         }
@@ -222,11 +333,22 @@ async fn watch_signals(feedback: Feedback, stop: watch::Sender<bool>) {
 /// API with backoff (1 s doubling to 30 s) until it answers.
 async fn keep_link(client: Client, link: Link) {
     const EVERY: Duration = Duration::from_secs(45);
+    // A check that hangs (an API that accepts and never answers) must not stall the probe.
+    let check = |client: Client| async move {
+        match tokio::time::timeout(Duration::from_secs(5), client.warmup()).await {
+            Ok(r) => r,
+            Err(_) => Err(crate::api::ApiError {
+                class: crate::api::classify::ErrorClass::Retryable { retry_after: None },
+                status: None,
+                detail: "no answer within 5 s".into(),
+            }),
+        }
+    };
     let mut changes = link.subscribe();
     loop {
         match link.mode() {
             Mode::Online => {
-                match client.warmup().await {
+                match check(client.clone()).await {
                     Ok(()) => link.success(),
                     Err(e)
                         if e.class.is_unavailable()
@@ -253,7 +375,7 @@ async fn keep_link(client: Client, link: Link) {
                 );
                 while link.mode() == Mode::Offline {
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
-                    match client.warmup().await {
+                    match check(client.clone()).await {
                         Ok(()) => link.success(),
                         Err(e) => tracing::debug!("API still unreachable: {e}"),
                     }
@@ -275,13 +397,21 @@ async fn wake_replay_on_sigusr1(shared: Shared) {
     }
 }
 
-/// Status LED: steady on while online, slow blink while offline.
+/// Status LED: steady on while online, slow blink while offline (and the systemd STATUS).
 async fn follow_link_with_status_led(link: Link, feedback: Feedback) {
     let mut rx = link.subscribe();
     loop {
         match *rx.borrow_and_update() {
-            Mode::Online => feedback.set_status(true),
-            Mode::Offline => feedback.set_status_blink(Duration::from_secs(1)),
+            Mode::Online => {
+                feedback.set_status(true);
+                crate::service::notify_status("online");
+            }
+            Mode::Offline => {
+                feedback.set_status_blink(Duration::from_secs(1));
+                crate::service::notify_status(
+                    "offline: deciding by the offline policy, probing the API",
+                );
+            }
         }
         if rx.changed().await.is_err() {
             return;

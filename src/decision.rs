@@ -69,6 +69,8 @@ pub enum Reason {
     AlreadyUsed,
     /// Offline: the queue of unsent scan events is full, so nothing more is admitted offline.
     QueueFull,
+    /// The device has not been able to enrol with Tiketo yet.
+    NotEnrolled,
 }
 
 impl Reason {
@@ -86,6 +88,7 @@ impl Reason {
             Reason::ApiError => "api_error",
             Reason::AlreadyUsed => "already_used",
             Reason::QueueFull => "queue_full",
+            Reason::NotEnrolled => "not_enrolled",
         }
     }
 }

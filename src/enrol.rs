@@ -9,9 +9,72 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::{ApiError, Client};
+use crate::config::Config;
 use crate::mask::Secret;
 
 pub const FILE_NAME: &str = "device-credentials.json";
+
+/// The name of the systemd credential (`LoadCredential=token:/etc/tiketo-gate/token`).
+pub const CREDENTIAL_NAME: &str = "token";
+
+/// The workspace API token, for enrolment: `TIKETO_GATE_TOKEN`, else the systemd credential
+/// `token` (`$CREDENTIALS_DIRECTORY/token`), else `api.token_file`. Errors name the file,
+/// never the content.
+pub fn workspace_token(cfg: &Config) -> Result<Secret, String> {
+    if let Ok(t) = std::env::var("TIKETO_GATE_TOKEN") {
+        let t = t.trim();
+        if !t.is_empty() {
+            return Ok(Secret::new(t));
+        }
+    }
+    if let Ok(dir) = std::env::var("CREDENTIALS_DIRECTORY") {
+        let p = Path::new(&dir).join(CREDENTIAL_NAME);
+        if p.exists() {
+            return read_token_file(&p, "systemd credential");
+        }
+    }
+    read_token_file(&cfg.api.token_file, "api.token_file")
+}
+
+fn read_token_file(path: &Path, what: &str) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{what} {}: cannot read the API token: {e}", path.display()))?;
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(format!("{what} {}: the file is empty", path.display()));
+    }
+    if t.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!(
+            "{what} {}: the token must be one line without spaces",
+            path.display()
+        ));
+    }
+    Ok(Secret::new(t))
+}
+
+/// Registers this device with the workspace token and returns its credentials.
+pub async fn register(
+    cfg: &Config,
+    workspace: &Secret,
+    name: &str,
+) -> Result<Credentials, ApiError> {
+    let client =
+        Client::new(cfg.api.url.clone(), workspace, cfg.api.ca_file.as_deref()).map_err(|e| {
+            ApiError {
+                class: crate::api::classify::ErrorClass::Permanent,
+                status: None,
+                detail: e,
+            }
+        })?;
+    let r = client.register_device(name).await?;
+    Ok(Credentials {
+        token: r.token,
+        workspace_name: r.workspace_name,
+        device_name: name.to_owned(),
+        enrolled_at: crate::scan::rfc3339_ms(time::OffsetDateTime::now_utc()),
+    })
+}
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -96,7 +159,24 @@ pub fn save_credentials(state_dir: &Path, c: &Credentials) -> Result<(), String>
             "{}: cannot store the device credentials: {e}",
             path.display()
         )
-    })
+    })?;
+    // `tiketo-gate enroll` run as root: the file belongs to whoever owns the state directory
+    // (the service user), or the daemon could not read it.
+    if let Ok(meta) = std::fs::metadata(state_dir) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::chown(&path, Some(meta.uid()), Some(meta.gid()));
+    }
+    Ok(())
+}
+
+/// Moves an unreadable credentials file aside (never deletes it).
+pub fn move_aside(state_dir: &Path) -> Option<PathBuf> {
+    let path = path_in(state_dir);
+    let aside = state_dir.join(format!(
+        "{FILE_NAME}.bad-{}",
+        time::OffsetDateTime::now_utc().unix_timestamp()
+    ));
+    std::fs::rename(&path, &aside).ok().map(|_| aside)
 }
 
 #[cfg(test)]

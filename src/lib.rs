@@ -21,4 +21,5 @@ pub mod outputs;
 pub mod reader;
 pub mod replay;
 pub mod scan;
+pub mod service;
 pub mod store;

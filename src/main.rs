@@ -26,6 +26,17 @@ enum Command {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Register this device with Tiketo (needs the workspace API token).
+    Enroll {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The device's name (default: device.name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Register again even when the device is enrolled (replaces its credentials).
+        #[arg(long)]
+        force: bool,
+    },
     /// Online or offline, enrolment, pending and dead scan events, last sync, clock.
     Status {
         #[arg(long, default_value = config::DEFAULT_PATH)]
@@ -80,6 +91,14 @@ fn load_or_exit(path: &std::path::Path) -> Result<config::Config, ExitCode> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Enroll {
+            config,
+            name,
+            force,
+        } => match load_or_exit(&config) {
+            Ok(cfg) => tiketo_gate::cli::enroll(&cfg, name, force),
+            Err(code) => code,
+        },
         Command::Status { config, json } => match load_or_exit(&config) {
             Ok(cfg) => tiketo_gate::cli::status(&cfg, json),
             Err(code) => code,
@@ -112,8 +131,15 @@ fn main() -> ExitCode {
                 }
             };
             let mut problems = Vec::new();
-            if let Err(e) = tiketo_gate::daemon::load_token(&cfg) {
-                problems.push(e);
+            match tiketo_gate::enrol::load_credentials(&cfg.device.state_dir) {
+                // Enrolled: the workspace token is no longer needed.
+                Ok(Some(_)) => {}
+                Ok(None) => {
+                    if let Err(e) = tiketo_gate::enrol::workspace_token(&cfg) {
+                        problems.push(format!("not enrolled yet, and {e}"));
+                    }
+                }
+                Err(e) => problems.push(e),
             }
             if let Some(ca) = &cfg.api.ca_file {
                 if let Err(e) = std::fs::read(ca) {

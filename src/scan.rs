@@ -481,6 +481,49 @@ impl Scanner {
     }
 }
 
+/// Rejects a scan without asking the API (the device is not enrolled yet): stored, red, logged.
+pub async fn reject_locally(
+    shared: &Shared,
+    feedback: &Feedback,
+    device: &str,
+    code: String,
+    last_byte: Instant,
+    reason: Reason,
+) -> Outcome {
+    let base = RowBase {
+        scan_id: Uuid::new_v4(),
+        code: code.clone(),
+        scanned_at: OffsetDateTime::now_utc() - last_byte.elapsed(),
+        boot_id: crate::clock::boot_id().to_owned(),
+        mono_ms: crate::clock::mono_ms().saturating_sub(last_byte.elapsed().as_millis() as u64),
+        clock_synced: crate::clock::clock_synced(),
+        device: device.to_owned(),
+    };
+    let row = base.row(Verdict::Reject, reason, false, None);
+    let stored = shared.store.run(move |s| s.insert_scan(&row, false)).await;
+    feedback.reject();
+    if let Err(e) = stored {
+        tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {e}");
+    }
+    tracing::info!(
+        code = %mask_code(&code),
+        verdict = %Verdict::Reject,
+        reason = %reason,
+        mode = "local",
+        latency_ms = %format_ms(last_byte.elapsed()),
+        scan_id = %base.scan_id,
+        "scan"
+    );
+    Outcome {
+        verdict: Verdict::Reject,
+        reason,
+        online: false,
+        scan_id: base.scan_id,
+        event_id: None,
+        detail: None,
+    }
+}
+
 /// The offline verdict, from the store's cache and use counts. Returns (verdict, reason,
 /// reward points, whether an offline use is spent).
 fn offline_verdict(

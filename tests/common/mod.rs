@@ -130,6 +130,10 @@ impl Harness {
         h.spawn_daemon();
         h.wait_log("reader connected", Duration::from_secs(10));
         h.wait_log(" ready ", Duration::from_secs(10));
+        h.wait_log(
+            "enrolled: this device now uses its own token",
+            Duration::from_secs(10),
+        );
         h
     }
 
@@ -293,14 +297,21 @@ status = {{ pin = 24 }}
     /// Starts the daemon again on the same state, config and reader.
     pub fn restart_daemon(&mut self) {
         let before = self.logs().matches("reader connected").count();
+        let creds = self
+            .logs()
+            .matches("using the stored device credentials")
+            .count();
         self.spawn_daemon();
         if !wait_until(Duration::from_secs(10), || {
             self.logs().matches("reader connected").count() > before
+                && self
+                    .logs()
+                    .matches("using the stored device credentials")
+                    .count()
+                    > creds
         }) {
             panic!("daemon did not come back; log:\n{}", self.logs());
         }
-        let ready = self.logs().matches(" ready ").count();
-        assert!(ready > 0);
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -365,9 +376,16 @@ status = {{ pin = 24 }}
                 assert!(r.valid, "request did not fit the schema: {r:?}");
                 assert!(r.authorized, "request without the token: {r:?}");
             }
+            // After enrolment everything but registerDevice uses the device token.
+            if r.operation_name.as_deref() != Some("RegisterDevice") {
+                assert_eq!(r.token_kind, "device", "{r:?}");
+            }
         }
         let logs = self.logs();
-        assert!(!logs.contains(TOKEN), "the token is in the log");
+        assert!(!logs.contains(TOKEN), "the workspace token is in the log");
+        for t in self.sim.device_tokens() {
+            assert!(!logs.contains(&t), "the device token is in the log");
+        }
         for code in SEED_CODES {
             assert!(
                 !logs.contains(code),

@@ -218,6 +218,8 @@ struct Mutable {
     faults: Vec<FaultRule>,
     delay: Duration,
     device_tokens: Vec<(String, String)>,
+    revoked_tokens: Vec<String>,
+    registrations: Vec<String>,
     seq: u64,
     connections: u64,
 }
@@ -283,6 +285,8 @@ impl Sim {
                 faults: Vec::new(),
                 delay: Duration::ZERO,
                 device_tokens: Vec::new(),
+                revoked_tokens: Vec::new(),
+                registrations: Vec::new(),
                 seq: 0,
                 connections: 0,
             }),
@@ -345,6 +349,18 @@ impl Sim {
     /// Added to every answer.
     pub fn set_delay(&self, d: Duration) {
         self.state.lock().delay = d;
+    }
+
+    /// Revokes every device token issued so far (they get 401 from now on).
+    pub fn revoke_device_tokens(&self) {
+        let mut m = self.state.lock();
+        let tokens: Vec<String> = m.device_tokens.drain(..).map(|(_, t)| t).collect();
+        m.revoked_tokens.extend(tokens);
+    }
+
+    /// The names devices registered with, in order.
+    pub fn registrations(&self) -> Vec<String> {
+        self.state.lock().registrations.clone()
     }
 
     pub fn device_tokens(&self) -> Vec<String> {
@@ -482,6 +498,12 @@ async fn route(
                 &json!({"error": "expected {\"ms\": N}"}),
             ),
         },
+        (Method::POST, "/__sim/revoke") => {
+            let mut m = state.lock();
+            let tokens: Vec<String> = m.device_tokens.drain(..).map(|(_, t)| t).collect();
+            m.revoked_tokens.extend(tokens);
+            json_response(StatusCode::OK, &json!({"ok": true}))
+        }
         (Method::POST, "/__sim/reset") => {
             let mut m = state.lock();
             m.faults.clear();
@@ -550,13 +572,28 @@ async fn graphql(
         Err(_) => (None, String::new(), Value::Null),
     };
 
-    let token_kind = {
+    let (token_kind, devices_registered) = {
         let m = state.lock();
-        match auth.and_then(|a| a.strip_prefix("TOKEN ")) {
+        let kind = match auth.and_then(|a| a.strip_prefix("TOKEN ")) {
             Some(t) if t == state.token => "workspace",
             Some(t) if m.device_tokens.iter().any(|(_, d)| d == t) => "device",
+            Some(t) if m.revoked_tokens.iter().any(|d| d == t) => "revoked",
             _ => "none",
-        }
+        };
+        (
+            kind,
+            !m.device_tokens.is_empty() || !m.revoked_tokens.is_empty(),
+        )
+    };
+    // Once a device is registered, only registerDevice may use the workspace token: the
+    // device must use its own.
+    let workspace_misused = token_kind == "workspace"
+        && devices_registered
+        && op_name.as_deref() != Some("RegisterDevice");
+    let token_kind = if workspace_misused {
+        "workspace-after-enrolment"
+    } else {
+        token_kind
     };
 
     // Faults first: they stand for the network and the service in front of the resolvers.
@@ -588,7 +625,7 @@ async fn graphql(
         root_fields: Vec::new(),
         query: query.clone(),
         variables: variables.clone(),
-        authorized: token_kind != "none",
+        authorized: token_kind == "workspace" || token_kind == "device",
         token_kind: token_kind.to_owned(),
         valid: false,
         status: 200,
@@ -636,7 +673,7 @@ async fn graphql(
             Vec::new(),
             json!({"data": null, "errors": [appsync_error(Some(error_type), message)]}),
         ),
-        (None, _) if token_kind == "none" => (
+        (None, _) if token_kind != "workspace" && token_kind != "device" => (
             401,
             Vec::new(),
             json!({"errors": [appsync_error(Some("UnauthorizedException"), "You are not authorized to make this call.")]}),
@@ -1068,6 +1105,7 @@ impl ObjectValue for Root<'_, '_, '_> {
                     .unwrap_or("device")
                     .to_owned();
                 let token = format!("dev-{}", uuid::Uuid::new_v4().simple());
+                m.registrations.push(name.clone());
                 m.device_tokens.push((name, token.clone()));
                 json!({"workspaceName": m.seed.workspace, "token": token})
             }
