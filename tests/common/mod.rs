@@ -97,6 +97,8 @@ pub struct Harness {
     pub child: Option<Child>,
     pub stderr: Arc<Mutex<String>>,
     pub opts: Opts,
+    /// Extra environment for the daemon.
+    pub env: Vec<(String, String)>,
 }
 
 impl Harness {
@@ -108,6 +110,37 @@ impl Harness {
         .await
         .expect("sim starts");
         Self::start_with_sim(sim, opts).await
+    }
+
+    /// Starts without waiting for enrolment (the test decides what to wait for).
+    pub async fn start_unenrolled(
+        sim: Sim,
+        opts: Opts,
+        env: Vec<(String, String)>,
+        token_file: bool,
+    ) -> Harness {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pty = Pty::new();
+        let link = dir.path().join("reader");
+        std::os::unix::fs::symlink(pty.slave_path(), &link).expect("symlink");
+        let outputs_path = dir.path().join("outputs.jsonl");
+        if token_file {
+            std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
+        }
+        let mut h = Harness {
+            sim,
+            dir,
+            pty: Some(pty),
+            link,
+            outputs_path,
+            child: None,
+            stderr: Arc::new(Mutex::new(String::new())),
+            opts,
+            env,
+        };
+        h.spawn_daemon();
+        h.wait_log(" ready ", Duration::from_secs(10));
+        h
     }
 
     pub async fn start_with_sim(sim: Sim, opts: Opts) -> Harness {
@@ -126,6 +159,7 @@ impl Harness {
             child: None,
             stderr: Arc::new(Mutex::new(String::new())),
             opts,
+            env: Vec::new(),
         };
         h.spawn_daemon();
         h.wait_log("reader connected", Duration::from_secs(10));
@@ -194,6 +228,7 @@ status = {{ pin = 24 }}
             .arg(&cfg)
             .env_remove("TIKETO_GATE_TOKEN")
             .env("TIKETO_GATE_LOG", "debug")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
