@@ -240,7 +240,7 @@ impl Scanner {
                     code = "-",
                     verdict = %Verdict::Reject,
                     reason = %Reason::Malformed,
-                    mode = "local",
+                    mode = %"local",
                     latency_ms = %format_ms(last_byte.elapsed()),
                     detail = %kind,
                     "scan"
@@ -509,7 +509,7 @@ pub async fn reject_locally(
         code = %mask_code(&code),
         verdict = %Verdict::Reject,
         reason = %reason,
-        mode = "local",
+        mode = %"local",
         latency_ms = %format_ms(last_byte.elapsed()),
         scan_id = %base.scan_id,
         "scan"

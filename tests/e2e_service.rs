@@ -210,3 +210,54 @@ async fn notifies_systemd_ready_and_feeds_the_watchdog() {
     }
     assert!(tail.contains("STOPPING=1"), "{tail}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_systemd_log_lines_carry_journal_priorities() {
+    let s = sim().await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nname = \"j\"\nstate_dir = \"{d}/state\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{d}/token\"\n[reader]\nkind = \"stdin\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"{d}/out.jsonl\"\nred = {{ pin = 22 }}\n",
+            d = dir.path().display(),
+            url = s.url()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    let log_path = dir.path().join("stderr.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    let meta = log.metadata().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .env_remove("TIKETO_GATE_TOKEN")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(child.stdin.take());
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.is_empty());
+    for line in text.lines() {
+        assert!(
+            line.starts_with("<6>") || line.starts_with("<4>") || line.starts_with("<3>"),
+            "{line}"
+        );
+        assert!(
+            !line.contains(" INFO ") || !line[3..].starts_with("20"),
+            "no timestamp under the journal: {line}"
+        );
+    }
+    assert!(
+        text.contains("<6> INFO starting; outputs in safe state"),
+        "{text}"
+    );
+}
