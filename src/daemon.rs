@@ -146,6 +146,8 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         "ready"
     );
 
+    // A code read while the first enrolment attempt was still on its way.
+    let mut held_code: Option<ReaderEvent> = None;
     let creds = match auth {
         Auth::Device(c) => {
             tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
@@ -163,7 +165,10 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             )
             .await
             {
-                Some(c) => c,
+                Some((c, held)) => {
+                    held_code = held;
+                    c
+                }
                 None => return ExitCode::SUCCESS,
             }
         }
@@ -191,6 +196,9 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     };
     let mut scanner = Scanner::new(client, settings, feedback.clone(), shared);
     let mut ping = watchdog.interval();
+    if let Some(ev) = held_code.take() {
+        scanner.handle(ev).await;
+    }
 
     loop {
         tokio::select! {
@@ -228,14 +236,16 @@ async fn enrol_phase(
     rx: &mut mpsc::Receiver<ReaderEvent>,
     stop_rx: &mut watch::Receiver<bool>,
     watchdog: &crate::service::Watchdog,
-) -> Option<Credentials> {
+) -> Option<(Credentials, Option<ReaderEvent>)> {
     feedback.set_status_blink(Duration::from_millis(250));
     crate::service::notify_status("not enrolled: registering this device with Tiketo");
     tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
     let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+    let first_attempt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let enrol = tokio::spawn({
         let cfg = cfg.clone();
         let shared = shared.clone();
+        let first_attempt = first_attempt.clone();
         async move {
             let mut delays = crate::replay::replay_backoff();
             loop {
@@ -264,6 +274,7 @@ async fn enrol_phase(
                         tracing::warn!("enrolment failed: {e}; trying again");
                     }
                 }
+                first_attempt.store(false, std::sync::atomic::Ordering::Release);
                 tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(300))).await;
             }
         }
@@ -282,18 +293,24 @@ async fn enrol_phase(
             _ = ping.tick() => watchdog.ping(),
             creds = &mut done_rx => {
                 let creds = creds.ok()?;
-                tracing::info!(
-                    device = %creds.device_name,
-                    workspace = creds.workspace_name.as_deref().unwrap_or("?"),
-                    "enrolled: this device now uses its own token"
-                );
-                return Some(creds);
+                log_enrolled(&creds);
+                return Some((creds, None));
             }
             ev = rx.recv() => match ev {
                 Some(ReaderEvent::Code { code, last_byte }) => {
-                    if debounce.is_new_scan(&code, last_byte) {
-                        crate::scan::reject_locally(shared, feedback, &cfg.device.name, code, last_byte, crate::decision::Reason::NotEnrolled).await;
+                    if !debounce.is_new_scan(&code, last_byte) {
+                        continue;
                     }
+                    // The first attempt may be about to succeed (a device starting up with a
+                    // guest already at the door): wait for it within the scan's budget.
+                    if first_attempt.load(std::sync::atomic::Ordering::Acquire) {
+                        let deadline = tokio::time::Instant::from_std(last_byte) + cfg.api.timeout;
+                        if let Ok(Ok(creds)) = tokio::time::timeout_at(deadline, &mut done_rx).await {
+                            log_enrolled(&creds);
+                            return Some((creds, Some(ReaderEvent::Code { code, last_byte })));
+                        }
+                    }
+                    crate::scan::reject_locally(shared, feedback, &cfg.device.name, code, last_byte, crate::decision::Reason::NotEnrolled).await;
                 }
                 Some(ReaderEvent::Eof) | None => {
                     enrol.abort();
@@ -308,6 +325,14 @@ async fn enrol_phase(
             },
         }
     }
+}
+
+fn log_enrolled(creds: &Credentials) {
+    tracing::info!(
+        device = %creds.device_name,
+        workspace = creds.workspace_name.as_deref().unwrap_or("?"),
+        "enrolled: this device now uses its own token"
+    );
 }
 
 /// SIGTERM and SIGINT: outputs off first, then the loop is told to stop.

@@ -157,20 +157,25 @@ async fn demo(config: PathBuf, seed: Seed) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Point the demo config at this sim (it listens on a free port).
+    // Point the demo config at this sim (it listens on a free port), and give it a fresh
+    // state directory: this sim knows no device enrolled before.
+    let dir = std::env::temp_dir().join(format!("tiketo-demo-{}", std::process::id()));
     let url_line = format!("url = \"{}\"", sim.url());
+    let state_line = format!("state_dir = \"{}\"", dir.join("state").display());
     let text: String = text
         .lines()
         .map(|l| {
-            if l.trim_start().starts_with("url ") || l.trim_start().starts_with("url=") {
+            let t = l.trim_start();
+            if t.starts_with("url ") || t.starts_with("url=") {
                 url_line.clone()
+            } else if t.starts_with("state_dir ") || t.starts_with("state_dir=") {
+                state_line.clone()
             } else {
                 l.to_owned()
             }
         })
         .collect::<Vec<_>>()
         .join("\n");
-    let dir = std::env::temp_dir().join(format!("tiketo-demo-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
     let cfg_path = dir.join("demo.toml");
     if let Err(e) = std::fs::write(&cfg_path, text) {
