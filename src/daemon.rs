@@ -185,12 +185,13 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
     tokio::spawn(crate::replay::run(replay_client, shared.clone()));
     tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
+    let budget = cfg.api.timeout;
     let settings = ScanSettings {
         device: cfg.device.name.clone(),
         rules: cfg.rules.clone(),
         offline: cfg.offline.rules(),
         cache_ttl: cfg.offline.cache_ttl,
-        budget: cfg.api.timeout,
+        budget,
         debounce: cfg.reader.debounce,
         max_pending: cfg.store.max_pending,
     };
@@ -218,7 +219,18 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
                 Some(ev) => {
-                    scanner.handle(ev).await;
+                    // Keep feeding the watchdog while a scan waits for the API, but only for as
+                    // long as a healthy scan can take (its budget, plus time for the store): a
+                    // scan stuck beyond that is a wedged loop, and systemd should restart us.
+                    let healthy_until = tokio::time::Instant::now() + budget + Duration::from_secs(5);
+                    let scan = scanner.handle(ev);
+                    tokio::pin!(scan);
+                    loop {
+                        tokio::select! {
+                            _ = &mut scan => break,
+                            _ = ping.tick(), if tokio::time::Instant::now() < healthy_until => watchdog.ping(),
+                        }
+                    }
                 }
             },
         }
