@@ -202,3 +202,56 @@ async fn event_ticket_entries_run_out() {
     assert_eq!(sim.scan_events().len(), 1);
     assert_eq!(sim.scan_events()[0].scan_id(), Some("a"));
 }
+
+#[tokio::test]
+async fn https_with_an_extra_ca_file_and_one_http2_connection() {
+    let sim = Sim::start(SimOptions {
+        tls: true,
+        ..SimOptions::default()
+    })
+    .await
+    .unwrap();
+    assert!(sim.url().starts_with("https://127.0.0.1:"));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
+    // Without the CA the certificate is refused (a transport error, never a silent accept).
+    let plain = Client::new(sim.url().parse().unwrap(), &Secret::new(sim.token()), None).unwrap();
+    let e = plain.warmup().await.unwrap_err();
+    assert!(matches!(e.class, ErrorClass::Retryable { .. }), "{e}");
+    // With api.ca_file it works, over one connection for every request.
+    let c = Client::new(
+        sim.url().parse().unwrap(),
+        &Secret::new(sim.token()),
+        Some(&ca),
+    )
+    .unwrap();
+    c.warmup().await.unwrap();
+    for _ in 0..10 {
+        assert!(c.pass_by_scan_code("VALID-0001").await.unwrap().is_some());
+    }
+    let conns: std::collections::BTreeSet<u64> = sim
+        .requests()
+        .iter()
+        .filter(|r| r.authorized)
+        .map(|r| r.connection)
+        .collect();
+    assert_eq!(conns.len(), 1, "{conns:?}");
+    assert!(
+        sim.requests()
+            .iter()
+            .filter(|r| r.authorized)
+            .all(|r| r.http_version == "HTTP/2.0"),
+        "HTTP/2 where offered"
+    );
+    // A file that is not a PEM bundle is a clear error at start.
+    let bad = dir.path().join("bad.pem");
+    std::fs::write(&bad, "not a certificate").unwrap();
+    let e = Client::new(
+        sim.url().parse().unwrap(),
+        &Secret::new(sim.token()),
+        Some(&bad),
+    )
+    .unwrap_err();
+    assert!(e.contains("api.ca_file"), "{e}");
+}

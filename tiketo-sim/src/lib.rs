@@ -188,6 +188,8 @@ pub struct Recorded {
     pub fault: Option<Fault>,
     /// Which TCP connection carried it (numbered from 1 in accept order).
     pub connection: u64,
+    /// `HTTP/1.1` or `HTTP/2.0`.
+    pub http_version: String,
 }
 
 /// A scan event the sim accepted.
@@ -243,6 +245,9 @@ pub struct SimOptions {
     /// The workspace API token it accepts.
     pub token: String,
     pub seed: Seed,
+    /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a certificate for 127.0.0.1 and
+    /// localhost from a CA made at start ([`Sim::ca_pem`]).
+    pub tls: bool,
 }
 
 impl Default for SimOptions {
@@ -251,6 +256,7 @@ impl Default for SimOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             token: "sim-workspace-token".into(),
             seed: Seed::demo(),
+            tls: false,
         }
     }
 }
@@ -260,11 +266,53 @@ pub struct Sim {
     addr: SocketAddr,
     state: Arc<SimState>,
     server: Option<tokio::task::JoinHandle<()>>,
+    tls: Option<Tls>,
+}
+
+#[derive(Clone)]
+struct Tls {
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_pem: String,
+}
+
+impl Tls {
+    fn new() -> std::io::Result<Tls> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let err = |e: rcgen::Error| std::io::Error::other(e.to_string());
+        let ca_key = KeyPair::generate().map_err(err)?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "tiketo-sim test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().map_err(err)?;
+        let params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(err)?;
+        let cert = params.signed_by(&key, &issuer).map_err(err)?;
+        let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+        let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| std::io::Error::other(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![cert.der().clone(), ca_cert.der().clone()],
+                tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            )
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+            ca_pem: ca_cert.pem(),
+        })
+    }
 }
 
 impl Sim {
     /// Starts listening; the server runs on the current tokio runtime.
     pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
+        let tls = if opts.tls { Some(Tls::new()?) } else { None };
         let schema = Schema::parse_and_validate(SCHEMA_SDL, "schema.graphql").map_err(|e| {
             std::io::Error::other(format!("schema.graphql is invalid: {}", e.errors))
         })?;
@@ -291,18 +339,20 @@ impl Sim {
                 connections: 0,
             }),
         });
-        Self::start_with_state(opts.listen, state).await
-    }
-
-    async fn start_with_state(listen: SocketAddr, state: Arc<SimState>) -> std::io::Result<Sim> {
-        let listener = bind_reuse(listen)?;
+        let listener = bind_reuse(opts.listen)?;
         let addr = listener.local_addr()?;
-        let server = tokio::spawn(serve(listener, state.clone()));
+        let server = tokio::spawn(serve(listener, state.clone(), tls.clone()));
         Ok(Sim {
             addr,
             state,
             server: Some(server),
+            tls,
         })
+    }
+
+    /// The PEM of the CA that signed the HTTPS certificate (with `tls`).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -311,7 +361,8 @@ impl Sim {
 
     /// The GraphQL endpoint, `http://127.0.0.1:PORT/graphql`.
     pub fn url(&self) -> String {
-        format!("http://{}/graphql", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}/graphql", self.addr)
     }
 
     pub fn token(&self) -> &str {
@@ -384,7 +435,11 @@ impl Sim {
     pub async fn restart(&mut self) -> std::io::Result<()> {
         self.stop().await;
         let listener = bind_reuse(self.addr)?;
-        self.server = Some(tokio::spawn(serve(listener, self.state.clone())));
+        self.server = Some(tokio::spawn(serve(
+            listener,
+            self.state.clone(),
+            self.tls.clone(),
+        )));
         Ok(())
     }
 }
@@ -410,7 +465,7 @@ fn bind_reuse(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts connections until aborted; aborting drops the JoinSet, which cuts every connection.
-async fn serve(listener: TcpListener, state: Arc<SimState>) {
+async fn serve(listener: TcpListener, state: Arc<SimState>, tls: Option<Tls>) {
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
@@ -423,13 +478,23 @@ async fn serve(listener: TcpListener, state: Arc<SimState>) {
                     m.connections += 1;
                     m.connections
                 };
+                let tls = tls.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
                         async move { Ok::<_, Infallible>(route(state, req, conn_id).await) }
                     });
                     let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-                    let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                    match tls {
+                        None => {
+                            let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                        }
+                        Some(tls) => {
+                            if let Ok(stream) = tls.acceptor.accept(stream).await {
+                                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+                            }
+                        }
+                    }
                 });
             }
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
@@ -451,6 +516,7 @@ async fn route(
     conn_id: u64,
 ) -> Response<Full<Bytes>> {
     let method = req.method().clone();
+    let version = format!("{:?}", req.version());
     let path = req.uri().path().to_owned();
     let auth = req
         .headers()
@@ -467,7 +533,9 @@ async fn route(
         }
     };
     match (method, path.as_str()) {
-        (Method::POST, "/graphql") => graphql(&state, auth.as_deref(), &body, conn_id).await,
+        (Method::POST, "/graphql") => {
+            graphql(&state, auth.as_deref(), &body, conn_id, version).await
+        }
         (Method::GET, "/__sim/requests") => {
             json_response(StatusCode::OK, &json!(state.lock().requests))
         }
@@ -560,6 +628,7 @@ async fn graphql(
     auth: Option<&str>,
     body: &[u8],
     connection: u64,
+    http_version: String,
 ) -> Response<Full<Bytes>> {
     let started = Instant::now();
     let parsed: Result<GraphqlBody, _> = serde_json::from_slice(body);
@@ -633,6 +702,7 @@ async fn graphql(
         delay_us: 0,
         fault: fault.clone(),
         connection,
+        http_version,
     };
 
     let (status, headers, body) = match (&fault, parsed) {

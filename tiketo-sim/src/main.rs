@@ -28,6 +28,12 @@ enum Command {
         /// A seed file (TOML); default: the demo seed.
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Serve HTTPS with a certificate from a CA made at start.
+        #[arg(long)]
+        tls: bool,
+        /// With --tls: write the CA's PEM here (for the daemon's api.ca_file).
+        #[arg(long, requires = "tls")]
+        ca_out: Option<PathBuf>,
     },
     /// The README demo: the fake API and the daemon, codes typed on stdin, outputs shown.
     Demo {
@@ -61,6 +67,8 @@ fn main() -> ExitCode {
             listen,
             token,
             seed,
+            tls,
+            ca_out,
         } => {
             let seed = match load_seed(seed.as_deref()) {
                 Ok(s) => s,
@@ -74,6 +82,7 @@ fn main() -> ExitCode {
                     listen,
                     token,
                     seed,
+                    tls,
                 })
                 .await
                 {
@@ -83,6 +92,12 @@ fn main() -> ExitCode {
                         return ExitCode::from(1);
                     }
                 };
+                if let (Some(path), Some(pem)) = (&ca_out, sim.ca_pem()) {
+                    if let Err(e) = std::fs::write(path, pem) {
+                        eprintln!("tiketo-sim: {}: {e}", path.display());
+                        return ExitCode::from(1);
+                    }
+                }
                 eprintln!("tiketo-sim: serving {}", sim.url());
                 let _ = tokio::signal::ctrl_c().await;
                 ExitCode::SUCCESS
