@@ -27,6 +27,15 @@ pub struct Config {
     pub offline: OfflineConfig,
     pub store: StoreConfig,
     pub outputs: OutputsConfig,
+    pub http: HttpConfig,
+}
+
+/// `[http]`: the metrics, health and status page endpoint (off unless `listen` is set).
+#[derive(Debug, Clone, Default)]
+pub struct HttpConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    /// Enables the output-test buttons of the status page.
+    pub admin_token: Option<crate::mask::Secret>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +144,15 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     outputs: RawOutputs,
+    #[serde(default)]
+    http: RawHttp,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    listen: Option<String>,
+    admin_token: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -447,6 +465,7 @@ impl Validator<'_> {
             ),
         };
         let outputs = self.outputs(raw.outputs);
+        let http = self.http(raw.http);
         Config {
             source: file.to_owned(),
             device,
@@ -456,6 +475,43 @@ impl Validator<'_> {
             offline,
             store,
             outputs,
+            http,
+        }
+    }
+
+    fn http(&mut self, raw: RawHttp) -> HttpConfig {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|l| match l.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        "http.listen",
+                        format!(
+                            "must be an address and port like \"127.0.0.1:9180\" (got \"{l}\")"
+                        ),
+                    );
+                    None
+                }
+            });
+        let admin_token = match raw.admin_token {
+            Some(t) if t.trim().len() < 12 => {
+                self.problem(
+                    "http.admin_token",
+                    "must be at least 12 characters (it opens the door)",
+                );
+                None
+            }
+            Some(t) => Some(crate::mask::Secret::new(t.trim())),
+            None => None,
+        };
+        if admin_token.is_some() && listen.is_none() {
+            self.problem("http.admin_token", "needs http.listen");
+        }
+        HttpConfig {
+            listen,
+            admin_token,
         }
     }
 
@@ -961,6 +1017,25 @@ mod tests {
         assert!(e.starts_with("test.toml:2: offline.cache_ttl:"), "{e}");
         let e = err("[offline]\nunknown = \"maybe\"\n");
         assert!(e.starts_with("test.toml:2: offline.unknown:"), "{e}");
+    }
+
+    #[test]
+    fn http_keys() {
+        let c = parse_str(
+            "[http]\nlisten = \"127.0.0.1:9180\"\nadmin_token = \"correct-horse-battery\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.listen.unwrap().port(), 9180);
+        assert_eq!(
+            c.http.admin_token.unwrap().expose(),
+            "correct-horse-battery"
+        );
+        assert!(parse_str("").unwrap().http.listen.is_none());
+        let e = err("[http]\nlisten = \"localhost\"\n");
+        assert!(e.starts_with("test.toml:2: http.listen:"), "{e}");
+        let e = err("[http]\nlisten = \"127.0.0.1:1\"\nadmin_token = \"short\"\n");
+        assert!(e.starts_with("test.toml:3: http.admin_token:"), "{e}");
+        assert!(!e.contains("short"), "the token is not echoed: {e}");
     }
 
     #[test]

@@ -128,6 +128,25 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         }
     }
 
+    if let Some(addr) = cfg.http.listen {
+        match crate::http::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, admin = cfg.http.admin_token.is_some(), "status page, /metrics and /healthz on http://{addr}/");
+                let state = std::sync::Arc::new(crate::http::HttpState {
+                    shared: shared.clone(),
+                    link: link.clone(),
+                    feedback: feedback.clone(),
+                    device: cfg.device.name.clone(),
+                    admin_token: cfg.http.admin_token.clone(),
+                });
+                tokio::spawn(crate::http::serve(listener, state));
+            }
+            Err(e) => {
+                tracing::error!("http.listen {addr}: cannot listen: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
     tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
@@ -173,6 +192,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             }
         }
     };
+    shared.enrolled.store(true, Ordering::Relaxed);
     let (client, replay_client) = match clients(&cfg, &creds.token) {
         Ok(c) => c,
         Err(e) => {
@@ -330,8 +350,12 @@ async fn enrol_phase(
                     return None;
                 }
                 Some(ReaderEvent::Malformed { .. }) => feedback.reject(),
-                Some(ReaderEvent::Connected { path }) => tracing::info!(path = %path.display(), "reader connected"),
+                Some(ReaderEvent::Connected { path }) => {
+                    shared.set_reader_connected(true);
+                    tracing::info!(path = %path.display(), "reader connected")
+                }
                 Some(ReaderEvent::Disconnected { path, error }) => {
+                    shared.set_reader_connected(false);
                     tracing::warn!(path = %path.display(), "reader disconnected ({error}); reopening when it is back")
                 }
             },

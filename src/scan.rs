@@ -74,7 +74,24 @@ pub struct Shared {
     pub auth_error: Arc<Mutex<String>>,
     /// Wakes the status writer (something `status` shows changed).
     pub status_wake: Arc<Notify>,
+    /// The last scans, for the status page (masked codes only).
+    pub recent: Arc<Mutex<std::collections::VecDeque<RecentScan>>>,
+    pub reader_connected: Arc<std::sync::atomic::AtomicBool>,
+    pub enrolled: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// A scan as the status page shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecentScan {
+    pub at: String,
+    pub code: String,
+    pub verdict: &'static str,
+    pub reason: &'static str,
+    pub mode: &'static str,
+    pub latency_ms: f64,
+}
+
+pub const RECENT: usize = 20;
 
 impl Shared {
     pub fn new(store: StoreHandle, link: Link) -> Self {
@@ -87,7 +104,44 @@ impl Shared {
             last_sync_ms: Default::default(),
             auth_error: Default::default(),
             status_wake: Default::default(),
+            recent: Default::default(),
+            reader_connected: Default::default(),
+            enrolled: Default::default(),
         }
+    }
+
+    /// Records a decided scan for the status page and the metrics.
+    pub fn record_scan(
+        &self,
+        code: Option<&str>,
+        verdict: Verdict,
+        reason: Reason,
+        mode: &'static str,
+        latency: Duration,
+    ) {
+        crate::metrics::scan(
+            verdict.as_str(),
+            reason.as_str(),
+            mode,
+            latency.as_secs_f64(),
+        );
+        let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(RecentScan {
+            at: rfc3339_ms(OffsetDateTime::now_utc()),
+            code: code.map(mask_code).unwrap_or_else(|| "-".into()),
+            verdict: verdict.as_str(),
+            reason: reason.as_str(),
+            mode,
+            latency_ms: (latency.as_secs_f64() * 1e6).round() / 1e3,
+        });
+    }
+
+    pub fn set_reader_connected(&self, on: bool) {
+        self.reader_connected.store(on, Ordering::Relaxed);
+        crate::metrics::metrics().reader_connected.set(on as i64);
     }
 
     /// The server acknowledged scan events just now.
@@ -236,6 +290,13 @@ impl Scanner {
             }
             ReaderEvent::Malformed { kind, last_byte } => {
                 self.feedback.reject();
+                self.shared.record_scan(
+                    None,
+                    Verdict::Reject,
+                    Reason::Malformed,
+                    "local",
+                    last_byte.elapsed(),
+                );
                 tracing::info!(
                     code = "-",
                     verdict = %Verdict::Reject,
@@ -248,10 +309,12 @@ impl Scanner {
                 None
             }
             ReaderEvent::Connected { path } => {
+                self.shared.set_reader_connected(true);
                 tracing::info!(path = %path.display(), "reader connected");
                 None
             }
             ReaderEvent::Disconnected { path, error } => {
+                self.shared.set_reader_connected(false);
                 tracing::warn!(path = %path.display(), "reader disconnected ({error}); reopening when it is back");
                 None
             }
@@ -283,6 +346,14 @@ impl Scanner {
             self.scan_online(&base, last_byte).await
         };
         // Feedback is given by the paths above, right after the durable write.
+        let mode = if outcome.online { "online" } else { "offline" };
+        self.shared.record_scan(
+            Some(&code),
+            outcome.verdict,
+            outcome.reason,
+            mode,
+            last_byte.elapsed(),
+        );
         let detail = outcome.detail.as_deref().map(|d| scrub(d, &code));
         tracing::info!(
             code = %mask_code(&code),
@@ -502,6 +573,13 @@ pub async fn reject_locally(
     let row = base.row(Verdict::Reject, reason, false, None);
     let stored = shared.store.run(move |s| s.insert_scan(&row, false)).await;
     feedback.reject();
+    shared.record_scan(
+        Some(&code),
+        Verdict::Reject,
+        reason,
+        "local",
+        last_byte.elapsed(),
+    );
     if let Err(e) = stored {
         tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {e}");
     }

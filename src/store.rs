@@ -985,13 +985,15 @@ impl StoreHandle {
                     tracing::info!("scan store {} is open again", path.display());
                 }
             }
-            match g.store.as_mut() {
+            let r = match g.store.as_mut() {
                 Some(s) => f(s),
                 None => Err(StoreError(format!(
                     "the scan store {} is not available",
                     path.display()
                 ))),
-            }
+            };
+            crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
+            r
         })
         .await
         .map_err(|e| StoreError(format!("store task failed: {e}")))?

@@ -226,6 +226,26 @@ impl Client {
         document: &str,
         variables: Value,
     ) -> Result<GqlResponse, ApiError> {
+        let r = self
+            .execute_inner(operation_name, document, variables)
+            .await;
+        let outcome = match &r {
+            Ok(resp) => match classify_gql_errors(&resp.errors) {
+                None => "ok",
+                Some(c) => c.as_str(),
+            },
+            Err(e) => e.class.as_str(),
+        };
+        crate::metrics::api(operation_name, outcome);
+        r
+    }
+
+    async fn execute_inner(
+        &self,
+        operation_name: &str,
+        document: &str,
+        variables: Value,
+    ) -> Result<GqlResponse, ApiError> {
         #[derive(Serialize)]
         #[serde(rename_all = "camelCase")]
         struct Body<'a> {

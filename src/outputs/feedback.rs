@@ -187,6 +187,22 @@ impl Feedback {
         self.inner.wake.notify_one();
     }
 
+    /// Pulses one output for its `pulse_ms` (a wiring test from the status page). False when
+    /// that output is not configured.
+    pub fn test_pulse(&self, out: OutputName) -> bool {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            if s.specs[out.index()].is_none() || s.halted {
+                return false;
+            }
+            let p = s.pulse(out);
+            s.set_now(out, true, &[(p, false)], now);
+        }
+        self.inner.wake.notify_one();
+        true
+    }
+
     /// Every output off (relay released: door locked), and nothing switches on again.
     pub fn safe_state(&self) {
         let mut s = self.lock();

@@ -32,6 +32,8 @@ pub const SEED_CODES: &[&str] = &[
 pub struct Opts {
     /// Extra lines for the `[offline]` table.
     pub offline_extra: &'static str,
+    /// Extra tables at the end of the config (e.g. `[http]`).
+    pub tail: String,
     pub policy: &'static str,
     pub budget_ms: u64,
     pub debounce_ms: u64,
@@ -43,6 +45,7 @@ impl Default for Opts {
     fn default() -> Self {
         Opts {
             offline_extra: "",
+            tail: String::new(),
             policy: "reject",
             budget_ms: 800,
             debounce_ms: 0,
@@ -206,6 +209,8 @@ green  = {{ pin = 27, pulse_ms = 200 }}
 red    = {{ pin = 22, pulse_ms = 200 }}
 buzzer = {{ pin = 23, pulse_ms = 20 }}
 status = {{ pin = 24 }}
+
+{tail}
 "#,
             dir = self.dir.path().display(),
             url = self.sim.url(),
@@ -215,6 +220,7 @@ status = {{ pin = 24 }}
             rules = o.rules,
             policy = o.policy,
             offline_extra = o.offline_extra,
+            tail = o.tail,
             outputs = self.outputs_path.display(),
             relay = o.relay_ms,
         )
@@ -437,6 +443,15 @@ impl Drop for Harness {
             let _ = c.wait();
         }
     }
+}
+
+/// A free loopback port (bound and released: good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {

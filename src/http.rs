@@ -1,0 +1,269 @@
+//! The daemon's HTTP endpoint (off unless `[http] listen` is set): `/metrics` (Prometheus),
+//! `/healthz`, `/` (the installer's status page), `/api/status` (what the page polls) and
+//! `POST /api/pulse/{output}` (wiring test; needs `[http] admin_token`).
+//!
+//! It never delays a scan: it runs on its own tasks and only reads shared state (the store
+//! through the same one-at-a-time seam as everything else, for counts). A slow or hostile
+//! client cannot exhaust the daemon: at most `MAX_CONNECTIONS` at once (more are closed at
+//! once), 5 s to send the request headers, 8 KiB of body, 30 s per connection.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::link::{Link, Mode};
+use crate::mask::Secret;
+use crate::outputs::feedback::Feedback;
+use crate::outputs::OutputName;
+use crate::scan::Shared;
+use crate::store::now_ms;
+
+pub const MAX_CONNECTIONS: usize = 16;
+const PAGE: &str = include_str!("status.html");
+
+pub struct HttpState {
+    pub shared: Shared,
+    pub link: Link,
+    pub feedback: Feedback,
+    pub device: String,
+    pub admin_token: Option<Secret>,
+}
+
+/// Constant-time comparison (the length may leak; the content does not).
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
+
+/// Serves until the daemon stops.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok((stream, peer)) = listener.accept().await else {
+            continue;
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            tracing::warn!(%peer, "http: too many connections; closing this one");
+            drop(stream);
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let svc = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5))
+                .max_buf_size(16 * 1024)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
+        });
+    }
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .body(Full::new(body.into()))
+        .expect("valid response")
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body.into())
+}
+
+async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let token = req
+        .headers()
+        .get("x-admin-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let openmetrics = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    // Bodies are not used; read (at most 8 KiB) so keep-alive stays sound.
+    if Limited::new(req.into_body(), 8 * 1024)
+        .collect()
+        .await
+        .is_err()
+    {
+        return text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large\n");
+    }
+    match (method, path.as_str()) {
+        (Method::GET, "/metrics") => metrics(state, openmetrics).await,
+        (Method::GET, "/healthz") => healthz(state).await,
+        (Method::GET, "/") => respond(StatusCode::OK, "text/html; charset=utf-8", PAGE),
+        (Method::GET, "/api/status") => respond(
+            StatusCode::OK,
+            "application/json",
+            status_json(state).await.to_string(),
+        ),
+        (Method::POST, p) if p.starts_with("/api/pulse/") => {
+            pulse(state, &p["/api/pulse/".len()..], token.as_deref())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+/// Refreshes the gauges that are read from the store or the clock.
+async fn refresh_gauges(state: &HttpState) -> Result<(), String> {
+    let m = crate::metrics::metrics();
+    m.online.set((state.link.mode() == Mode::Online) as i64);
+    m.clock_synced.set(crate::clock::clock_synced() as i64);
+    m.enrolled
+        .set(state.shared.enrolled.load(Ordering::Relaxed) as i64);
+    m.reader_connected
+        .set(state.shared.reader_connected.load(Ordering::Relaxed) as i64);
+    let counts = state
+        .shared
+        .store
+        .run(|s| s.counts())
+        .await
+        .map_err(|e| e.to_string())?;
+    m.pending.set(counts.pending);
+    m.dead.set(counts.dead);
+    m.oldest_pending_age.set(
+        counts
+            .oldest_pending_ms
+            .map(|t| (now_ms() - t).max(0) / 1000)
+            .unwrap_or(0),
+    );
+    Ok(())
+}
+
+/// OpenMetrics for scrapers that ask for it (Prometheus does), the Prometheus text format
+/// otherwise.
+async fn metrics(state: &HttpState, openmetrics: bool) -> Response<Full<Bytes>> {
+    let _ = refresh_gauges(state).await;
+    if openmetrics {
+        respond(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            crate::metrics::encode_openmetrics(),
+        )
+    } else {
+        respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::metrics::encode_prometheus(),
+        )
+    }
+}
+
+async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
+    if let Err(e) = state.shared.store.run(|s| s.pending_count()).await {
+        return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
+    }
+    if !state.shared.reader_connected.load(Ordering::Relaxed) {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "reader: not connected (retrying)\n",
+        );
+    }
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn status_json(state: &HttpState) -> serde_json::Value {
+    let store = refresh_gauges(state).await;
+    let m = crate::metrics::metrics();
+    let recent: Vec<_> = state
+        .shared
+        .recent
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .rev()
+        .cloned()
+        .collect();
+    let outputs: serde_json::Map<String, serde_json::Value> = state
+        .feedback
+        .states()
+        .into_iter()
+        .map(|(o, on)| (o.as_str().to_owned(), json!(on)))
+        .collect();
+    let last_sync = state.shared.last_sync_ms.load(Ordering::Relaxed);
+    json!({
+        "device": state.device,
+        "mode": state.link.mode().as_str(),
+        "mode_since": crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(state.link.since_ms() as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
+        "reader_connected": state.shared.reader_connected.load(Ordering::Relaxed),
+        "enrolled": state.shared.enrolled.load(Ordering::Relaxed),
+        "pending": m.pending.get(),
+        "oldest_pending_age_s": m.oldest_pending_age.get(),
+        "dead": m.dead.get(),
+        "store_ok": store.is_ok(),
+        "last_sync": (last_sync > 0).then(|| crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(last_sync as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH))),
+        "clock_synced": crate::clock::clock_synced(),
+        "auth_error": !state.shared.auth_error.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
+        "outputs": outputs,
+        "recent": recent,
+        "admin": state.admin_token.is_some(),
+        "version": env!("CARGO_PKG_VERSION"),
+    })
+}
+
+fn pulse(state: &HttpState, output: &str, token: Option<&str>) -> Response<Full<Bytes>> {
+    let Some(admin) = &state.admin_token else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "output tests are off (no http.admin_token)\n",
+        );
+    };
+    let Some(out) = OutputName::ALL.into_iter().find(|o| o.as_str() == output) else {
+        return text(StatusCode::NOT_FOUND, "no such output\n");
+    };
+    match token {
+        Some(t) if ct_eq(t.as_bytes(), admin.expose().as_bytes()) => {}
+        _ => {
+            tracing::warn!(output = %out, "output test refused: wrong or missing admin token");
+            return text(StatusCode::FORBIDDEN, "wrong admin token\n");
+        }
+    }
+    if state.feedback.test_pulse(out) {
+        tracing::info!(output = %out, "output test: pulsed from the status page");
+        text(StatusCode::OK, "pulsed\n")
+    } else {
+        text(StatusCode::CONFLICT, "that output is not configured\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn constant_time_eq() {
+        assert!(super::ct_eq(b"abc", b"abc"));
+        assert!(!super::ct_eq(b"abc", b"abd"));
+        assert!(!super::ct_eq(b"abc", b"abcd"));
+        assert!(super::ct_eq(b"", b""));
+    }
+}
