@@ -102,6 +102,8 @@ pub struct Harness {
     pub opts: Opts,
     /// Extra environment for the daemon.
     pub env: Vec<(String, String)>,
+    /// A command the daemon runs under (e.g. strace with fault injection).
+    pub wrapper: Vec<String>,
 }
 
 impl Harness {
@@ -140,6 +142,7 @@ impl Harness {
             stderr: Arc::new(Mutex::new(String::new())),
             opts,
             env,
+            wrapper: Vec::new(),
         };
         h.spawn_daemon();
         h.wait_log(" ready ", Duration::from_secs(10));
@@ -163,6 +166,7 @@ impl Harness {
             stderr: Arc::new(Mutex::new(String::new())),
             opts,
             env: Vec::new(),
+            wrapper: Vec::new(),
         };
         h.spawn_daemon();
         h.wait_log("reader connected", Duration::from_secs(10));
@@ -229,7 +233,15 @@ status = {{ pin = 24 }}
     pub fn spawn_daemon(&mut self) {
         let cfg = self.dir.path().join("config.toml");
         std::fs::write(&cfg, self.config_text()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+        let mut cmd = match self.wrapper.split_first() {
+            None => Command::new(env!("CARGO_BIN_EXE_tiketo-gate")),
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(env!("CARGO_BIN_EXE_tiketo-gate"));
+                c
+            }
+        };
+        let mut child = cmd
             .args(["run", "--config"])
             .arg(&cfg)
             .env_remove("TIKETO_GATE_TOKEN")
