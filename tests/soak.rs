@@ -1,0 +1,257 @@
+//! The chaos soak: the real daemon, tiketo-sim, the pseudo-terminal reader and the `sim`
+//! outputs, under a driver that scans a mix of valid, invalid, repeated and garbage codes
+//! while, at random, the API fails in each way tiketo-sim can fail, stops answering, comes
+//! back, the reader is unplugged and plugged in again, and the daemon is killed with SIGKILL
+//! and restarted. Bounded in time (`SOAK_SECS`, default 40) and loopback only. Afterwards:
+//! - every scan the daemon admitted reached the fake API, by scanId, and nothing else did;
+//! - no more relay pulses than admitted scans, and the relay was never on at a start;
+//! - `PRAGMA integrity_check` was ok after every kill;
+//! - memory did not grow without bound;
+//! - the logs hold no token and no full pass code.
+//!
+//! `SOAK_SECS=600 cargo test --release --test soak -- --nocapture` is the long version.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
+
+use common::{wait_until, Harness, Opts};
+use tiketo_sim::{Fault, FaultRule};
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaos_soak() {
+    let secs: u64 = std::env::var("SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    eprintln!("soak: {secs} s, seed {seed}");
+    let mut rng = seed | 1;
+    let mut next = move |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n.max(1)
+    };
+    // Accept: every offline admission is a pending row the replay must deliver (the cache
+    // policy has its own tests); the server then refuses the unknown and voided ones.
+    let mut h = Harness::start(Opts {
+        policy: "accept",
+        budget_ms: 250,
+        debounce_ms: 100,
+        relay_ms: 20,
+        ..Opts::default()
+    })
+    .await;
+    let codes = [
+        "VALID-0001",
+        "VALID-0002",
+        "VALID-0003",
+        "LOYAL-0001",
+        "VOIDED-0001",
+        "EXPIRED-0001",
+        "OTHER-0001",
+        "NOPE-0042",
+        "ONCE-0001",
+    ];
+    let mut api_up = true;
+    let mut plugged = true;
+    let (mut kills, mut faults, mut unplugs, mut scans) = (0, 0, 0, 0);
+    let mut rss: Vec<u64> = Vec::new();
+    let mut starts: Vec<usize> = vec![0];
+    let begin = Instant::now();
+    while begin.elapsed() < Duration::from_secs(secs) {
+        // A scan, a repeat, or garbage.
+        if plugged {
+            match next(10) {
+                0 => h.write(&[0xff, 0x00, 0x9f, b'\r', b'\n']),
+                1 => h.write(&vec![b'Z'; 700]),
+                2 => h.write(b"\r\n"),
+                _ => {
+                    let code = codes[next(codes.len() as u64) as usize];
+                    h.write(format!("{code}\r\n").as_bytes());
+                    if next(4) == 0 {
+                        h.write(format!("{code}\n").as_bytes()); // held in front of the reader
+                    }
+                    scans += 1;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20 + next(40)));
+        match next(150) {
+            0..=2 => {
+                faults += 1;
+                let fault = match next(6) {
+                    0 => Fault::Status {
+                        status: 500,
+                        retry_after: None,
+                    },
+                    1 => Fault::Status {
+                        status: 503,
+                        retry_after: Some(1),
+                    },
+                    2 => Fault::Status {
+                        status: 429,
+                        retry_after: Some(1),
+                    },
+                    3 => Fault::GraphqlError {
+                        error_type: "Lambda:ExecutionTimeoutException".into(),
+                        message: "slow".into(),
+                    },
+                    4 => Fault::GraphqlError {
+                        error_type: "ThrottlingException".into(),
+                        message: "slow down".into(),
+                    },
+                    _ => Fault::Hang,
+                };
+                let times = if fault == Fault::Hang {
+                    1
+                } else {
+                    1 + next(5) as u32
+                };
+                h.sim.push_fault(FaultRule::times(fault, times));
+            }
+            3 => h.sim.set_delay(Duration::from_millis(next(100))),
+            4 => {
+                if api_up {
+                    h.sim.stop().await;
+                } else {
+                    h.sim.restart().await.unwrap();
+                }
+                api_up = !api_up;
+            }
+            5 if plugged => {
+                h.unplug();
+                plugged = false;
+                unplugs += 1;
+            }
+            6 if !plugged => {
+                h.plug();
+                plugged = true;
+            }
+            7 => {
+                if let Some(pid) = h.child.as_ref().map(|c| c.id()) {
+                    if let Some(kb) = rss_kb(pid) {
+                        rss.push(kb);
+                    }
+                }
+                h.kill9();
+                kills += 1;
+                assert_eq!(
+                    h.store().integrity_check().unwrap(),
+                    "ok",
+                    "after kill {kills}"
+                );
+                if !plugged {
+                    h.plug();
+                    plugged = true;
+                }
+                starts.push(h.outputs().len());
+                h.restart_daemon();
+            }
+            _ => {}
+        }
+    }
+    // Calm: the API answers, the reader is in, the queue drains.
+    h.sim.clear_faults();
+    h.sim.set_delay(Duration::ZERO);
+    if !api_up {
+        h.sim.restart().await.unwrap();
+    }
+    if !plugged {
+        h.plug();
+    }
+    assert!(
+        wait_until(Duration::from_secs(120), || h.status_json()["pending"] == 0),
+        "never drained: {}",
+        h.status_json()
+    );
+    if let Some(kb) = h.child.as_ref().and_then(|c| rss_kb(c.id())) {
+        rss.push(kb);
+    }
+
+    let store = h.store();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let sent: BTreeSet<String> = store.all_scan_ids("sent").unwrap().into_iter().collect();
+    let dead = store.list(true, 10_000).unwrap();
+    for d in &dead {
+        let e = d.last_error.as_deref().unwrap_or("");
+        assert!(
+            e.contains("NotFound") || e.contains("voided") || e.contains("NoEntriesLeft"),
+            "a dead letter the server did not refuse for a reason: {d:?}"
+        );
+    }
+    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.scan_id.clone()).collect();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for e in h.sim.scan_events() {
+        *per_id.entry(e.scan_id().unwrap().to_owned()).or_default() += 1;
+    }
+    let received: BTreeSet<String> = per_id.keys().cloned().collect();
+    let admitted: BTreeSet<String> = sent.union(&dead_ids).cloned().collect();
+    let missing: Vec<_> = sent.difference(&received).collect();
+    assert!(
+        missing.is_empty(),
+        "admitted, marked sent, never received: {missing:?}"
+    );
+    let unknown: Vec<_> = received.difference(&admitted).collect();
+    assert!(
+        unknown.is_empty(),
+        "received but never admitted: {unknown:?}"
+    );
+    let dups = per_id.values().filter(|n| **n > 1).count();
+
+    // Relay: never more pulses than admissions; never on at a start.
+    let outs = h.outputs();
+    let relay_on = outs.iter().filter(|c| c.output == "relay" && c.on).count();
+    assert!(
+        relay_on <= admitted.len(),
+        "{relay_on} relay pulses for {} admitted scans",
+        admitted.len()
+    );
+    for &at in &starts {
+        let first_relay = outs[at..]
+            .iter()
+            .find(|c| c.output == "relay")
+            .expect("a start writes the relay");
+        assert!(!first_relay.on, "the relay was on at a start");
+    }
+    // Memory: bounded (the store is on disk; the daemon keeps little in memory).
+    let max_rss = rss.iter().copied().max().unwrap_or(0);
+    assert!(max_rss < 64 * 1024, "RSS reached {max_rss} kB");
+    h.check_invariants();
+    let mut reasons: std::collections::BTreeMap<String, usize> = Default::default();
+    for l in h.scan_lines() {
+        let key = format!(
+            "{}/{}",
+            common::field(&l, "reason").unwrap_or("?"),
+            common::field(&l, "mode").unwrap_or("?")
+        );
+        *reasons.entry(key).or_default() += 1;
+    }
+    eprintln!("soak: decisions {reasons:?}");
+    if std::env::var("SOAK_LOG").is_ok() {
+        eprintln!("{}", h.logs());
+    }
+    eprintln!(
+        "soak: {scans} scans, {} admitted ({} dead letters), {} received, {dups} duplicates, {kills} kills, {faults} faults, {unplugs} unplugs, RSS max {} kB, {} s",
+        admitted.len(),
+        dead_ids.len(),
+        received.len(),
+        max_rss,
+        begin.elapsed().as_secs()
+    );
+}
