@@ -1,18 +1,24 @@
 //! Whole-daemon figures: the real daemon with its serial reader on a pseudo-terminal,
-//! tiketo-sim on loopback, the `sim` outputs on a pipe.
+//! tiketo-sim on loopback, the `sim` outputs on a pipe. `cargo bench --bench scan_latency --
+//! --mode M`, with M one of:
 //!
-//! `cargo bench --bench scan_latency -- --mode online [--scans 200] [--delay-ms 0]`
-//!   code's last byte -> relay on over N online scans; beside it the fake API's own time for
-//!   the two requests of each scan, and the daemon's overhead (the difference).
-//! `cargo bench --bench scan_latency -- --mode offline [--scans 200]`
-//!   the same with the API stopped, after the daemon switched offline (durable write included).
-//! `cargo bench --bench scan_latency -- --mode drain [--events 10000] [--delay-ms 50]`
-//!   time for the replay to deliver N pending scan events, and live scans during the drain.
-//! `cargo bench --bench scan_latency -- --mode write [--scans 2000]`
-//!   the durable write of one scan (one fsync'd SQLite transaction) in the state directory.
+//! - `online [--scans 200] [--delay-ms 0]`: code's last byte -> relay on over N online scans;
+//!   beside it the fake API's own time for the two requests of each scan, and the daemon's
+//!   overhead (the difference).
+//! - `python [--scans 200]`: the same for `baseline.py` (termios, urllib, sqlite3).
+//! - `tls [--scans 100] [--link-ms 25]`: online over HTTPS (a test CA through api.ca_file)
+//!   behind a TCP proxy that adds `link-ms` each way.
+//! - `offline [--scans 200]`: with the API stopped, after the offline switch (durable write
+//!   included).
+//! - `drain [--events 10000] [--delay-ms 50]`: time for the replay to deliver N pending scan
+//!   events, and live scans during the drain.
+//! - `write [--scans 2000]`: the durable write of one scan (one fsync'd SQLite commit).
+//! - `idle [--secs 20]`: resident memory, CPU time and wake-ups per second of an idle daemon.
+//! - `rss [--scans 100000]`: resident memory after N (offline) scans.
+//! - `ready [--rows 100000]`: start to systemd READY with N rows in the store.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -47,71 +53,95 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 fn summary(name: &str, mut v: Vec<f64>) -> String {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     format!(
-        "{name:<34} median {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
+        "{name:<36} median {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
         percentile(&v, 0.5),
         percentile(&v, 0.99),
         v[v.len() - 1]
     )
 }
 
+fn pty() -> (std::fs::File, PathBuf) {
+    use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
+    grantpt(&master).unwrap();
+    unlockpt(&master).unwrap();
+    let slave = PathBuf::from(
+        ptsname(&master, Vec::new())
+            .unwrap()
+            .to_string_lossy()
+            .into_owned(),
+    );
+    (std::fs::File::from(master), slave)
+}
+
+fn lines_of(child: &mut Child) -> mpsc::Receiver<(Instant, String)> {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel::<(Instant, String)>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send((Instant::now(), line)).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn pending_row(i: usize, code: &str, pending: bool) -> NewScan {
+    NewScan {
+        scan_id: uuid::Uuid::new_v4(),
+        code: code.into(),
+        verdict: Verdict::Accept,
+        reason: if pending {
+            Reason::OfflinePolicy
+        } else {
+            Reason::Valid
+        },
+        online: !pending,
+        scanned_at: time::OffsetDateTime::now_utc(),
+        boot_id: "bench".into(),
+        mono_ms: i as u64,
+        clock_synced: true,
+        device: "bench-door".into(),
+        reward_points: None,
+        pending,
+    }
+}
+
 struct Rig {
     _dir: tempfile::TempDir,
-    state: PathBuf,
     master: std::fs::File,
     child: Child,
     rx: mpsc::Receiver<(Instant, String)>,
 }
 
+struct RigOpts<'a> {
+    policy: &'a str,
+    budget_ms: u64,
+    url: String,
+    api_extra: String,
+    env: Vec<(&'a str, String)>,
+}
+
 impl Rig {
-    fn start(
-        sim: &Sim,
-        policy: &str,
-        budget_ms: u64,
-        prepare: impl FnOnce(&std::path::Path),
-    ) -> Rig {
+    fn daemon(sim: &Sim, o: RigOpts<'_>, prepare: impl FnOnce(&Path)) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         prepare(&state);
-        use rustix::pty::{grantpt, openpt, ptsname, unlockpt, OpenptFlags};
-        let master =
-            openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC).unwrap();
-        grantpt(&master).unwrap();
-        unlockpt(&master).unwrap();
-        let slave = PathBuf::from(
-            ptsname(&master, Vec::new())
-                .unwrap()
-                .to_string_lossy()
-                .into_owned(),
-        );
+        let (master, slave) = pty();
         let cfg = dir.path().join("config.toml");
         std::fs::write(
             &cfg,
             format!(
-                r#"[device]
-name = "bench-door"
-state_dir = "{state}"
-[api]
-url = "{url}"
-token_file = "{dir}/token"
-timeout_ms = {budget_ms}
-[reader]
-kind = "serial"
-path = "{slave}"
-baud = 115200
-debounce_ms = 0
-[rules]
-projects = ["proj-main"]
-[offline]
-policy = "{policy}"
-[outputs]
-backend = "sim"
-sim_log = "-"
-relay = {{ pin = 17, pulse_ms = 2 }}
-"#,
+                "[device]\nname = \"bench-door\"\nstate_dir = \"{state}\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{dir}/token\"\ntimeout_ms = {budget}\n{extra}\n[reader]\nkind = \"serial\"\npath = \"{slave}\"\nbaud = 115200\ndebounce_ms = 0\n[rules]\nprojects = [\"proj-main\"]\n[offline]\npolicy = \"{policy}\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"-\"\nrelay = {{ pin = 17, pulse_ms = 2 }}\n",
                 state = state.display(),
+                url = o.url,
                 dir = dir.path().display(),
-                url = sim.url(),
-                slave = slave.display()
+                budget = o.budget_ms,
+                extra = o.api_extra,
+                slave = slave.display(),
+                policy = o.policy,
             ),
         )
         .unwrap();
@@ -120,33 +150,49 @@ relay = {{ pin = 17, pulse_ms = 2 }}
             .args(["run", "--config"])
             .arg(&cfg)
             .env("TIKETO_GATE_LOG", "warn")
+            .envs(o.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<(Instant, String)>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send((Instant::now(), line)).is_err() {
-                    break;
-                }
-            }
-        });
-        std::thread::sleep(Duration::from_millis(500));
-        while rx.try_recv().is_ok() {}
+        let rx = lines_of(&mut child);
+        let rig = Rig {
+            _dir: dir,
+            master,
+            child,
+            rx,
+        };
+        std::thread::sleep(Duration::from_millis(800));
+        while rig.rx.try_recv().is_ok() {}
+        rig
+    }
+
+    fn python(sim: &Sim) -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let (master, slave) = pty();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/benches/baseline.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .arg(&slave)
+            .arg(sim.url())
+            .arg(sim.token())
+            .arg(dir.path().join("baseline.db"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let rx = lines_of(&mut child);
+        std::thread::sleep(Duration::from_millis(800));
         Rig {
             _dir: dir,
-            state,
-            master: std::fs::File::from(master),
+            master,
             child,
             rx,
         }
     }
 
     /// Writes a code; returns the time from its last byte to the relay's "on" line (None when
-    /// the scan was rejected: red instead).
+    /// rejected: red instead).
     fn scan(&mut self, code: &str) -> Option<f64> {
         self.master
             .write_all(format!("{code}\r\n").as_bytes())
@@ -177,6 +223,10 @@ relay = {{ pin = 17, pulse_ms = 2 }}
         }
         t1.map(|t| (t - t0).as_secs_f64() * 1000.0)
     }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Rig {
@@ -186,12 +236,22 @@ impl Drop for Rig {
     }
 }
 
-fn online(rt: &tokio::runtime::Runtime) {
-    let scans = arg("--scans", 200) as usize;
-    let delay_ms = arg("--delay-ms", 0);
-    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
-    sim.set_delay(Duration::from_millis(delay_ms));
-    let mut rig = Rig::start(&sim, "reject", 5000, |_| {});
+fn online_rig(sim: &Sim) -> Rig {
+    Rig::daemon(
+        sim,
+        RigOpts {
+            policy: "reject",
+            budget_ms: 5000,
+            url: sim.url(),
+            api_extra: String::new(),
+            env: vec![],
+        },
+        |_| {},
+    )
+}
+
+/// latency, fake API time, overhead for N scans (after a warm-up).
+fn measure(rig: &mut Rig, sim: &Sim, scans: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let codes = ["VALID-0001", "VALID-0002", "VALID-0003"];
     let warmup = 20;
     let (mut latency, mut api, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
@@ -211,18 +271,154 @@ fn online(rt: &tokio::runtime::Runtime) {
             overhead.push(l - a);
         }
     }
-    println!("online: {scans} scans (after {warmup} warm-up), tiketo-sim delay {delay_ms} ms per response");
+    (latency, api, overhead)
+}
+
+fn online(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 200) as usize;
+    let delay_ms = arg("--delay-ms", 0);
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    sim.set_delay(Duration::from_millis(delay_ms));
+    let mut rig = online_rig(&sim);
+    let (latency, api, overhead) = measure(&mut rig, &sim, scans);
+    println!(
+        "online: {scans} scans (after 20 warm-up), tiketo-sim delay {delay_ms} ms per response"
+    );
     println!("{}", summary("last byte -> relay on", latency));
     println!("{}", summary("fake API time (2 requests)", api));
     println!("{}", summary("daemon overhead", overhead));
 }
 
+fn python(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 200) as usize;
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let mut rig = Rig::python(&sim);
+    let (latency, api, overhead) = measure(&mut rig, &sim, scans);
+    println!("python baseline (tests/benches/baseline.py): {scans} scans (after 20 warm-up)");
+    println!("{}", summary("last byte -> relay on", latency));
+    println!("{}", summary("fake API time (2 requests)", api));
+    println!("{}", summary("baseline overhead", overhead));
+}
+
+/// A TCP proxy that delays every chunk by `delay` in each direction (order kept).
+async fn delaying_proxy(target: std::net::SocketAddr, delay: Duration) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((inbound, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = inbound.set_nodelay(true);
+            tokio::spawn(async move {
+                let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                    return;
+                };
+                let _ = outbound.set_nodelay(true);
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pipe(ri, wo, delay));
+                tokio::spawn(pipe(ro, wi, delay));
+            });
+        }
+    });
+    addr
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay: Duration,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+    tokio::spawn(async move {
+        while let Some((at, data)) = rx.recv().await {
+            // A timer sleeps a millisecond or so past its deadline; sleep to just before it,
+            // then yield until it, so the link adds what it says and no more.
+            tokio::time::sleep_until(at - Duration::from_millis(2)).await;
+            while tokio::time::Instant::now() < at {
+                tokio::task::yield_now().await;
+            }
+            if to.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    let mut buf = vec![0u8; 16384];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx
+                    .send((tokio::time::Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn tls(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 100) as usize;
+    let link = Duration::from_millis(arg("--link-ms", 25));
+    let sim = rt
+        .block_on(Sim::start(SimOptions {
+            tls: true,
+            ..SimOptions::default()
+        }))
+        .unwrap();
+    let proxy = rt.block_on(delaying_proxy(sim.addr(), link));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
+    let opts = RigOpts {
+        policy: "reject",
+        budget_ms: 5000,
+        url: format!("https://localhost:{}/graphql", proxy.port()),
+        api_extra: format!("ca_file = \"{}\"", ca.display()),
+        env: vec![],
+    };
+    let mut rig = Rig::daemon(&sim, opts, |_| {});
+    let (latency, api, _) = measure(&mut rig, &sim, scans);
+    let rtt = 2.0 * link.as_secs_f64() * 1000.0;
+    let conns: std::collections::BTreeSet<u64> =
+        sim.requests().iter().map(|r| r.connection).collect();
+    let h2 = sim
+        .requests()
+        .iter()
+        .filter(|r| r.http_version == "HTTP/2.0")
+        .count();
+    println!(
+        "tls: {scans} scans over HTTPS through a proxy adding {} ms each way (round trip {rtt} ms); {} connections, {h2}/{} requests on HTTP/2",
+        link.as_millis(),
+        conns.len(),
+        sim.requests().len()
+    );
+    let over: Vec<f64> = latency.iter().map(|l| l - 2.0 * rtt).collect();
+    println!("{}", summary("last byte -> relay on", latency));
+    println!("{}", summary("fake API time (2 requests)", api));
+    println!("{}", summary("above 2 round trips", over));
+}
+
 fn offline(rt: &tokio::runtime::Runtime) {
     let scans = arg("--scans", 200) as usize;
     let mut sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
-    let mut rig = Rig::start(&sim, "accept", 800, |_| {});
+    let mut rig = Rig::daemon(
+        &sim,
+        RigOpts {
+            policy: "accept",
+            budget_ms: 800,
+            url: sim.url(),
+            api_extra: String::new(),
+            env: vec![],
+        },
+        |_| {},
+    );
     rt.block_on(sim.stop());
-    // Two failures switch the daemon offline.
     for _ in 0..3 {
         rig.scan("VALID-0001");
     }
@@ -243,46 +439,41 @@ fn drain(rt: &tokio::runtime::Runtime) {
     let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
     sim.set_delay(Duration::from_millis(delay_ms));
     let codes = ["VALID-0001", "VALID-0002", "VALID-0003"];
-    let mut rig = Rig::start(&sim, "accept", 5000, |state| {
-        let mut store = Store::open(&Store::path_in(state)).unwrap();
-        for i in 0..events {
-            store
-                .insert_scan(
-                    &NewScan {
-                        scan_id: uuid::Uuid::new_v4(),
-                        code: codes[i % 3].into(),
-                        verdict: Verdict::Accept,
-                        reason: Reason::OfflinePolicy,
-                        online: false,
-                        scanned_at: time::OffsetDateTime::now_utc(),
-                        boot_id: "bench".into(),
-                        mono_ms: i as u64,
-                        clock_synced: true,
-                        device: "bench-door".into(),
-                        reward_points: None,
-                        pending: true,
-                    },
-                    false,
-                )
-                .unwrap();
-        }
-    });
-    // Rig::start slept 500 ms: the drain began when the daemon started.
-    let t0 = Instant::now() - Duration::from_millis(500);
-    let mut live = Vec::new();
-    let mut live_api = Vec::new();
+    let t0 = Instant::now();
+    let mut rig = Rig::daemon(
+        &sim,
+        RigOpts {
+            policy: "accept",
+            budget_ms: 5000,
+            url: sim.url(),
+            api_extra: String::new(),
+            env: vec![],
+        },
+        |state| {
+            let mut store = Store::open(&Store::path_in(state)).unwrap();
+            for i in 0..events {
+                store
+                    .insert_scan(&pending_row(i, codes[i % 3], true), false)
+                    .unwrap();
+            }
+        },
+    );
+    let fill = t0.elapsed();
+    let t0 = Instant::now() - Duration::from_millis(800);
+    let (mut live, mut live_api) = (Vec::new(), Vec::new());
     while sim.scan_event_count() < events {
-        if t0.elapsed() > Duration::from_secs(600) {
-            panic!("drain stalled at {}", sim.scan_event_count());
-        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(600),
+            "drain stalled at {}",
+            sim.scan_event_count()
+        );
         if live.len() < 20 {
             let before = sim.requests().len();
             if let Some(l) = rig.scan("VALID-0002") {
-                let reqs = sim.requests();
-                let api: u64 = reqs[before..]
+                let api: u64 = sim.requests()[before..]
                     .iter()
                     .filter(|r| {
-                        r.root_fields.iter().any(|f| f == "passByScanCode")
+                        r.operation_name.as_deref() == Some("PassByScanCode")
                             || r.operation_name.as_deref() == Some("CreateScanEvent")
                     })
                     .map(|r| r.handling_us + r.delay_us)
@@ -301,14 +492,14 @@ fn drain(rt: &tokio::runtime::Runtime) {
         .filter(|r| r.operation_name.as_deref() == Some("Replay"))
         .count();
     println!(
-        "drain: {events} pending scan events delivered in {:.2} s ({replays} requests, tiketo-sim delay {delay_ms} ms per response)",
-        took.as_secs_f64()
+        "drain: {events} pending scan events delivered in {:.2} s ({replays} requests, tiketo-sim delay {delay_ms} ms per response; store filled in {:.1} s)",
+        took.as_secs_f64(),
+        fill.as_secs_f64()
     );
     let overhead: Vec<f64> = live.iter().zip(&live_api).map(|(l, a)| l - a).collect();
     println!("{}", summary("live scans during the drain", live));
     println!("{}", summary("their fake API time", live_api));
     println!("{}", summary("their daemon overhead", overhead));
-    let _ = rig.state.clone();
 }
 
 fn write() {
@@ -318,20 +509,7 @@ fn write() {
     let mut store = Store::open(&dir.path().join("bench.db")).unwrap();
     let mut times = Vec::new();
     for i in 0..n {
-        let scan = NewScan {
-            scan_id: uuid::Uuid::new_v4(),
-            code: format!("CODE-{i:06}"),
-            verdict: Verdict::Accept,
-            reason: Reason::OfflinePolicy,
-            online: false,
-            scanned_at: time::OffsetDateTime::now_utc(),
-            boot_id: "bench".into(),
-            mono_ms: i as u64,
-            clock_synced: true,
-            device: "bench-door".into(),
-            reward_points: None,
-            pending: true,
-        };
+        let scan = pending_row(i, &format!("CODE-{i:06}"), true);
         let t = Instant::now();
         store.insert_scan(&scan, true).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -343,17 +521,201 @@ fn write() {
     println!("{}", summary("insert + commit (fsync)", times));
 }
 
+fn proc_status(pid: u32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Context switches per thread id.
+fn switches(pid: u32) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        let n: u64 = s
+            .lines()
+            .filter(|l| {
+                l.starts_with("voluntary_ctxt_switches")
+                    || l.starts_with("nonvoluntary_ctxt_switches")
+            })
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum();
+        out.insert(t.file_name().to_string_lossy().into_owned(), n);
+    }
+    out
+}
+
+/// (utime + stime in ticks, voluntary + involuntary context switches of all threads)
+fn cpu_and_switches(pid: u32) -> (u64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks = f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap();
+    let mut switches = 0;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+    {
+        let s = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        for l in s.lines() {
+            if l.starts_with("voluntary_ctxt_switches")
+                || l.starts_with("nonvoluntary_ctxt_switches")
+            {
+                switches += l
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    (ticks, switches)
+}
+
+fn idle(rt: &tokio::runtime::Runtime) {
+    let secs = arg("--secs", 20);
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let mut rig = online_rig(&sim);
+    for c in ["VALID-0001", "VALID-0002", "VALID-0003"] {
+        rig.scan(c);
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let pid = rig.pid();
+    let (t0, _) = cpu_and_switches(pid);
+    let before = switches(pid);
+    std::thread::sleep(Duration::from_secs(secs));
+    let (t1, _) = cpu_and_switches(pid);
+    let after = switches(pid);
+    // Threads that came or went in between count from zero / up to their last sample.
+    let delta: u64 = after
+        .iter()
+        .map(|(tid, n)| n.saturating_sub(*before.get(tid).unwrap_or(&0)))
+        .sum();
+    let (s0, s1) = (0, delta);
+    let hz = 100.0;
+    println!("idle: {secs} s with no scans, online, enrolled");
+    println!(
+        "resident memory (VmRSS)              {} kB (peak VmHWM {} kB)",
+        proc_status(pid, "VmRSS:"),
+        proc_status(pid, "VmHWM:")
+    );
+    println!(
+        "CPU                                  {:.3} % of one core",
+        (t1 - t0) as f64 / hz / secs as f64 * 100.0
+    );
+    println!(
+        "context switches (wake-ups)          {:.2} per second",
+        (s1 - s0) as f64 / secs as f64
+    );
+}
+
+fn rss(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 100_000) as usize;
+    let mut sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let mut rig = Rig::daemon(
+        &sim,
+        RigOpts {
+            policy: "accept",
+            budget_ms: 800,
+            url: sim.url(),
+            api_extra: String::new(),
+            env: vec![],
+        },
+        |_| {},
+    );
+    let pid = rig.pid();
+    let idle = proc_status(pid, "VmRSS:");
+    rt.block_on(sim.stop());
+    let t = Instant::now();
+    for i in 0..scans {
+        rig.scan(&format!("RSS-{i:07}"));
+    }
+    println!(
+        "rss: {scans} scans (offline, accept: each one a durable row) in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    println!(
+        "resident memory before {idle} kB, after {} kB (peak {} kB)",
+        proc_status(pid, "VmRSS:"),
+        proc_status(pid, "VmHWM:")
+    );
+}
+
+fn ready(rt: &tokio::runtime::Runtime) {
+    let rows = arg("--rows", 100_000) as usize;
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    // Timestamp each READY=1 as it arrives.
+    let (ready_tx, ready_rx) = mpsc::channel::<Instant>();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok(n) = sock.recv(&mut buf) {
+            if String::from_utf8_lossy(&buf[..n]).contains("READY=1")
+                && ready_tx.send(Instant::now()).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let mut times = Vec::new();
+    let state_dir = dir.path().join("state");
+    {
+        let mut store = Store::open(&Store::path_in(&state_dir)).unwrap();
+        for i in 0..rows {
+            store
+                .insert_scan(&pending_row(i, "VALID-0001", false), false)
+                .unwrap();
+        }
+        store.checkpoint().unwrap();
+    }
+    for _ in 0..5 {
+        let sd = state_dir.clone();
+        let t0 = Instant::now();
+        let opts = RigOpts {
+            policy: "accept",
+            budget_ms: 800,
+            url: sim.url(),
+            api_extra: String::new(),
+            env: vec![("NOTIFY_SOCKET", sock_path.display().to_string())],
+        };
+        // The rig copies nothing: point its state at the filled store.
+        let rig = Rig::daemon(&sim, opts, move |state| {
+            std::os::unix::fs::symlink(&sd, state).unwrap();
+        });
+        let at = ready_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("READY within 30 s");
+        times.push((at - t0).as_secs_f64() * 1000.0);
+        drop(rig);
+    }
+    println!("ready: start to READY=1 with {rows} rows in the store, 5 starts (includes the process spawn)");
+    println!("{}", summary("start -> READY", times));
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
+        .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     match arg_str("--mode", "online").as_str() {
         "online" => online(&rt),
+        "python" => python(&rt),
+        "tls" => tls(&rt),
         "offline" => offline(&rt),
         "drain" => drain(&rt),
         "write" => write(),
+        "idle" => idle(&rt),
+        "rss" => rss(&rt),
+        "ready" => ready(&rt),
         other => panic!("unknown --mode {other}"),
     }
 }
