@@ -233,6 +233,21 @@ struct RowBase {
 }
 
 impl RowBase {
+    /// A new scan of `code` whose last byte arrived at `last_byte`: its id, and its time by
+    /// the wall clock (taken back to that byte) and since boot.
+    fn new(code: &str, last_byte: Instant, device: &str) -> Self {
+        let ago = last_byte.elapsed();
+        RowBase {
+            scan_id: Uuid::new_v4(),
+            code: code.to_owned(),
+            scanned_at: OffsetDateTime::now_utc() - ago,
+            boot_id: crate::clock::boot_id().to_owned(),
+            mono_ms: crate::clock::mono_ms().saturating_sub(ago.as_millis() as u64),
+            clock_synced: crate::clock::clock_synced(),
+            device: device.to_owned(),
+        }
+    }
+
     fn row(
         &self,
         verdict: Verdict,
@@ -323,15 +338,7 @@ impl Scanner {
     }
 
     async fn scan(&mut self, code: String, last_byte: Instant) -> Outcome {
-        let base = RowBase {
-            scan_id: Uuid::new_v4(),
-            code: code.clone(),
-            scanned_at: OffsetDateTime::now_utc() - last_byte.elapsed(),
-            boot_id: crate::clock::boot_id().to_owned(),
-            mono_ms: crate::clock::mono_ms().saturating_sub(last_byte.elapsed().as_millis() as u64),
-            clock_synced: crate::clock::clock_synced(),
-            device: self.settings.device.clone(),
-        };
+        let base = RowBase::new(&code, last_byte, &self.settings.device);
         let outcome = if self.shared.link.is_offline() {
             let (verdict, reason) = self.decide_offline(&base, None).await;
             Outcome {
@@ -561,15 +568,7 @@ pub async fn reject_locally(
     last_byte: Instant,
     reason: Reason,
 ) -> Outcome {
-    let base = RowBase {
-        scan_id: Uuid::new_v4(),
-        code: code.clone(),
-        scanned_at: OffsetDateTime::now_utc() - last_byte.elapsed(),
-        boot_id: crate::clock::boot_id().to_owned(),
-        mono_ms: crate::clock::mono_ms().saturating_sub(last_byte.elapsed().as_millis() as u64),
-        clock_synced: crate::clock::clock_synced(),
-        device: device.to_owned(),
-    };
+    let base = RowBase::new(&code, last_byte, device);
     let row = base.row(Verdict::Reject, reason, false, None);
     let stored = shared.store.run(move |s| s.insert_scan(&row, false)).await;
     feedback.reject();

@@ -149,28 +149,10 @@ impl Harness {
         h
     }
 
+    /// Starts and waits until the daemon is enrolled and its reader is open.
     pub async fn start_with_sim(sim: Sim, opts: Opts) -> Harness {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let pty = Pty::new();
-        let link = dir.path().join("reader");
-        std::os::unix::fs::symlink(pty.slave_path(), &link).expect("symlink");
-        let outputs_path = dir.path().join("outputs.jsonl");
-        std::fs::write(dir.path().join("token"), format!("{TOKEN}\n")).unwrap();
-        let mut h = Harness {
-            sim,
-            dir,
-            pty: Some(pty),
-            link,
-            outputs_path,
-            child: None,
-            stderr: Arc::new(Mutex::new(String::new())),
-            opts,
-            env: Vec::new(),
-            wrapper: Vec::new(),
-        };
-        h.spawn_daemon();
+        let h = Self::start_unenrolled(sim, opts, Vec::new(), true).await;
         h.wait_log("reader connected", Duration::from_secs(10));
-        h.wait_log(" ready ", Duration::from_secs(10));
         h.wait_log(
             "enrolled: this device now uses its own token",
             Duration::from_secs(10),
