@@ -3,10 +3,11 @@
 use std::fmt;
 
 /// The short form of a pass code that may appear in logs and on screens: an ellipsis and the
-/// last characters (at most 4, and never more than a third of the code).
+/// last 4 characters; a code of 8 characters or fewer shows only its last half, so a short
+/// code is never shown whole.
 pub fn mask_code(code: &str) -> String {
     let n = code.chars().count();
-    let visible = (n / 3).min(4);
+    let visible = if n > 8 { 4 } else { n / 2 };
     let tail: String = code.chars().skip(n - visible).collect();
     format!("…{tail}")
 }
@@ -53,11 +54,15 @@ mod tests {
     #[test]
     fn masks_keep_at_most_four_and_a_third() {
         assert_eq!(mask_code("ABCDEFGHIJKL"), "…IJKL");
+        assert_eq!(mask_code("VALID-0001"), "…0001");
         assert_eq!(mask_code("TICKET-0001-XYZ"), "…-XYZ");
-        assert_eq!(mask_code("ABCDEF"), "…EF");
-        assert_eq!(mask_code("AB"), "…");
+        assert_eq!(mask_code("ABCDEFGHI"), "…FGHI");
+        assert_eq!(mask_code("ABCDEFGH"), "…EFGH");
+        assert_eq!(mask_code("ABCDEF"), "…DEF");
+        assert_eq!(mask_code("AB"), "…B");
+        assert_eq!(mask_code("A"), "…");
         assert_eq!(mask_code(""), "…");
-        assert_eq!(mask_code("ÄÖÜäöüß€ab"), "…€ab");
+        assert_eq!(mask_code("ÄÖÜäöüß€ab"), "…ß€ab");
     }
 
     #[test]

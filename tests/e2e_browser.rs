@@ -171,7 +171,7 @@ async fn a_scan_appears_on_the_status_page_within_two_seconds() {
             .script("return document.getElementById('scans').innerText")
             .await;
         let text = rows.as_str().unwrap_or("").to_owned();
-        if text.contains("…001") && text.contains("accept") {
+        if text.contains("…0001") && text.contains("accept") {
             break text;
         }
         assert!(

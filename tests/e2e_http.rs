@@ -235,7 +235,7 @@ async fn status_json_shows_scans_masked_and_no_secrets() {
     let (status, body) = get(port, "/api/status").await;
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(v["recent"][0]["code"], "…001");
+    assert_eq!(v["recent"][0]["code"], "…0001");
     assert_eq!(v["recent"][0]["verdict"], "accept");
     assert_eq!(v["mode"], "online");
     assert_eq!(v["reader_connected"], true);

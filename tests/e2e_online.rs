@@ -45,7 +45,7 @@ async fn accept_pulses_relay_and_records_one_scan_event() {
     assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
     assert_eq!(field(&line, "reason"), Some("valid"));
     assert_eq!(field(&line, "mode"), Some("online"));
-    assert_eq!(field(&line, "code"), Some("…001"));
+    assert_eq!(field(&line, "code"), Some("…0001"));
     assert_eq!(h.sim.requests_for("passByScanCode").len(), 1);
     assert_eq!(h.sim.requests_for("createScanEvent").len(), 1);
     let events = h.sim.scan_events();
