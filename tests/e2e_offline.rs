@@ -4,10 +4,10 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{field, wait_until, Harness, Opts};
+use common::{check_delivery, field, wait_until, Harness, Opts, Rng};
 use tiketo_sim::{Fault, FaultRule};
 
 const T: Duration = Duration::from_secs(20);
@@ -304,18 +304,8 @@ async fn queue_commands_on_a_live_store() {
 /// kill.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_500_scans_with_a_flapping_api_loses_nothing() {
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("kill -9 soak seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n
-    };
+    let mut rng = Rng::from_clock("kill -9 run");
+    let mut next = move |n: u64| rng.below(n);
     let mut h = Harness::start(Opts {
         policy: "accept",
         budget_ms: 150,
@@ -365,41 +355,12 @@ async fn kill_9_during_500_scans_with_a_flapping_api_loses_nothing() {
         "never drained: {}",
         h.status_json()
     );
-    let store = h.store();
-    assert_eq!(store.integrity_check().unwrap(), "ok");
-    let sent: BTreeSet<String> = store.all_scan_ids("sent").unwrap().into_iter().collect();
-    // Codes the server refuses (admitted offline by the accept policy) are dead letters,
-    // shown, not hidden; nothing else may be.
-    let dead = store.list(true, 1000).unwrap();
-    for d in &dead {
-        let e = d.last_error.as_deref().unwrap_or("");
-        assert!(
-            e.contains("NotFound") || e.contains("voided"),
-            "unexpected dead letter: {d:?}"
-        );
-    }
-    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.scan_id.clone()).collect();
-    let admitted: BTreeSet<String> = sent.union(&dead_ids).cloned().collect();
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for e in h.sim.scan_events() {
-        *per_id.entry(e.scan_id().unwrap().to_owned()).or_default() += 1;
-    }
-    let received: BTreeSet<String> = per_id.keys().cloned().collect();
-    let missing: Vec<_> = sent.difference(&received).collect();
-    let unknown: Vec<_> = received.difference(&admitted).collect();
-    assert!(
-        missing.is_empty(),
-        "admitted but never received: {missing:?}"
-    );
-    assert!(unknown.is_empty(), "received but not admitted: {unknown:?}");
-    let dups = per_id.values().filter(|n| **n > 1).count();
+    let d = check_delivery(&h, &["NotFound", "voided"]);
     eprintln!(
-        "soak: {} admitted ({} refused by the server as dead letters), {} received, {dups} duplicates (recognisable by scanId), {kills} kills",
-        admitted.len(),
-        dead_ids.len(),
-        received.len()
+        "kill -9 run: {} admitted ({} refused by the server as dead letters), {} received, {} duplicates (recognisable by scanId), {kills} kills",
+        d.admitted, d.dead, d.received, d.duplicates
     );
     // Every relay pulse belongs to an admitted scan.
     let relay_on = h.changes_of("relay").iter().filter(|on| **on).count();
-    assert!(relay_on <= admitted.len());
+    assert!(relay_on <= d.admitted);
 }

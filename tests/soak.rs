@@ -13,10 +13,9 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
-use common::{wait_until, Harness, Opts};
+use common::{check_delivery, wait_until, Harness, Opts, Rng};
 use tiketo_sim::{Fault, FaultRule};
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -35,18 +34,9 @@ async fn chaos_soak() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(40);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    eprintln!("soak: {secs} s, seed {seed}");
-    let mut rng = seed | 1;
-    let mut next = move |n: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng % n.max(1)
-    };
+    eprintln!("soak: {secs} s");
+    let mut rng = Rng::from_clock("soak");
+    let mut next = move |n: u64| rng.below(n);
     // Accept: every offline admission is a pending row the replay must deliver (the cache
     // policy has its own tests); the server then refuses the unknown and voided ones.
     let mut h = Harness::start(Opts {
@@ -184,43 +174,14 @@ async fn chaos_soak() {
         rss.push(kb);
     }
 
-    let store = h.store();
-    assert_eq!(store.integrity_check().unwrap(), "ok");
-    let sent: BTreeSet<String> = store.all_scan_ids("sent").unwrap().into_iter().collect();
-    let dead = store.list(true, 10_000).unwrap();
-    for d in &dead {
-        let e = d.last_error.as_deref().unwrap_or("");
-        assert!(
-            e.contains("NotFound") || e.contains("voided") || e.contains("NoEntriesLeft"),
-            "a dead letter the server did not refuse for a reason: {d:?}"
-        );
-    }
-    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.scan_id.clone()).collect();
-    let mut per_id: HashMap<String, usize> = HashMap::new();
-    for e in h.sim.scan_events() {
-        *per_id.entry(e.scan_id().unwrap().to_owned()).or_default() += 1;
-    }
-    let received: BTreeSet<String> = per_id.keys().cloned().collect();
-    let admitted: BTreeSet<String> = sent.union(&dead_ids).cloned().collect();
-    let missing: Vec<_> = sent.difference(&received).collect();
-    assert!(
-        missing.is_empty(),
-        "admitted, marked sent, never received: {missing:?}"
-    );
-    let unknown: Vec<_> = received.difference(&admitted).collect();
-    assert!(
-        unknown.is_empty(),
-        "received but never admitted: {unknown:?}"
-    );
-    let dups = per_id.values().filter(|n| **n > 1).count();
-
+    let d = check_delivery(&h, &["NotFound", "voided", "NoEntriesLeft"]);
     // Relay: never more pulses than admissions; never on at a start.
     let outs = h.outputs();
     let relay_on = outs.iter().filter(|c| c.output == "relay" && c.on).count();
     assert!(
-        relay_on <= admitted.len(),
+        relay_on <= d.admitted,
         "{relay_on} relay pulses for {} admitted scans",
-        admitted.len()
+        d.admitted
     );
     for &at in &starts {
         let first_relay = outs[at..]
@@ -247,10 +208,11 @@ async fn chaos_soak() {
         eprintln!("{}", h.logs());
     }
     eprintln!(
-        "soak: {scans} scans, {} admitted ({} dead letters), {} received, {dups} duplicates, {kills} kills, {faults} faults, {unplugs} unplugs, RSS max {} kB, {} s",
-        admitted.len(),
-        dead_ids.len(),
-        received.len(),
+        "soak: {scans} scans, {} admitted ({} dead letters), {} received, {} duplicates, {kills} kills, {faults} faults, {unplugs} unplugs, RSS max {} kB, {} s",
+        d.admitted,
+        d.dead,
+        d.received,
+        d.duplicates,
         max_rss,
         begin.elapsed().as_secs()
     );

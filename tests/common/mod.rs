@@ -439,6 +439,78 @@ impl Drop for Harness {
     }
 }
 
+/// A small xorshift generator, seeded from the clock; the seed is printed so a failing run
+/// can be told apart (and its choices reasoned about).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn from_clock(what: &str) -> Rng {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64;
+        eprintln!("{what}: seed {seed}");
+        Rng(seed | 1)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
+
+/// What reached the fake API, against what the store says was admitted.
+pub struct Delivery {
+    pub admitted: usize,
+    pub dead: usize,
+    pub received: usize,
+    pub duplicates: usize,
+}
+
+/// Once the queue is drained: every admitted scan marked sent reached the API, nothing reached
+/// it that was not admitted (by scanId), and every dead letter is a refusal the server gave
+/// for a reason (`allowed_dead` substrings of its error).
+pub fn check_delivery(h: &Harness, allowed_dead: &[&str]) -> Delivery {
+    use std::collections::{BTreeSet, HashMap};
+    let store = h.store();
+    assert_eq!(store.integrity_check().unwrap(), "ok");
+    let sent: BTreeSet<String> = store.all_scan_ids("sent").unwrap().into_iter().collect();
+    let dead = store.list(true, 100_000).unwrap();
+    for d in &dead {
+        let e = d.last_error.as_deref().unwrap_or("");
+        assert!(
+            allowed_dead.iter().any(|a| e.contains(a)),
+            "unexpected dead letter: {d:?}"
+        );
+    }
+    let dead_ids: BTreeSet<String> = dead.iter().map(|d| d.scan_id.clone()).collect();
+    let admitted: BTreeSet<String> = sent.union(&dead_ids).cloned().collect();
+    let mut per_id: HashMap<String, usize> = HashMap::new();
+    for e in h.sim.scan_events() {
+        *per_id.entry(e.scan_id().unwrap().to_owned()).or_default() += 1;
+    }
+    let received: BTreeSet<String> = per_id.keys().cloned().collect();
+    let missing: Vec<_> = sent.difference(&received).collect();
+    assert!(
+        missing.is_empty(),
+        "admitted, marked sent, never received: {missing:?}"
+    );
+    let unknown: Vec<_> = received.difference(&admitted).collect();
+    assert!(
+        unknown.is_empty(),
+        "received but never admitted: {unknown:?}"
+    );
+    Delivery {
+        admitted: admitted.len(),
+        dead: dead_ids.len(),
+        received: received.len(),
+        duplicates: per_id.values().filter(|n| **n > 1).count(),
+    }
+}
+
 /// A free loopback port (bound and released: good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
