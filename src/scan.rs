@@ -550,6 +550,7 @@ impl Scanner {
             self.shared.replay_wake.notify_one();
         }
         if reason == Reason::QueueFull {
+            self.shared.status_wake.notify_one();
             tracing::error!(
                 max_pending = self.settings.max_pending,
                 "the queue of unsent scan events is full: nothing more is admitted offline until it drains"

@@ -364,3 +364,39 @@ async fn kill_9_during_500_scans_with_a_flapping_api_loses_nothing() {
     let relay_on = h.changes_of("relay").iter().filter(|on| **on).count();
     assert!(relay_on <= d.admitted);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_admits_nothing_more_offline_and_says_so() {
+    let mut h = Harness::start(Opts {
+        tail: "[store]\nmax_pending = 2\n".into(),
+        ..opts("accept")
+    })
+    .await;
+    h.sim.stop().await;
+    for (i, code) in ["VALID-0001", "VALID-0002", "VALID-0003"]
+        .iter()
+        .enumerate()
+    {
+        h.write(format!("{code}\r\n").as_bytes());
+        let line = h.wait_scan(i + 1);
+        let expect = if i < 2 {
+            ("accept", "offline_policy")
+        } else {
+            ("reject", "queue_full")
+        };
+        assert_eq!(field(&line, "verdict"), Some(expect.0), "{line}");
+        assert_eq!(field(&line, "reason"), Some(expect.1), "{line}");
+    }
+    h.wait_log("the queue of unsent scan events is full", T);
+    assert!(
+        wait_until(T, || h.status_json()["queue_full"] == true),
+        "{}",
+        h.status_json()
+    );
+    assert_eq!(h.status_json()["pending"], 2);
+    // Once it drains, scans are admitted again; nothing pending was dropped.
+    h.sim.restart().await.unwrap();
+    assert!(wait_until(T, || h.status_json()["pending"] == 0));
+    assert_eq!(h.sim.scan_events().len(), 2);
+    h.check_invariants();
+}
