@@ -299,10 +299,7 @@ pub fn enroll(cfg: &Config, name: Option<String>, force: bool) -> ExitCode {
     };
     let name = name.unwrap_or_else(|| cfg.device.name.clone());
     crate::api::install_crypto_provider();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::daemon::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("tiketo-gate enroll: {e}");

@@ -26,6 +26,14 @@ use crate::store::{now_ms, Store, StoreHandle};
 /// Consecutive failures to reach the API after which the daemon is offline.
 const OFFLINE_AFTER_FAILURES: u32 = 2;
 
+/// The daemon's runtime: one thread (a door does one thing at a time; the store and the
+/// reader have threads of their own).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 /// What the daemon authenticates with.
 enum Auth {
     /// Enrolled: the device token.
@@ -84,10 +92,7 @@ pub fn run(cfg: Config) -> ExitCode {
     };
     crate::api::install_crypto_provider();
 
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!("cannot start the runtime: {e}");

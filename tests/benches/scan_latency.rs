@@ -404,20 +404,22 @@ fn tls(rt: &tokio::runtime::Runtime) {
     println!("{}", summary("above 2 round trips", over));
 }
 
+/// A daemon whose offline policy admits every code (each one a durable pending row).
+fn offline_rig(sim: &Sim) -> Rig {
+    let opts = RigOpts {
+        policy: "accept",
+        budget_ms: 800,
+        url: sim.url(),
+        api_extra: String::new(),
+        env: vec![],
+    };
+    Rig::daemon(sim, opts, |_| {})
+}
+
 fn offline(rt: &tokio::runtime::Runtime) {
     let scans = arg("--scans", 200) as usize;
     let mut sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
-    let mut rig = Rig::daemon(
-        &sim,
-        RigOpts {
-            policy: "accept",
-            budget_ms: 800,
-            url: sim.url(),
-            api_extra: String::new(),
-            env: vec![],
-        },
-        |_| {},
-    );
+    let mut rig = offline_rig(&sim);
     rt.block_on(sim.stop());
     for _ in 0..3 {
         rig.scan("VALID-0001");
@@ -618,17 +620,7 @@ fn idle(rt: &tokio::runtime::Runtime) {
 fn rss(rt: &tokio::runtime::Runtime) {
     let scans = arg("--scans", 100_000) as usize;
     let mut sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
-    let mut rig = Rig::daemon(
-        &sim,
-        RigOpts {
-            policy: "accept",
-            budget_ms: 800,
-            url: sim.url(),
-            api_extra: String::new(),
-            env: vec![],
-        },
-        |_| {},
-    );
+    let mut rig = offline_rig(&sim);
     let pid = rig.pid();
     let idle = proc_status(pid, "VmRSS:");
     rt.block_on(sim.stop());
