@@ -75,6 +75,17 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             "auth_error": auth_error,
             "queue_full": meta("queue_full")?.as_deref() == Some("true"),
             "status_at": num("status_at_ms")?.map(iso),
+            "readers": meta("readers")?
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .unwrap_or(json!([])),
+            "door": meta("door")?
+                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+                .map(|mut d| {
+                    let since = d["since_ms"].as_i64().unwrap_or(0);
+                    d["since"] = if since > 0 { json!(iso(since)) } else { json!(null) };
+                    d
+                })
+                .unwrap_or(json!(null)),
             "store": store.path().display().to_string(),
         }))
     })();
@@ -154,6 +165,42 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             "no (scan times are flagged)"
         }
     );
+    if let Some(readers) = v["readers"].as_array().filter(|r| !r.is_empty()) {
+        for (i, r) in readers.iter().enumerate() {
+            println!(
+                "{}{} ({}): {}",
+                if i == 0 {
+                    "readers:       "
+                } else {
+                    "               "
+                },
+                r["name"].as_str().unwrap_or("?"),
+                r["direction"].as_str().unwrap_or("?"),
+                if r["connected"].as_bool() == Some(true) {
+                    "connected"
+                } else {
+                    "NOT CONNECTED"
+                }
+            );
+        }
+    }
+    if v["door"].is_object() {
+        let d = &v["door"];
+        let since = d["since_ms"]
+            .as_i64()
+            .filter(|ms| *ms > 0)
+            .map(|ms| format!(" since {}", ago(ms)))
+            .unwrap_or_default();
+        println!(
+            "door:          {}{since}{}",
+            d["state"].as_str().unwrap_or("unknown"),
+            if d["held_open"].as_bool() == Some(true) {
+                "  HELD OPEN"
+            } else {
+                ""
+            }
+        );
+    }
     if let Some(e) = s("auth_error") {
         println!("AUTH ERROR:    {e}");
     }

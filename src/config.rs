@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::decision::{OfflinePolicy, OfflineRules, Rules};
+use crate::decision::{Direction, OfflinePolicy, OfflineRules, Rules};
 
 pub const DEFAULT_PATH: &str = "/etc/tiketo-gate/config.toml";
 
@@ -22,11 +22,15 @@ pub struct Config {
     pub source: PathBuf,
     pub device: DeviceConfig,
     pub api: ApiConfig,
-    pub reader: ReaderConfig,
+    /// The readers: one from `[reader]`, or one per `[[readers]]` entry.
+    pub readers: Vec<ReaderConfig>,
+    /// Whether they came from `[[readers]]` (the summary names them then).
+    pub multi_reader: bool,
     pub rules: Rules,
     pub offline: OfflineConfig,
     pub store: StoreConfig,
     pub outputs: OutputsConfig,
+    pub inputs: InputsConfig,
     pub http: HttpConfig,
 }
 
@@ -63,13 +67,50 @@ pub struct ApiConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReaderKind {
-    Serial { path: PathBuf, baud: u32 },
+    Serial {
+        path: PathBuf,
+        baud: u32,
+    },
     Stdin,
+    /// A USB keyboard-mode scanner through evdev.
+    Hid {
+        source: HidSource,
+        layout: crate::hid::Layout,
+        /// Take the device for ourselves (EVIOCGRAB) so its keystrokes reach nothing else.
+        grab: bool,
+    },
+}
+
+/// Where a HID reader's key events come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HidSource {
+    /// An event device path, best a stable `/dev/input/by-id/...-event-kbd` link.
+    Path(PathBuf),
+    /// The first keyboard-like event device with this USB vendor:product.
+    UsbId { vendor: u16, product: u16 },
+    /// A file or FIFO of raw `struct input_event` records (`hid_source = "recording"`), as
+    /// `cat /dev/input/eventN > file` records them.
+    Recording(PathBuf),
+}
+
+/// The outputs a reader drives (names of `[outputs]` entries); `None`: that role has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LaneOutputs {
+    pub relay: Option<String>,
+    pub green: Option<String>,
+    pub red: Option<String>,
+    pub buzzer: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
+    /// Shown in logs, status and `ScanEventInput.data` (`reader`).
+    pub name: String,
+    /// The config key it came from (`reader` or `readers[N]`), for messages.
+    pub key: String,
     pub kind: ReaderKind,
+    pub direction: Direction,
+    pub outputs: LaneOutputs,
     pub max_len: usize,
     pub debounce: Duration,
     /// Bytes of an unterminated code older than this are dropped as `incomplete`.
@@ -97,8 +138,16 @@ impl OfflineConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputBackendKind {
+    /// The Pi's GPIO through rppal (`/dev/gpiomem`).
     Gpio,
-    Sim { log: SimLog },
+    /// The kernel's GPIO character device through gpiocdev (`/dev/gpiochipN`).
+    Gpiod,
+    Sim {
+        log: SimLog,
+        /// Simulated inputs: a FIFO (created if missing) of JSON lines like
+        /// `{"input": "exit_button", "active": true}`.
+        inputs: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,22 +156,87 @@ pub enum SimLog {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which GPIO line: a BCM number (`pin`), a line name (`line = "GPIO17"`, gpiod only) or a
+/// chip and offset (gpiod only).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum LineRef {
+    Pin(u32),
+    Named(String),
+    ChipOffset { chip: String, offset: u32 },
+}
+
+impl fmt::Display for LineRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LineRef::Pin(p) => write!(f, "GPIO {p}"),
+            LineRef::Named(n) => write!(f, "line \"{n}\""),
+            LineRef::ChipOffset { chip, offset } => write!(f, "{chip} line {offset}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutputSpec {
-    /// BCM GPIO number.
-    pub pin: u8,
+    pub line: LineRef,
     pub active_low: bool,
     pub pulse: Duration,
 }
 
+/// The standard output names; a single `[reader]` drives relay, green, red and buzzer.
+pub const STANDARD_OUTPUTS: [&str; 5] = ["relay", "green", "red", "buzzer", "status"];
+
 #[derive(Debug, Clone)]
 pub struct OutputsConfig {
     pub backend: OutputBackendKind,
-    pub relay: Option<OutputSpec>,
-    pub green: Option<OutputSpec>,
-    pub red: Option<OutputSpec>,
-    pub buzzer: Option<OutputSpec>,
-    pub status: Option<OutputSpec>,
+    /// gpiod: the chip that `pin` numbers are offsets on.
+    pub chip: String,
+    /// Every configured output by name: the standard ones first, then the others by name.
+    pub lines: Vec<(String, OutputSpec)>,
+}
+
+impl OutputsConfig {
+    pub fn get(&self, name: &str) -> Option<&OutputSpec> {
+        self.lines.iter().find(|(n, _)| n == name).map(|(_, s)| s)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bias {
+    AsIs,
+    PullUp,
+    PullDown,
+    Disabled,
+}
+
+/// An input line. `active` is the pressed button / the open door: with `active_low` the
+/// line reads low then (a switch to ground with a pull-up).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    pub line: LineRef,
+    pub active_low: bool,
+    pub bias: Bias,
+    pub debounce: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExitButtonConfig {
+    pub input: InputSpec,
+    /// The output it pulses (for its `pulse_ms`).
+    pub relay: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoorSensorConfig {
+    pub input: InputSpec,
+    /// Open longer than this: a "held open" warning.
+    pub held_open: Duration,
+}
+
+/// `[inputs]`: optional request-to-exit button and door contact.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InputsConfig {
+    pub exit_button: Option<ExitButtonConfig>,
+    pub door_sensor: Option<DoorSensorConfig>,
 }
 
 // ---- raw, as written in the file -------------------------------------------------------
@@ -134,8 +248,8 @@ struct RawConfig {
     device: RawDevice,
     #[serde(default)]
     api: RawApi,
-    #[serde(default)]
-    reader: RawReader,
+    reader: Option<RawReader>,
+    readers: Option<Vec<RawReader>>,
     #[serde(default)]
     rules: RawRules,
     #[serde(default)]
@@ -145,7 +259,32 @@ struct RawConfig {
     #[serde(default)]
     outputs: RawOutputs,
     #[serde(default)]
+    inputs: RawInputs,
+    #[serde(default)]
     http: RawHttp,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInputs {
+    exit_button: Option<RawInput>,
+    door_sensor: Option<RawInput>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawInput {
+    pin: Option<u64>,
+    line: Option<String>,
+    chip: Option<String>,
+    offset: Option<u64>,
+    active_low: Option<bool>,
+    bias: Option<String>,
+    debounce_ms: Option<u64>,
+    /// exit_button only.
+    relay: Option<String>,
+    /// door_sensor only.
+    held_open_secs: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -181,8 +320,15 @@ struct RawApi {
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawReader {
+    name: Option<String>,
     kind: Option<String>,
+    direction: Option<String>,
+    outputs: Option<RawLaneOutputs>,
     path: Option<PathBuf>,
+    usb_id: Option<String>,
+    hid_source: Option<String>,
+    layout: Option<String>,
+    grab: Option<bool>,
     baud: Option<u64>,
     max_len: Option<u64>,
     debounce_ms: Option<u64>,
@@ -208,22 +354,33 @@ struct RawOffline {
     unknown: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
+struct RawLaneOutputs {
+    relay: Option<String>,
+    green: Option<String>,
+    red: Option<String>,
+    buzzer: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
 struct RawOutputs {
     backend: Option<String>,
     sim_log: Option<String>,
-    relay: Option<RawOutput>,
-    green: Option<RawOutput>,
-    red: Option<RawOutput>,
-    buzzer: Option<RawOutput>,
-    status: Option<RawOutput>,
+    sim_inputs: Option<String>,
+    chip: Option<String>,
+    /// Every other key: an output (a table), checked by the validator.
+    #[serde(flatten)]
+    lines: std::collections::BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone, Copy)]
+#[derive(Debug, Deserialize, Default, Clone)]
 #[serde(deny_unknown_fields)]
 struct RawOutput {
     pin: Option<u64>,
+    line: Option<String>,
+    chip: Option<String>,
+    offset: Option<u64>,
     active_low: Option<bool>,
     pulse_ms: Option<u64>,
 }
@@ -290,21 +447,69 @@ impl<'a> Locator<'a> {
             + 1
     }
 
-    /// The line of a dotted key (the deepest part of it that is written in the file).
+    /// The line of a dotted key (the deepest part of it that is written in the file). A part
+    /// may index an array of tables: `readers[1].path`.
     fn line_of(&self, path: &str) -> Option<usize> {
-        let mut item: &toml_edit::Item = self.doc.as_ref()?.as_item();
-        let mut best = None;
-        for part in path.split('.') {
-            let found = match item {
-                toml_edit::Item::Table(t) => t.get_key_value(part),
-                toml_edit::Item::Value(toml_edit::Value::InlineTable(t)) => t.get_key_value(part),
+        enum At<'d> {
+            Item(&'d toml_edit::Item),
+            Value(&'d toml_edit::Value),
+            Table(&'d toml_edit::Table),
+        }
+        fn child<'d>(at: &At<'d>, name: &str) -> Option<(Option<std::ops::Range<usize>>, At<'d>)> {
+            let table: Option<&toml_edit::Table> = match at {
+                At::Item(toml_edit::Item::Table(t)) => Some(t),
+                At::Table(t) => Some(t),
                 _ => None,
             };
-            let Some((key, next)) = found else { break };
-            if let Some(span) = key.span().or_else(|| next.span()) {
+            if let Some(t) = table {
+                let (k, v) = t.get_key_value(name)?;
+                return Some((k.span().or_else(|| v.span()), At::Item(v)));
+            }
+            let inline = match at {
+                At::Item(toml_edit::Item::Value(toml_edit::Value::InlineTable(t)))
+                | At::Value(toml_edit::Value::InlineTable(t)) => t,
+                _ => return None,
+            };
+            let (k, v) = inline.get_key_value(name)?;
+            Some((k.span().or_else(|| v.span()), At::Item(v)))
+        }
+        fn index<'d>(at: &At<'d>, i: usize) -> Option<(Option<std::ops::Range<usize>>, At<'d>)> {
+            match at {
+                At::Item(toml_edit::Item::ArrayOfTables(a)) => {
+                    let t = a.get(i)?;
+                    Some((t.span(), At::Table(t)))
+                }
+                At::Item(toml_edit::Item::Value(toml_edit::Value::Array(a)))
+                | At::Value(toml_edit::Value::Array(a)) => {
+                    let v = a.get(i)?;
+                    Some((v.span(), At::Value(v)))
+                }
+                _ => None,
+            }
+        }
+        let mut at = At::Item(self.doc.as_ref()?.as_item());
+        let mut best = None;
+        for part in path.split('.') {
+            let (name, idx) = match part.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']').parse::<usize>().ok()),
+                None => (part, None),
+            };
+            let Some((span, next)) = child(&at, name) else {
+                break;
+            };
+            if let Some(span) = span {
                 best = Some(self.line_at(span.start));
             }
-            item = next;
+            at = next;
+            if let Some(i) = idx {
+                let Some((span, next)) = index(&at, i) else {
+                    break;
+                };
+                if let Some(span) = span {
+                    best = Some(self.line_at(span.start));
+                }
+                at = next;
+            }
         }
         best
     }
@@ -323,6 +528,29 @@ impl<'a> Locator<'a> {
             }
         }
         fn walk(item: &toml_edit::Item, offset: usize, prefix: &str) -> Option<String> {
+            // `[[readers]]`: look into each table as `readers[N]`.
+            if let toml_edit::Item::ArrayOfTables(a) = item {
+                for (i, t) in a.iter().enumerate() {
+                    let name = format!("{prefix}[{i}]");
+                    for (k, _) in t.iter() {
+                        let Some((key, value)) = t.get_key_value(k) else {
+                            continue;
+                        };
+                        let full = format!("{name}.{}", key.get());
+                        if let Some(deeper) = walk(value, offset, &full) {
+                            return Some(deeper);
+                        }
+                        let in_key = key.span().is_some_and(|s| s.contains(&offset));
+                        let in_value = value
+                            .span()
+                            .is_some_and(|s| s.contains(&offset) || s.end == offset);
+                        if in_key || in_value {
+                            return Some(full);
+                        }
+                    }
+                }
+                return None;
+            }
             let mut found = None;
             for (key, value) in children(item) {
                 let name = if prefix.is_empty() {
@@ -442,7 +670,9 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig, file: &Path) -> Config {
         let device = self.device(raw.device);
         let api = self.api(raw.api);
-        let reader = self.reader(raw.reader);
+        let multi_reader = raw.readers.is_some();
+        let outputs = self.outputs(raw.outputs);
+        let readers = self.readers(raw.reader, raw.readers, &outputs);
         let rules = self.rules(raw.rules);
         let offline = self.offline(raw.offline);
         let store = StoreConfig {
@@ -464,18 +694,382 @@ impl Validator<'_> {
                 100_000_000,
             ),
         };
-        let outputs = self.outputs(raw.outputs);
+        let inputs = self.inputs(raw.inputs, &outputs);
+        self.check_wiring(&readers, &outputs, &inputs);
         let http = self.http(raw.http);
         Config {
             source: file.to_owned(),
             device,
             api,
-            reader,
+            readers,
+            multi_reader,
             rules,
             offline,
             store,
             outputs,
+            inputs,
             http,
+        }
+    }
+
+    /// `[reader]` or `[[readers]]` (not both); none at all: one serial reader with defaults.
+    fn readers(
+        &mut self,
+        single: Option<RawReader>,
+        many: Option<Vec<RawReader>>,
+        outputs: &OutputsConfig,
+    ) -> Vec<ReaderConfig> {
+        let readers: Vec<ReaderConfig> = match (single, many) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "readers",
+                    "use either [reader] (one reader) or [[readers]] (several), not both",
+                );
+                Vec::new()
+            }
+            (Some(r), None) => vec![self.reader(r, "reader".into(), false, outputs)],
+            (None, None) => {
+                vec![self.reader(RawReader::default(), "reader".into(), false, outputs)]
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    self.problem("readers", "needs at least one reader");
+                }
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, r)| self.reader(r, format!("readers[{i}]"), true, outputs))
+                    .collect()
+            }
+        };
+        for (i, r) in readers.iter().enumerate() {
+            if let Some(first) = readers[..i].iter().find(|o| o.name == r.name) {
+                self.problem(
+                    &format!("{}.name", r.key),
+                    format!("\"{}\" is already the name of {}", r.name, first.key),
+                );
+            }
+            let path = match &r.kind {
+                ReaderKind::Serial { path, .. } => Some(path),
+                ReaderKind::Hid {
+                    source: HidSource::Path(p) | HidSource::Recording(p),
+                    ..
+                } => Some(p),
+                _ => None,
+            };
+            if let Some(p) = path {
+                let same = readers[..i].iter().find(|o| match &o.kind {
+                    ReaderKind::Serial { path, .. } => path == p,
+                    ReaderKind::Hid {
+                        source: HidSource::Path(q) | HidSource::Recording(q),
+                        ..
+                    } => q == p,
+                    _ => false,
+                });
+                if let Some(o) = same {
+                    self.problem(
+                        &format!("{}.path", r.key),
+                        format!("{} is already read by {}", p.display(), o.key),
+                    );
+                }
+            }
+            if r.kind == ReaderKind::Stdin
+                && readers[..i].iter().any(|o| o.kind == ReaderKind::Stdin)
+            {
+                self.problem(&format!("{}.kind", r.key), "only one reader can read stdin");
+            }
+        }
+        readers
+    }
+
+    /// Every output a reader or the exit button names exists; every output is used.
+    fn check_wiring(
+        &mut self,
+        readers: &[ReaderConfig],
+        outputs: &OutputsConfig,
+        inputs: &InputsConfig,
+    ) {
+        for r in readers {
+            for (role, name) in [
+                ("relay", &r.outputs.relay),
+                ("green", &r.outputs.green),
+                ("red", &r.outputs.red),
+                ("buzzer", &r.outputs.buzzer),
+            ] {
+                let Some(name) = name else { continue };
+                if name == "status" {
+                    self.problem(
+                        &format!("{}.outputs.{role}", r.key),
+                        "the status LED belongs to the daemon, not to a reader",
+                    );
+                } else if outputs.get(name).is_none() {
+                    self.problem(
+                        &format!("{}.outputs.{role}", r.key),
+                        format!("no output \"{name}\" in [outputs]"),
+                    );
+                }
+            }
+        }
+        let used = |name: &str| {
+            name == "status"
+                || inputs.exit_button.as_ref().is_some_and(|b| b.relay == name)
+                || readers.iter().any(|r| {
+                    [
+                        &r.outputs.relay,
+                        &r.outputs.green,
+                        &r.outputs.red,
+                        &r.outputs.buzzer,
+                    ]
+                    .iter()
+                    .any(|o| o.as_deref() == Some(name))
+                })
+        };
+        for (name, _) in &outputs.lines {
+            if !used(name) {
+                self.problem(
+                    &format!("outputs.{name}"),
+                    "no reader drives this output (name it in a reader's outputs, or remove it)",
+                );
+            }
+        }
+    }
+
+    /// An output's table, field by field, so that every problem names its key.
+    fn raw_output(&mut self, key: &str, t: &toml::Table) -> Option<RawOutput> {
+        let mut r = RawOutput::default();
+        let mut ok = true;
+        for (k, v) in t {
+            let full = format!("{key}.{k}");
+            let describe = |v: &toml::Value| match v {
+                toml::Value::String(s) => format!("string {s:?}"),
+                other => format!("{} `{other}`", other.type_str()),
+            };
+            match k.as_str() {
+                "pin" | "offset" | "pulse_ms" => match v.as_integer() {
+                    Some(n) if n >= 0 => {
+                        let n = Some(n as u64);
+                        match k.as_str() {
+                            "pin" => r.pin = n,
+                            "offset" => r.offset = n,
+                            _ => r.pulse_ms = n,
+                        }
+                    }
+                    Some(n) => {
+                        self.problem(&full, format!("must not be negative (got {n})"));
+                        ok = false;
+                    }
+                    None => {
+                        self.problem(
+                            &full,
+                            format!("invalid type: {}, expected an integer", describe(v)),
+                        );
+                        ok = false;
+                    }
+                },
+                "line" | "chip" => match v.as_str() {
+                    Some(s) if k == "line" => r.line = Some(s.to_owned()),
+                    Some(s) => r.chip = Some(s.to_owned()),
+                    None => {
+                        self.problem(
+                            &full,
+                            format!("invalid type: {}, expected a string", describe(v)),
+                        );
+                        ok = false;
+                    }
+                },
+                "active_low" => match v.as_bool() {
+                    Some(b) => r.active_low = Some(b),
+                    None => {
+                        self.problem(
+                            &full,
+                            format!("invalid type: {}, expected a boolean", describe(v)),
+                        );
+                        ok = false;
+                    }
+                },
+                _ => {
+                    self.problem(
+                        &full,
+                        format!("unknown key `{k}`, expected one of `pin`, `line`, `chip`, `offset`, `active_low`, `pulse_ms`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(r)
+    }
+
+    /// A line: `pin` (BCM number), `line` (a name, gpiod), or `chip` + `offset` (gpiod).
+    fn line_ref(
+        &mut self,
+        key: &str,
+        backend: &OutputBackendKind,
+        pin: Option<u64>,
+        line: Option<String>,
+        chip: Option<String>,
+        offset: Option<u64>,
+    ) -> Option<LineRef> {
+        let gpiod = *backend == OutputBackendKind::Gpiod;
+        let given =
+            pin.is_some() as u8 + line.is_some() as u8 + (chip.is_some() || offset.is_some()) as u8;
+        if given > 1 {
+            self.problem(key, "give one of pin, line, or chip and offset");
+            return None;
+        }
+        if let Some(pin) = pin {
+            let max = if gpiod { 1023 } else { 27 };
+            return Some(LineRef::Pin(
+                self.range(&format!("{key}.pin"), Some(pin), 0, 0, max) as u32,
+            ));
+        }
+        if !gpiod && (line.is_some() || chip.is_some() || offset.is_some()) {
+            let k = if line.is_some() {
+                "line"
+            } else if chip.is_some() {
+                "chip"
+            } else {
+                "offset"
+            };
+            self.problem(
+                &format!("{key}.{k}"),
+                "line names and chip offsets need outputs.backend = \"gpiod\" (the gpio backend takes pin = BCM number)",
+            );
+            return None;
+        }
+        if let Some(name) = line {
+            if name.trim().is_empty() {
+                self.problem(&format!("{key}.line"), "must not be empty");
+                return None;
+            }
+            return Some(LineRef::Named(name));
+        }
+        match (chip, offset) {
+            (Some(chip), Some(offset)) => {
+                if chip.trim().is_empty() {
+                    self.problem(&format!("{key}.chip"), "must not be empty");
+                    return None;
+                }
+                let offset = self.range(&format!("{key}.offset"), Some(offset), 0, 0, 1023) as u32;
+                Some(LineRef::ChipOffset { chip, offset })
+            }
+            (Some(_), None) => {
+                self.problem(&format!("{key}.chip"), "needs an offset too");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(&format!("{key}.offset"), "needs a chip too");
+                None
+            }
+            (None, None) => {
+                self.problem(
+                    key,
+                    if gpiod {
+                        "needs a pin (BCM GPIO number), a line name or a chip and offset"
+                    } else {
+                        "needs a pin (BCM GPIO number)"
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    fn inputs(&mut self, raw: RawInputs, outputs: &OutputsConfig) -> InputsConfig {
+        let input = |v: &mut Self, name: &str, raw: &RawInput| -> Option<InputSpec> {
+            let key = format!("inputs.{name}");
+            let line = v.line_ref(
+                &key,
+                &outputs.backend,
+                raw.pin,
+                raw.line.clone(),
+                raw.chip.clone(),
+                raw.offset,
+            )?;
+            let bias = match v.choice(
+                &format!("{key}.bias"),
+                raw.bias.as_deref(),
+                "as-is",
+                &["as-is", "pull-up", "pull-down", "disabled"],
+            ) {
+                "pull-up" => Bias::PullUp,
+                "pull-down" => Bias::PullDown,
+                "disabled" => Bias::Disabled,
+                _ => Bias::AsIs,
+            };
+            let debounce = v.range(
+                &format!("{key}.debounce_ms"),
+                raw.debounce_ms,
+                50,
+                0,
+                10_000,
+            );
+            Some(InputSpec {
+                line,
+                active_low: raw.active_low.unwrap_or(false),
+                bias,
+                debounce: Duration::from_millis(debounce),
+            })
+        };
+        let exit_button = raw.exit_button.as_ref().and_then(|r| {
+            if r.held_open_secs.is_some() {
+                self.problem(
+                    "inputs.exit_button.held_open_secs",
+                    "only for inputs.door_sensor",
+                );
+            }
+            let spec = input(self, "exit_button", r)?;
+            let relay = r.relay.clone().unwrap_or_else(|| "relay".into());
+            if outputs.get(&relay).is_none() {
+                self.problem(
+                    if r.relay.is_some() {
+                        "inputs.exit_button.relay"
+                    } else {
+                        "inputs.exit_button"
+                    },
+                    format!("the output it releases, \"{relay}\", is not in [outputs]"),
+                );
+            }
+            Some(ExitButtonConfig { input: spec, relay })
+        });
+        let door_sensor = raw.door_sensor.as_ref().and_then(|r| {
+            if r.relay.is_some() {
+                self.problem("inputs.door_sensor.relay", "only for inputs.exit_button");
+            }
+            let spec = input(self, "door_sensor", r)?;
+            let held = self.range(
+                "inputs.door_sensor.held_open_secs",
+                r.held_open_secs,
+                30,
+                1,
+                86_400,
+            );
+            Some(DoorSensorConfig {
+                input: spec,
+                held_open: Duration::from_secs(held),
+            })
+        });
+        // A line is one thing: no input on an output's line, nor on the other input's.
+        let mut taken: Vec<(LineRef, String)> = outputs
+            .lines
+            .iter()
+            .map(|(n, s)| (s.line.clone(), format!("outputs.{n}")))
+            .collect();
+        for (name, spec) in [
+            ("exit_button", exit_button.as_ref().map(|b| &b.input)),
+            ("door_sensor", door_sensor.as_ref().map(|d| &d.input)),
+        ] {
+            let Some(spec) = spec else { continue };
+            if let Some((_, other)) = taken.iter().find(|(l, _)| *l == spec.line) {
+                let other = other.clone();
+                self.problem(
+                    &format!("inputs.{name}"),
+                    format!("{} is already used by {other}", spec.line),
+                );
+            }
+            taken.push((spec.line.clone(), format!("inputs.{name}")));
+        }
+        InputsConfig {
+            exit_button,
+            door_sensor,
         }
     }
 
@@ -604,37 +1198,178 @@ impl Validator<'_> {
         }
     }
 
-    fn reader(&mut self, raw: RawReader) -> ReaderConfig {
-        let kind = match self.choice(
-            "reader.kind",
+    fn reader(
+        &mut self,
+        raw: RawReader,
+        key: String,
+        multi: bool,
+        wired: &OutputsConfig,
+    ) -> ReaderConfig {
+        let k = |s: &str| format!("{key}.{s}");
+        let kind_name = self.choice(
+            &k("kind"),
             raw.kind.as_deref(),
             "serial",
-            &["serial", "stdin"],
-        ) {
-            "stdin" => ReaderKind::Stdin,
+            &["serial", "stdin", "hid"],
+        );
+        // Keys that belong to another kind are mistakes, not silently ignored settings.
+        let only = |v: &mut Self, name: &str, given: bool, kinds: &str| {
+            if given {
+                v.problem(&k(name), format!("only for kind = {kinds}"));
+            }
+        };
+        let kind = match kind_name {
+            "stdin" => {
+                only(self, "path", raw.path.is_some(), "\"serial\" or \"hid\"");
+                only(self, "baud", raw.baud.is_some(), "\"serial\"");
+                ReaderKind::Stdin
+            }
+            "hid" => {
+                only(self, "baud", raw.baud.is_some(), "\"serial\"");
+                let layout = match raw.layout.as_deref() {
+                    None => crate::hid::Layout::Us,
+                    Some(l) => match crate::hid::Layout::parse(l) {
+                        Some(l) => l,
+                        None => {
+                            self.problem(
+                                &k("layout"),
+                                format!(
+                                    "must be one of {} (got \"{l}\")",
+                                    quoted(crate::hid::Layout::NAMES)
+                                ),
+                            );
+                            crate::hid::Layout::Us
+                        }
+                    },
+                };
+                let recording = self.choice(
+                    &k("hid_source"),
+                    raw.hid_source.as_deref(),
+                    "device",
+                    &["device", "recording"],
+                ) == "recording";
+                let source = match (raw.path.clone(), raw.usb_id.as_deref()) {
+                    (Some(_), Some(_)) => {
+                        self.problem(&k("usb_id"), "give either path or usb_id, not both");
+                        HidSource::Path(PathBuf::new())
+                    }
+                    (Some(p), None) => {
+                        if p.as_os_str().is_empty() {
+                            self.problem(&k("path"), "must not be empty");
+                        }
+                        if recording {
+                            HidSource::Recording(p)
+                        } else {
+                            HidSource::Path(p)
+                        }
+                    }
+                    (None, Some(id)) => {
+                        if recording {
+                            self.problem(&k("usb_id"), "a recording is read from a path");
+                        }
+                        match parse_usb_id(id) {
+                            Some((vendor, product)) => HidSource::UsbId { vendor, product },
+                            None => {
+                                self.problem(
+                                    &k("usb_id"),
+                                    format!("must be vendor:product in hex, like \"0c2e:0b61\" (got \"{id}\")"),
+                                );
+                                HidSource::Path(PathBuf::new())
+                            }
+                        }
+                    }
+                    (None, None) => {
+                        self.problem(
+                            &key,
+                            "a hid reader needs a path (/dev/input/by-id/...-event-kbd) or a usb_id",
+                        );
+                        HidSource::Path(PathBuf::new())
+                    }
+                };
+                ReaderKind::Hid {
+                    source,
+                    layout,
+                    grab: raw.grab.unwrap_or(true),
+                }
+            }
             _ => {
                 let path = raw
                     .path
                     .clone()
                     .unwrap_or_else(|| PathBuf::from("/dev/ttyACM0"));
                 if path.as_os_str().is_empty() {
-                    self.problem("reader.path", "must not be empty");
+                    self.problem(&k("path"), "must not be empty");
                 }
-                let baud = self.range("reader.baud", raw.baud, 9600, 50, 4_000_000) as u32;
+                let baud = self.range(&k("baud"), raw.baud, 9600, 50, 4_000_000) as u32;
                 ReaderKind::Serial { path, baud }
             }
         };
-        let max_len = self.range("reader.max_len", raw.max_len, 512, 1, 65_536) as usize;
-        let debounce_ms = self.range("reader.debounce_ms", raw.debounce_ms, 1500, 0, 600_000);
+        if kind_name != "hid" {
+            let hid = "\"hid\"";
+            only(self, "layout", raw.layout.is_some(), hid);
+            only(self, "usb_id", raw.usb_id.is_some(), hid);
+            only(self, "grab", raw.grab.is_some(), hid);
+            only(self, "hid_source", raw.hid_source.is_some(), hid);
+        }
+        let name = match raw.name {
+            Some(n) if n.trim().is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) => {
+                self.problem(&k("name"), "must be 1 to 64 printable characters");
+                key.clone()
+            }
+            Some(n) => n,
+            None if multi => {
+                self.problem(
+                    &key,
+                    "needs a name (shown in logs, status and each scan event)",
+                );
+                key.clone()
+            }
+            None => "reader".into(),
+        };
+        let direction = match raw.direction.as_deref() {
+            None => Direction::Entry,
+            Some(d) => Direction::parse(d).unwrap_or_else(|| {
+                self.problem(
+                    &k("direction"),
+                    format!("must be one of \"entry\", \"exit\" (got \"{d}\")"),
+                );
+                Direction::Entry
+            }),
+        };
+        let outputs = match raw.outputs {
+            // Unless it says otherwise, a reader drives the standard outputs that are wired.
+            None => {
+                let std = LaneOutputs::standard();
+                let wired = |o: Option<String>| o.filter(|n| wired.get(n).is_some());
+                LaneOutputs {
+                    relay: wired(std.relay),
+                    green: wired(std.green),
+                    red: wired(std.red),
+                    buzzer: wired(std.buzzer),
+                }
+            }
+            Some(o) => LaneOutputs {
+                relay: o.relay,
+                green: o.green,
+                red: o.red,
+                buzzer: o.buzzer,
+            },
+        };
+        let max_len = self.range(&k("max_len"), raw.max_len, 512, 1, 65_536) as usize;
+        let debounce_ms = self.range(&k("debounce_ms"), raw.debounce_ms, 1500, 0, 600_000);
         let frame_timeout_ms = self.range(
-            "reader.frame_timeout_ms",
+            &k("frame_timeout_ms"),
             raw.frame_timeout_ms,
             300,
             10,
             60_000,
         );
         ReaderConfig {
+            name,
+            key,
             kind,
+            direction,
+            outputs,
             max_len,
             debounce: Duration::from_millis(debounce_ms),
             frame_timeout: Duration::from_millis(frame_timeout_ms),
@@ -665,12 +1400,13 @@ impl Validator<'_> {
     }
 
     fn outputs(&mut self, raw: RawOutputs) -> OutputsConfig {
-        let backend = match self.choice(
+        let backend_name = self.choice(
             "outputs.backend",
             raw.backend.as_deref(),
             "gpio",
-            &["gpio", "sim"],
-        ) {
+            &["gpio", "gpiod", "sim"],
+        );
+        let backend = match backend_name {
             "sim" => {
                 let log = match raw.sim_log.as_deref() {
                     None | Some("-") => SimLog::Stdout,
@@ -680,54 +1416,132 @@ impl Validator<'_> {
                     }
                     Some(p) => SimLog::File(PathBuf::from(p)),
                 };
-                OutputBackendKind::Sim { log }
+                let inputs = match raw.sim_inputs.as_deref() {
+                    None => None,
+                    Some("") => {
+                        self.problem("outputs.sim_inputs", "must be a path");
+                        None
+                    }
+                    Some(p) => Some(PathBuf::from(p)),
+                };
+                OutputBackendKind::Sim { log, inputs }
             }
+            "gpiod" => OutputBackendKind::Gpiod,
             _ => OutputBackendKind::Gpio,
         };
-        let mut used: Vec<(u8, &'static str)> = Vec::new();
-        let mut spec =
-            |v: &mut Self, name: &'static str, raw: Option<RawOutput>, default_pulse: u64| {
-                let raw = raw?;
-                let key = format!("outputs.{name}");
-                let Some(pin) = raw.pin else {
-                    v.problem(&key, "needs a pin (BCM GPIO number)");
-                    return None;
-                };
-                let pin = v.range(&format!("{key}.pin"), Some(pin), 0, 0, 27) as u8;
-                if let Some((_, other)) = used.iter().find(|(p, _)| *p == pin) {
-                    v.problem(
-                        &format!("{key}.pin"),
-                        format!("GPIO {pin} is already used by outputs.{other}"),
-                    );
-                }
-                used.push((pin, name));
-                let pulse_ms = v.range(
-                    &format!("{key}.pulse_ms"),
-                    raw.pulse_ms,
-                    default_pulse,
-                    1,
-                    600_000,
+        // sim_log and sim_inputs are left alone under the other backends (configs switch
+        // between sim and gpio with them in place); a chip without gpiod is a forgotten backend.
+        if backend_name != "gpiod" && raw.chip.is_some() {
+            self.problem("outputs.chip", "only for backend = \"gpiod\"");
+        }
+        let chip = raw.chip.unwrap_or_else(|| "gpiochip0".into());
+        // The standard outputs first, then the others by name.
+        let mut names: Vec<&String> = raw.lines.keys().collect();
+        names.sort_by_key(|n| {
+            (
+                STANDARD_OUTPUTS
+                    .iter()
+                    .position(|s| s == n)
+                    .unwrap_or(STANDARD_OUTPUTS.len()),
+                (*n).clone(),
+            )
+        });
+        let mut lines: Vec<(String, OutputSpec)> = Vec::new();
+        for name in names {
+            let key = format!("outputs.{name}");
+            let value = raw.lines[name].clone();
+            if !value.is_table() {
+                self.problem(
+                    &key,
+                    "unknown key (an output is a table like { pin = 17 }; the settings are backend, sim_log, sim_inputs and chip)",
                 );
-                Some(OutputSpec {
-                    pin,
+                continue;
+            }
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                self.problem(&key, "output names are letters, digits, _ and -");
+                continue;
+            }
+            let Some(raw) = value.as_table().and_then(|t| self.raw_output(&key, t)) else {
+                continue;
+            };
+            let Some(line) = self.line_ref(
+                &key,
+                &backend,
+                raw.pin,
+                raw.line.clone(),
+                raw.chip.clone(),
+                raw.offset,
+            ) else {
+                continue;
+            };
+            if let Some((other, _)) = lines.iter().find(|(_, s)| s.line == line) {
+                let field = match line {
+                    LineRef::Pin(_) => "pin",
+                    LineRef::Named(_) => "line",
+                    LineRef::ChipOffset { .. } => "offset",
+                };
+                self.problem(
+                    &format!("{key}.{field}"),
+                    format!("{line} is already used by outputs.{other}"),
+                );
+            }
+            let default_pulse = match name.as_str() {
+                "relay" => 3000,
+                "buzzer" => 300,
+                "status" => 1000,
+                _ if name.starts_with("relay") => 3000,
+                _ if name.starts_with("buzzer") => 300,
+                _ => 1500,
+            };
+            let pulse_ms = self.range(
+                &format!("{key}.pulse_ms"),
+                raw.pulse_ms,
+                default_pulse,
+                1,
+                600_000,
+            );
+            lines.push((
+                name.clone(),
+                OutputSpec {
+                    line,
                     active_low: raw.active_low.unwrap_or(false),
                     pulse: Duration::from_millis(pulse_ms),
-                })
-            };
-        let relay = spec(self, "relay", raw.relay, 3000);
-        let green = spec(self, "green", raw.green, 1500);
-        let red = spec(self, "red", raw.red, 1500);
-        let buzzer = spec(self, "buzzer", raw.buzzer, 300);
-        let status = spec(self, "status", raw.status, 1000);
+                },
+            ));
+        }
         OutputsConfig {
             backend,
-            relay,
-            green,
-            red,
-            buzzer,
-            status,
+            chip,
+            lines,
         }
     }
+}
+
+impl LaneOutputs {
+    /// What a reader drives unless it says otherwise: the standard outputs.
+    pub fn standard() -> Self {
+        LaneOutputs {
+            relay: Some("relay".into()),
+            green: Some("green".into()),
+            red: Some("red".into()),
+            buzzer: Some("buzzer".into()),
+        }
+    }
+}
+
+/// `"0c2e:0b61"` -> (0x0c2e, 0x0b61).
+pub fn parse_usb_id(s: &str) -> Option<(u16, u16)> {
+    let (v, p) = s.trim().split_once(':')?;
+    let hex = |x: &str| {
+        (x.len() == 4)
+            .then(|| u16::from_str_radix(x, 16).ok())
+            .flatten()
+    };
+    Some((hex(v)?, hex(p)?))
 }
 
 /// A duration: whole seconds, or a string like `"90s"`, `"30m"`, `"24h"`, `"7d"`.
@@ -796,40 +1610,102 @@ pub fn default_device_name() -> String {
 impl Config {
     /// The one-line summary `check-config` prints.
     pub fn summary(&self) -> String {
-        let reader = match &self.reader.kind {
+        let kind = |r: &ReaderConfig| match &r.kind {
             ReaderKind::Serial { path, baud } => format!("serial {} @ {baud}", path.display()),
             ReaderKind::Stdin => "stdin".to_owned(),
+            ReaderKind::Hid { source, layout, .. } => {
+                let from = match source {
+                    HidSource::Path(p) => p.display().to_string(),
+                    HidSource::UsbId { vendor, product } => {
+                        format!("usb {vendor:04x}:{product:04x}")
+                    }
+                    HidSource::Recording(p) => format!("recording {}", p.display()),
+                };
+                format!("hid {from} ({} layout)", layout.as_str())
+            }
+        };
+        let reader = if self.multi_reader {
+            let each: Vec<String> = self
+                .readers
+                .iter()
+                .map(|r| {
+                    let outs: Vec<&str> = [
+                        &r.outputs.relay,
+                        &r.outputs.green,
+                        &r.outputs.red,
+                        &r.outputs.buzzer,
+                    ]
+                    .iter()
+                    .filter_map(|o| o.as_deref())
+                    .collect();
+                    format!(
+                        "{} ({}, {}, outputs {})",
+                        r.name,
+                        kind(r),
+                        r.direction,
+                        if outs.is_empty() {
+                            "none".into()
+                        } else {
+                            outs.join("+")
+                        }
+                    )
+                })
+                .collect();
+            format!("readers [{}]", each.join("; "))
+        } else {
+            let r = &self.readers[0];
+            let dir = if r.direction == Direction::Exit {
+                " (exit)"
+            } else {
+                ""
+            };
+            format!("reader {}{dir}", kind(r))
         };
         let o = &self.outputs;
-        let outs: Vec<String> = [
-            ("relay", o.relay),
-            ("green", o.green),
-            ("red", o.red),
-            ("buzzer", o.buzzer),
-            ("status", o.status),
-        ]
-        .iter()
-        .filter_map(|(n, s)| {
-            s.map(|s| {
+        let outs: Vec<String> = o
+            .lines
+            .iter()
+            .map(|(n, s)| {
+                let line = match &s.line {
+                    LineRef::Pin(p) => p.to_string(),
+                    other => other.to_string(),
+                };
                 format!(
-                    "{n} {}{}",
-                    s.pin,
+                    "{n} {line}{}",
                     if s.active_low { " active-low" } else { "" }
                 )
             })
-        })
-        .collect();
+            .collect();
         let backend = match &o.backend {
             OutputBackendKind::Gpio => "gpio".to_owned(),
+            OutputBackendKind::Gpiod => format!("gpiod ({})", o.chip),
             OutputBackendKind::Sim {
                 log: SimLog::Stdout,
+                ..
             } => "sim (stdout)".to_owned(),
             OutputBackendKind::Sim {
                 log: SimLog::File(p),
+                ..
             } => format!("sim ({})", p.display()),
         };
+        let mut inputs = Vec::new();
+        if let Some(b) = &self.inputs.exit_button {
+            inputs.push(format!("exit button {} -> {}", b.input.line, b.relay));
+        }
+        if let Some(d) = &self.inputs.door_sensor {
+            inputs.push(format!(
+                "door sensor {} (held open after {} s)",
+                d.input.line,
+                d.held_open.as_secs()
+            ));
+        }
+        let inputs = if inputs.is_empty() {
+            String::new()
+        } else {
+            format!(", inputs [{}]", inputs.join(", "))
+        };
         format!(
-            "ok: {}: device \"{}\", reader {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]",
+            "ok: {}: device \"{}\", {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]{inputs}",
             self.source.display(),
             self.device.name,
             self.api.url,
@@ -859,14 +1735,22 @@ mod tests {
         assert_eq!(c.api.url.as_str(), "https://api.tiketo.eu/graphql");
         assert_eq!(c.api.timeout, Duration::from_millis(800));
         assert_eq!(
-            c.reader.kind,
+            c.readers[0].kind,
             ReaderKind::Serial {
                 path: "/dev/ttyACM0".into(),
                 baud: 9600
             }
         );
-        assert_eq!(c.reader.max_len, 512);
-        assert_eq!(c.reader.debounce, Duration::from_millis(1500));
+        assert_eq!(c.readers.len(), 1);
+        assert_eq!(c.readers[0].name, "reader");
+        assert_eq!(c.readers[0].direction, Direction::Entry);
+        assert_eq!(
+            c.readers[0].outputs,
+            LaneOutputs::default(),
+            "nothing wired"
+        );
+        assert_eq!(c.readers[0].max_len, 512);
+        assert_eq!(c.readers[0].debounce, Duration::from_millis(1500));
         assert_eq!(c.offline.policy, OfflinePolicy::Cache);
         assert_eq!(c.offline.cache_ttl, Duration::from_secs(86_400));
         assert_eq!(c.offline.max_offline_uses, 1);
@@ -874,7 +1758,8 @@ mod tests {
         assert_eq!(c.store.retention, Duration::from_secs(30 * 86_400));
         assert_eq!(c.store.max_pending, 1_000_000);
         assert_eq!(c.outputs.backend, OutputBackendKind::Gpio);
-        assert!(c.outputs.relay.is_none());
+        assert!(c.outputs.lines.is_empty());
+        assert_eq!(c.inputs, InputsConfig::default());
         assert_eq!(c.device.state_dir, PathBuf::from("/var/lib/tiketo-gate"));
     }
 
@@ -882,13 +1767,17 @@ mod tests {
     fn the_issue_example_parses() {
         let src = include_str!("../config/example.toml");
         let c = parse_str(src).unwrap();
-        let relay = c.outputs.relay.unwrap();
+        let relay = c.outputs.get("relay").unwrap();
         assert_eq!(
-            (relay.pin, relay.active_low, relay.pulse),
-            (17, false, Duration::from_millis(3000))
+            (&relay.line, relay.active_low, relay.pulse),
+            (&LineRef::Pin(17), false, Duration::from_millis(3000))
         );
-        assert_eq!(c.outputs.green.unwrap().pin, 27);
-        assert_eq!(c.outputs.buzzer.unwrap().pulse, Duration::from_millis(300));
+        assert_eq!(c.outputs.get("green").unwrap().line, LineRef::Pin(27));
+        assert_eq!(
+            c.outputs.get("buzzer").unwrap().pulse,
+            Duration::from_millis(300)
+        );
+        assert_eq!(c.readers[0].outputs, LaneOutputs::standard());
         assert!(c
             .summary()
             .starts_with("ok: test.toml: device \"front-door\""));
@@ -935,7 +1824,7 @@ mod tests {
         );
         assert!(
             lines.iter().any(|l| l.starts_with(
-                "test.toml:6: reader.kind: must be one of \"serial\", \"stdin\" (got \"usb\")"
+                "test.toml:6: reader.kind: must be one of \"serial\", \"stdin\", \"hid\" (got \"usb\")"
             )),
             "{e}"
         );
@@ -1043,5 +1932,233 @@ mod tests {
         let src = "outputs.backend = \"sim\"\n\n[outputs.relay]\npin = 99\n";
         let e = err(src);
         assert!(e.starts_with("test.toml:4: outputs.relay.pin:"), "{e}");
+    }
+
+    const TWO_LANES: &str = r#"
+[outputs]
+backend = "sim"
+relay = { pin = 17 }
+green = { pin = 27 }
+red = { pin = 22 }
+buzzer = { pin = 23 }
+status = { pin = 24 }
+relay_exit = { pin = 5, active_low = true, pulse_ms = 2000 }
+green_exit = { pin = 6 }
+
+[[readers]]
+name = "entrance"
+kind = "serial"
+path = "/dev/serial/by-id/usb-A"
+
+[[readers]]
+name = "exit"
+kind = "hid"
+usb_id = "0C2E:0b61"
+layout = "de"
+direction = "exit"
+debounce_ms = 500
+outputs = { relay = "relay_exit", green = "green_exit", buzzer = "buzzer" }
+
+[inputs]
+exit_button = { pin = 25, active_low = true, bias = "pull-up" }
+door_sensor = { pin = 16, held_open_secs = 45 }
+"#;
+
+    #[test]
+    fn several_readers_with_their_own_outputs_and_inputs() {
+        let c = parse_str(TWO_LANES).unwrap();
+        assert!(c.multi_reader);
+        assert_eq!(c.readers.len(), 2);
+        let (a, b) = (&c.readers[0], &c.readers[1]);
+        assert_eq!(
+            (a.name.as_str(), a.direction),
+            ("entrance", Direction::Entry)
+        );
+        assert_eq!(a.outputs, LaneOutputs::standard());
+        assert_eq!((b.name.as_str(), b.direction), ("exit", Direction::Exit));
+        assert_eq!(
+            b.kind,
+            ReaderKind::Hid {
+                source: HidSource::UsbId {
+                    vendor: 0x0c2e,
+                    product: 0x0b61
+                },
+                layout: crate::hid::Layout::De,
+                grab: true
+            }
+        );
+        assert_eq!(b.debounce, Duration::from_millis(500));
+        assert_eq!(b.outputs.relay.as_deref(), Some("relay_exit"));
+        assert_eq!(b.outputs.red, None, "left out: this lane has no red LED");
+        let names: Vec<&str> = c.outputs.lines.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "relay",
+                "green",
+                "red",
+                "buzzer",
+                "status",
+                "green_exit",
+                "relay_exit"
+            ]
+        );
+        assert_eq!(
+            c.outputs.get("relay_exit").unwrap().pulse,
+            Duration::from_millis(2000)
+        );
+        let button = c.inputs.exit_button.as_ref().unwrap();
+        assert_eq!(button.relay, "relay");
+        assert_eq!(button.input.bias, Bias::PullUp);
+        assert!(button.input.active_low);
+        assert_eq!(button.input.debounce, Duration::from_millis(50));
+        let door = c.inputs.door_sensor.as_ref().unwrap();
+        assert_eq!(door.held_open, Duration::from_secs(45));
+        let sum = c.summary();
+        assert!(sum.contains("readers [entrance (serial /dev/serial/by-id/usb-A @ 9600, entry, outputs relay+green+red+buzzer); exit (hid usb 0c2e:0b61 (de layout), exit, outputs relay_exit+green_exit+buzzer)]"), "{sum}");
+        assert!(
+            sum.contains(
+                "inputs [exit button GPIO 25 -> relay, door sensor GPIO 16 (held open after 45 s)]"
+            ),
+            "{sum}"
+        );
+    }
+
+    #[test]
+    fn reader_mistakes_name_the_entry_and_line() {
+        let bad = TWO_LANES
+            .replace("direction = \"exit\"", "direction = \"out\"")
+            .replace("relay = \"relay_exit\"", "relay = \"relay_x\"")
+            .replace("name = \"exit\"", "name = \"entrance\"");
+        let e = err(&bad);
+        let lines: Vec<&str> = e.lines().collect();
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "test.toml:18: readers[1].name: \"entrance\" is already the name of readers[0]"
+            )),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with("test.toml:22: readers[1].direction: must be one of \"entry\", \"exit\" (got \"out\")")),
+            "{e}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "test.toml:24: readers[1].outputs.relay: no output \"relay_x\" in [outputs]"
+            )),
+            "{e}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l
+                    .starts_with("test.toml:9: outputs.relay_exit: no reader drives this output")),
+            "{e}"
+        );
+        // Both forms at once, a nameless entry, a serial key on a HID reader, a stdin twice.
+        let e = err("[reader]\nkind = \"stdin\"\n[[readers]]\nname = \"a\"\n");
+        assert!(e.contains("use either [reader]"), "{e}");
+        let e = err("[[readers]]\nkind = \"stdin\"\n[[readers]]\nname = \"b\"\nkind = \"stdin\"\n");
+        assert!(e.contains("test.toml:1: readers[0]: needs a name"), "{e}");
+        assert!(
+            e.contains("test.toml:5: readers[1].kind: only one reader can read stdin"),
+            "{e}"
+        );
+        let e = err("[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nbaud = 9600\n");
+        assert!(
+            e.contains("test.toml:4: reader.baud: only for kind = \"serial\""),
+            "{e}"
+        );
+        let e = err("[reader]\nkind = \"hid\"\n");
+        assert!(
+            e.contains("test.toml:1: reader: a hid reader needs a path"),
+            "{e}"
+        );
+        let e = err("[reader]\nkind = \"hid\"\nusb_id = \"zz:1\"\n");
+        assert!(
+            e.contains("test.toml:3: reader.usb_id: must be vendor:product"),
+            "{e}"
+        );
+        let e = err("[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nlayout = \"fr\"\n");
+        assert!(
+            e.contains("test.toml:4: reader.layout: must be one of \"us\", \"de\" (got \"fr\")"),
+            "{e}"
+        );
+        let e = err("[[readers]]\nname = \"a\"\npath = \"/dev/ttyACM0\"\n[[readers]]\nname = \"b\"\npath = \"/dev/ttyACM0\"\n");
+        assert!(
+            e.contains("test.toml:6: readers[1].path: /dev/ttyACM0 is already read by readers[0]"),
+            "{e}"
+        );
+        // The single-reader form keeps working, with a direction if wanted.
+        let c = parse_str("[reader]\nkind = \"hid\"\npath = \"/dev/input/by-id/usb-scanner-event-kbd\"\ndirection = \"exit\"\n").unwrap();
+        assert!(!c.multi_reader);
+        assert_eq!(c.readers[0].direction, Direction::Exit);
+        assert!(
+            c.summary()
+                .contains("reader hid /dev/input/by-id/usb-scanner-event-kbd (us layout) (exit)"),
+            "{}",
+            c.summary()
+        );
+    }
+
+    #[test]
+    fn gpiod_lines_and_input_mistakes() {
+        let c = parse_str("[outputs]\nbackend = \"gpiod\"\nchip = \"gpiochip4\"\nrelay = { line = \"GPIO17\", active_low = true }\ngreen = { chip = \"gpiochip0\", offset = 27 }\nred = { pin = 22 }\n[inputs]\ndoor_sensor = { line = \"GPIO5\", bias = \"pull-up\", active_low = true }\n").unwrap();
+        assert_eq!(c.outputs.backend, OutputBackendKind::Gpiod);
+        assert_eq!(c.outputs.chip, "gpiochip4");
+        assert_eq!(
+            c.outputs.get("relay").unwrap().line,
+            LineRef::Named("GPIO17".into())
+        );
+        assert_eq!(
+            c.outputs.get("green").unwrap().line,
+            LineRef::ChipOffset {
+                chip: "gpiochip0".into(),
+                offset: 27
+            }
+        );
+        assert!(c.summary().contains("outputs gpiod (gpiochip4) [relay line \"GPIO17\" active-low, green gpiochip0 line 27, red 22]"), "{}", c.summary());
+        // Names and chips need gpiod; one way to name a line; inputs cannot share a line.
+        let e = err("[outputs]\nrelay = { line = \"GPIO17\" }\n");
+        assert!(e.contains("test.toml:2: outputs.relay.line: line names and chip offsets need outputs.backend = \"gpiod\""), "{e}");
+        let e = err("[outputs]\nbackend = \"gpiod\"\nrelay = { pin = 17, line = \"GPIO17\" }\n");
+        assert!(
+            e.contains("test.toml:3: outputs.relay: give one of pin, line, or chip and offset"),
+            "{e}"
+        );
+        let e = err("[outputs]\nchip = \"gpiochip0\"\n");
+        assert!(
+            e.contains("test.toml:2: outputs.chip: only for backend = \"gpiod\""),
+            "{e}"
+        );
+        let e = err("[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 17, held_open_secs = 3 }\ndoor_sensor = { pin = 5, bias = \"up\" }\n");
+        assert!(
+            e.contains("test.toml:4: inputs.exit_button: GPIO 17 is already used by outputs.relay"),
+            "{e}"
+        );
+        assert!(
+            e.contains(
+                "test.toml:4: inputs.exit_button.held_open_secs: only for inputs.door_sensor"
+            ),
+            "{e}"
+        );
+        assert!(
+            e.contains("test.toml:5: inputs.door_sensor.bias: must be one of"),
+            "{e}"
+        );
+        let e = err("[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 6, relay = \"door2\" }\n");
+        assert!(e.contains("test.toml:4: inputs.exit_button.relay: the output it releases, \"door2\", is not in [outputs]"), "{e}");
+        let e = err("[outputs]\nbackend = \"sim\"\nlogfile = \"x\"\n");
+        assert!(
+            e.contains("test.toml:3: outputs.logfile: unknown key"),
+            "{e}"
+        );
+        let e = err("[outputs]\nrelay = { pin = 17, pulse = 3 }\n");
+        assert!(
+            e.contains("test.toml:2: outputs.relay.pulse: unknown key `pulse`"),
+            "{e}"
+        );
+        // The old example's sim_log under the gpio backend is still fine.
+        assert!(parse_str("[outputs]\nbackend = \"gpio\"\nsim_log = \"-\"\n").is_ok());
     }
 }

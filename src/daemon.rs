@@ -18,9 +18,19 @@ use crate::config::Config;
 use crate::enrol::Credentials;
 use crate::link::{Link, Mode};
 use crate::mask::Secret;
-use crate::outputs::feedback::Feedback;
+use crate::outputs::feedback::{Feedback, LaneFeedback};
 use crate::reader::{self, ReaderEvent};
 use crate::scan::{ScanSettings, Scanner, Shared};
+
+/// A reader's events with its index.
+type Tagged = (usize, ReaderEvent);
+
+/// One reader's pipeline: its settings and its outputs.
+#[derive(Clone)]
+struct Lane {
+    settings: ScanSettings,
+    feedback: LaneFeedback,
+}
 use crate::store::{now_ms, Store, StoreHandle};
 
 /// Consecutive failures to reach the API after which the daemon is offline.
@@ -155,11 +165,51 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
     tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
-    let (tx, mut rx) = mpsc::channel::<ReaderEvent>(64);
-    if let Err(e) = reader::spawn(&cfg.reader, tx) {
-        tracing::error!("cannot start the reader: {e}");
-        return ExitCode::from(1);
+    shared.set_readers(&cfg.readers);
+    let lanes: Vec<Lane> = cfg
+        .readers
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Lane {
+            settings: ScanSettings {
+                device: cfg.device.name.clone(),
+                reader: r.name.clone(),
+                direction: r.direction,
+                reader_index: i,
+                rules: cfg.rules.clone(),
+                offline: cfg.offline.rules(),
+                cache_ttl: cfg.offline.cache_ttl,
+                budget: cfg.api.timeout,
+                debounce: r.debounce,
+                max_pending: cfg.store.max_pending,
+            },
+            feedback: feedback.lane(&r.outputs),
+        })
+        .collect();
+    let (tx, mut rx) = mpsc::channel::<Tagged>(64);
+    for (i, r) in cfg.readers.iter().enumerate() {
+        if let Err(e) = reader::spawn(r, reader::Tx::new(i, tx.clone())) {
+            tracing::error!(reader = %r.name, "cannot start the reader: {e}");
+            return ExitCode::from(1);
+        }
     }
+    drop(tx);
+    let _inputs = match crate::outputs::inputs::spawn(&cfg.outputs, &cfg.inputs) {
+        Ok(Some((handle, events))) => {
+            tokio::spawn(crate::door::run(
+                events,
+                cfg.inputs.clone(),
+                feedback.clone(),
+                shared.clone(),
+            ));
+            Some(handle)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!("cannot read the inputs: {e}");
+            return ExitCode::from(1);
+        }
+    };
     // Store, outputs and reader are up: tell systemd.
     crate::service::notify_ready();
     tracing::info!(
@@ -167,11 +217,12 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         api = %cfg.api.url,
         policy = cfg.offline.policy.as_str(),
         store = %store_path.display(),
+        readers = cfg.readers.len(),
         "ready"
     );
 
     // A code read while the first enrolment attempt was still on its way.
-    let mut held_code: Option<ReaderEvent> = None;
+    let mut held_code: Option<Tagged> = None;
     let creds = match auth {
         Auth::Device(c) => {
             tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
@@ -183,6 +234,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                 workspace,
                 &shared,
                 &feedback,
+                &lanes,
                 &mut rx,
                 &mut stop_rx,
                 &watchdog,
@@ -211,20 +263,37 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tokio::spawn(crate::replay::run(replay_client, shared.clone()));
     tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
     let budget = cfg.api.timeout;
-    let settings = ScanSettings {
-        device: cfg.device.name.clone(),
-        rules: cfg.rules.clone(),
-        offline: cfg.offline.rules(),
-        cache_ttl: cfg.offline.cache_ttl,
-        budget,
-        debounce: cfg.reader.debounce,
-        max_pending: cfg.store.max_pending,
-    };
-    let mut scanner = Scanner::new(client, settings, feedback.clone(), shared);
-    let mut ping = watchdog.interval();
-    if let Some(ev) = held_code.take() {
-        scanner.handle(ev).await;
+    // Each reader is its own lane: scans from different readers are decided concurrently,
+    // each in order within its lane.
+    let mut lane_tx = Vec::new();
+    let mut lane_tasks = Vec::new();
+    let mut busy = Vec::new();
+    for lane in &lanes {
+        let (tx, mut lrx) = mpsc::channel::<ReaderEvent>(64);
+        let since = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let mut scanner = Scanner::new(
+            client.clone(),
+            lane.settings.clone(),
+            lane.feedback.clone(),
+            shared.clone(),
+        );
+        let lane_busy = since.clone();
+        lane_tasks.push(tokio::spawn(async move {
+            while let Some(ev) = lrx.recv().await {
+                lane_busy.store(now_ms(), Ordering::Relaxed);
+                scanner.handle(ev).await;
+                lane_busy.store(0, Ordering::Relaxed);
+            }
+        }));
+        lane_tx.push(tx);
+        busy.push(since);
     }
+    if let Some((i, ev)) = held_code.take() {
+        let _ = lane_tx[i].send(ev).await;
+    }
+    // A scan may take its budget plus time for the store; a lane busy longer is wedged.
+    let healthy_ms = (budget + Duration::from_secs(5)).as_millis() as i64;
+    let mut ping = watchdog.interval();
 
     loop {
         tokio::select! {
@@ -234,27 +303,33 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                 crate::service::notify_stopping();
                 return ExitCode::SUCCESS;
             }
-            // The watchdog is fed from this loop only: a wedged scan loop stops the pings and
-            // systemd restarts the daemon; a slow HTTP call cannot (each scan has its budget).
-            _ = ping.tick() => watchdog.ping(),
+            // The watchdog is fed while every lane is idle or within a healthy scan's time: a
+            // wedged scan stops the pings and systemd restarts the daemon; a slow HTTP call
+            // cannot (each scan has its budget).
+            _ = ping.tick() => {
+                let now = now_ms();
+                let wedged = busy.iter().any(|b| {
+                    let t = b.load(Ordering::Relaxed);
+                    t != 0 && now - t > healthy_ms
+                });
+                if !wedged {
+                    watchdog.ping();
+                }
+            }
             ev = rx.recv() => match ev {
-                Some(ReaderEvent::Eof) | None => {
-                    tracing::info!("end of input; finishing the pulses that are running");
+                Some((_, ReaderEvent::Eof)) | None => {
+                    tracing::info!("end of input; finishing the scans and pulses that are running");
+                    drop(lane_tx);
+                    for t in lane_tasks {
+                        let _ = t.await;
+                    }
                     feedback.wait_idle().await;
                     return ExitCode::SUCCESS;
                 }
-                Some(ev) => {
-                    // Keep feeding the watchdog while a scan waits for the API, but only for as
-                    // long as a healthy scan can take (its budget, plus time for the store): a
-                    // scan stuck beyond that is a wedged loop, and systemd should restart us.
-                    let healthy_until = tokio::time::Instant::now() + budget + Duration::from_secs(5);
-                    let scan = scanner.handle(ev);
-                    tokio::pin!(scan);
-                    loop {
-                        tokio::select! {
-                            _ = &mut scan => break,
-                            _ = ping.tick(), if tokio::time::Instant::now() < healthy_until => watchdog.ping(),
-                        }
+                Some((i, ev)) => {
+                    if lane_tx[i].send(ev).await.is_err() {
+                        tracing::error!(reader = %lanes[i].settings.reader, "the reader's lane stopped");
+                        return ExitCode::from(1);
                     }
                 }
             },
@@ -265,15 +340,17 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
 /// Not enrolled yet: register with backoff (1 s doubling to 5 min) while every scan is
 /// rejected `not_enrolled`; the status LED blinks fast. Returns the credentials, or `None`
 /// when the daemon was stopped first.
+#[allow(clippy::too_many_arguments)] // the loop's whole context; a struct would only rename it
 async fn enrol_phase(
     cfg: &Config,
     workspace: Secret,
     shared: &Shared,
     feedback: &Feedback,
-    rx: &mut mpsc::Receiver<ReaderEvent>,
+    lanes: &[Lane],
+    rx: &mut mpsc::Receiver<Tagged>,
     stop_rx: &mut watch::Receiver<bool>,
     watchdog: &crate::service::Watchdog,
-) -> Option<(Credentials, Option<ReaderEvent>)> {
+) -> Option<(Credentials, Option<Tagged>)> {
     feedback.set_status_blink(Duration::from_millis(250));
     crate::service::notify_status("not enrolled: registering this device with Tiketo");
     tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
@@ -317,7 +394,10 @@ async fn enrol_phase(
         }
     });
     let mut ping = watchdog.interval();
-    let mut debounce = crate::debounce::Debouncer::new(cfg.reader.debounce);
+    let mut debounce: Vec<crate::debounce::Debouncer> = lanes
+        .iter()
+        .map(|l| crate::debounce::Debouncer::new(l.settings.debounce))
+        .collect();
     loop {
         tokio::select! {
             biased;
@@ -334,8 +414,8 @@ async fn enrol_phase(
                 return Some((creds, None));
             }
             ev = rx.recv() => match ev {
-                Some(ReaderEvent::Code { code, last_byte }) => {
-                    if !debounce.is_new_scan(&code, last_byte) {
+                Some((i, ReaderEvent::Code { code, last_byte })) => {
+                    if !debounce[i].is_new_scan(&code, last_byte) {
                         continue;
                     }
                     // The first attempt may be about to succeed (a device starting up with a
@@ -344,25 +424,19 @@ async fn enrol_phase(
                         let deadline = tokio::time::Instant::from_std(last_byte) + cfg.api.timeout;
                         if let Ok(Ok(creds)) = tokio::time::timeout_at(deadline, &mut done_rx).await {
                             log_enrolled(&creds);
-                            return Some((creds, Some(ReaderEvent::Code { code, last_byte })));
+                            return Some((creds, Some((i, ReaderEvent::Code { code, last_byte }))));
                         }
                     }
-                    crate::scan::reject_locally(shared, feedback, &cfg.device.name, code, last_byte, crate::decision::Reason::NotEnrolled).await;
+                    let lane = &lanes[i];
+                    crate::scan::reject_locally(shared, &lane.feedback, &lane.settings, code, last_byte, crate::decision::Reason::NotEnrolled).await;
                 }
-                Some(ReaderEvent::Eof) | None => {
+                Some((_, ReaderEvent::Eof)) | None => {
                     enrol.abort();
                     feedback.wait_idle().await;
                     return None;
                 }
-                Some(ReaderEvent::Malformed { .. }) => feedback.reject(),
-                Some(ReaderEvent::Connected { path }) => {
-                    shared.set_reader_connected(true);
-                    tracing::info!(path = %path.display(), "reader connected")
-                }
-                Some(ReaderEvent::Disconnected { path, error }) => {
-                    shared.set_reader_connected(false);
-                    tracing::warn!(path = %path.display(), "reader disconnected ({error}); reopening when it is back")
-                }
+                Some((i, ReaderEvent::Malformed { .. })) => lanes[i].feedback.reject(),
+                Some((i, ev)) => crate::scan::reader_link_event(shared, &lanes[i].settings.reader, i, &ev),
             },
         }
     }
@@ -514,6 +588,16 @@ async fn write_status(shared: Shared, max_pending: u64) {
                 crate::clock::clock_synced().to_string(),
             ),
             ("daemon_pid".into(), std::process::id().to_string()),
+            (
+                "readers".into(),
+                serde_json::to_string(&*shared.readers.lock().unwrap_or_else(|p| p.into_inner()))
+                    .unwrap_or_default(),
+            ),
+            (
+                "door".into(),
+                serde_json::to_string(&*shared.door.lock().unwrap_or_else(|p| p.into_inner()))
+                    .unwrap_or_default(),
+            ),
         ];
         if now != last {
             let changed: Vec<(String, String)> = now

@@ -201,10 +201,131 @@ pub fn decide_offline(
     }
 }
 
+/// Which way a reader lets people through. Goes into `ScanEventInput.data` as `direction`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Direction {
+    #[default]
+    Entry,
+    Exit,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Entry => "entry",
+            Direction::Exit => "exit",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Direction> {
+        match s {
+            "entry" => Some(Direction::Entry),
+            "exit" => Some(Direction::Exit),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What an offline decision does to a pass's count of offline admissions (anti-passback).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UseChange {
+    None,
+    /// An entry admitted on a known pass: one more use.
+    Count,
+    /// An exit admitted on a known pass: the guest is out, so the next entry is not a
+    /// second one.
+    Reset,
+}
+
+impl From<bool> for UseChange {
+    /// `true`: count one offline use.
+    fn from(count: bool) -> Self {
+        if count {
+            UseChange::Count
+        } else {
+            UseChange::None
+        }
+    }
+}
+
+/// The offline admissions that count against `offline.max_offline_uses` for a scan in
+/// `direction`: entries only (an exit is never "already used").
+pub fn counted_uses(direction: Direction, entry_uses: u32) -> u32 {
+    match direction {
+        Direction::Entry => entry_uses,
+        Direction::Exit => 0,
+    }
+}
+
+/// How an admitted (or not) offline scan changes the pass's use count. Only a pass the cache
+/// knows is counted (a code admitted by `offline.unknown = "accept"` or `policy = "accept"`
+/// has no pass facts to hold against it).
+pub fn offline_use_change(direction: Direction, admitted: bool, known_pass: bool) -> UseChange {
+    match (admitted && known_pass, direction) {
+        (false, _) => UseChange::None,
+        (true, Direction::Entry) => UseChange::Count,
+        (true, Direction::Exit) => UseChange::Reset,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    #[test]
+    fn exits_never_count_as_entries_and_reset_anti_passback() {
+        let o = OfflineRules {
+            policy: OfflinePolicy::Cache,
+            unknown_accepts: false,
+            max_offline_uses: 1,
+        };
+        let known = CacheView::Known(Some(pass()));
+        let rules = Rules::default();
+        // One entry used: a second entry is refused, an exit is not.
+        let entry = decide_offline(
+            &o,
+            &known,
+            counted_uses(Direction::Entry, 1),
+            false,
+            &rules,
+            NOW,
+        );
+        assert_eq!(entry, Err(Reason::AlreadyUsed));
+        let exit = decide_offline(
+            &o,
+            &known,
+            counted_uses(Direction::Exit, 1),
+            false,
+            &rules,
+            NOW,
+        );
+        assert_eq!(exit, Ok(()));
+        assert_eq!(
+            offline_use_change(Direction::Entry, true, true),
+            UseChange::Count
+        );
+        assert_eq!(
+            offline_use_change(Direction::Exit, true, true),
+            UseChange::Reset
+        );
+        assert_eq!(
+            offline_use_change(Direction::Entry, false, true),
+            UseChange::None
+        );
+        assert_eq!(
+            offline_use_change(Direction::Entry, true, false),
+            UseChange::None
+        );
+        assert_eq!(Direction::parse("exit"), Some(Direction::Exit));
+        assert_eq!(Direction::parse("out"), None);
+    }
 
     const NOW: OffsetDateTime = datetime!(2026-11-27 12:00 UTC);
 

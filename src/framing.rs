@@ -21,6 +21,8 @@ pub enum MalformedKind {
     ControlChar,
     /// Bytes that were never terminated: the reader went quiet mid-code.
     Incomplete,
+    /// A keyboard-mode reader pressed a key its layout cannot map (a function key, Ctrl+x).
+    UnmappedKey,
 }
 
 impl MalformedKind {
@@ -30,6 +32,7 @@ impl MalformedKind {
             MalformedKind::NotUtf8 => "not_utf8",
             MalformedKind::ControlChar => "control_char",
             MalformedKind::Incomplete => "incomplete",
+            MalformedKind::UnmappedKey => "unmapped_key",
         }
     }
 }

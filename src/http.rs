@@ -24,7 +24,6 @@ use tokio::sync::Semaphore;
 use crate::link::{Link, Mode};
 use crate::mask::Secret;
 use crate::outputs::feedback::Feedback;
-use crate::outputs::OutputName;
 use crate::scan::Shared;
 use crate::store::now_ms;
 
@@ -185,10 +184,20 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
     }
     if !state.shared.reader_connected.load(Ordering::Relaxed) {
-        return text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "reader: not connected (retrying)\n",
-        );
+        let names = state.shared.disconnected_readers();
+        let msg = if names.len() <= 1
+            && state
+                .shared
+                .readers
+                .lock()
+                .map(|r| r.len() <= 1)
+                .unwrap_or(true)
+        {
+            "reader: not connected (retrying)\n".to_owned()
+        } else {
+            format!("reader: not connected (retrying): {}\n", names.join(", "))
+        };
+        return text(StatusCode::SERVICE_UNAVAILABLE, msg);
     }
     text(StatusCode::OK, "ok\n")
 }
@@ -209,7 +218,7 @@ async fn status_json(state: &HttpState) -> serde_json::Value {
         .feedback
         .states()
         .into_iter()
-        .map(|(o, on)| (o.as_str().to_owned(), json!(on)))
+        .map(|(o, on)| (o, json!(on)))
         .collect();
     let last_sync = state.shared.last_sync_ms.load(Ordering::Relaxed);
     json!({
@@ -217,6 +226,8 @@ async fn status_json(state: &HttpState) -> serde_json::Value {
         "mode": state.link.mode().as_str(),
         "mode_since": crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(state.link.since_ms() as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
         "reader_connected": state.shared.reader_connected.load(Ordering::Relaxed),
+        "readers": state.shared.readers.lock().map(|r| json!(*r)).unwrap_or(json!([])),
+        "door": state.shared.door.lock().map(|d| json!(*d)).unwrap_or(json!(null)),
         "enrolled": state.shared.enrolled.load(Ordering::Relaxed),
         "pending": m.pending.get(),
         "oldest_pending_age_s": m.oldest_pending_age.get(),
@@ -239,9 +250,11 @@ fn pulse(state: &HttpState, output: &str, token: Option<&str>) -> Response<Full<
             "output tests are off (no http.admin_token)\n",
         );
     };
-    let Some(out) = OutputName::ALL.into_iter().find(|o| o.as_str() == output) else {
+    let configured = state.feedback.states().iter().any(|(n, _)| n == output);
+    if !configured && !crate::config::STANDARD_OUTPUTS.contains(&output) {
         return text(StatusCode::NOT_FOUND, "no such output\n");
-    };
+    }
+    let out = output;
     match token {
         Some(t) if ct_eq(t.as_bytes(), admin.expose().as_bytes()) => {}
         _ => {
@@ -249,7 +262,7 @@ fn pulse(state: &HttpState, output: &str, token: Option<&str>) -> Response<Full<
             return text(StatusCode::FORBIDDEN, "wrong admin token\n");
         }
     }
-    if state.feedback.test_pulse(out) {
+    if state.feedback.pulse_output(out) {
         tracing::info!(output = %out, "output test: pulsed from the status page");
         text(StatusCode::OK, "pulsed\n")
     } else {

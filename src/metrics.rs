@@ -20,6 +20,13 @@ pub struct ScanLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderLabels {
+    pub reader: String,
+    pub direction: &'static str,
+    pub verdict: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: &'static str,
 }
@@ -43,6 +50,10 @@ pub struct Metrics {
     pub enrolled: Gauge,
     pub clock_synced: Gauge,
     pub store_ok: Gauge,
+    pub reader_scans: Family<ReaderLabels, Counter>,
+    pub exit_requests: Counter,
+    pub door_open: Gauge,
+    pub door_held_open: Gauge,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -102,7 +113,7 @@ pub fn metrics() -> &'static Metrics {
         let reader_connected = g(
             &mut registry,
             "reader_connected",
-            "1 while the reader is connected",
+            "1 while every reader is connected",
         );
         let enrolled = g(
             &mut registry,
@@ -118,6 +129,28 @@ pub fn metrics() -> &'static Metrics {
             &mut registry,
             "store_ok",
             "1 while the scan store is open and answering",
+        );
+        let reader_scans = Family::<ReaderLabels, Counter>::default();
+        registry.register(
+            "reader_scans",
+            "Scans decided, by reader, direction and verdict",
+            reader_scans.clone(),
+        );
+        let exit_requests = Counter::default();
+        registry.register(
+            "exit_requests",
+            "Request-to-exit button presses that released the door",
+            exit_requests.clone(),
+        );
+        let door_open = g(
+            &mut registry,
+            "door_open",
+            "1 while the door contact reads open (0 closed; no door sensor: always 0)",
+        );
+        let door_held_open = g(
+            &mut registry,
+            "door_held_open",
+            "1 while the door has been open longer than inputs.door_sensor.held_open_secs",
         );
         // The conventional `*_build_info` gauge (always 1), which every Prometheus text parser
         // understands (OpenMetrics' `info` type is not).
@@ -141,6 +174,10 @@ pub fn metrics() -> &'static Metrics {
             enrolled,
             clock_synced,
             store_ok,
+            reader_scans,
+            exit_requests,
+            door_open,
+            door_held_open,
         }
     })
 }

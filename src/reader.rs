@@ -3,7 +3,10 @@
 //! The serial reader opens the port with `serialport` (8N1, no flow control), frames codes
 //! with [`Framer`], and when the port goes away (USB reader unplugged) reports it and reopens
 //! the same path with backoff until it is back. The stdin reader is for the demo and for
-//! trying things: it ends the daemon at end of input.
+//! trying things: it ends the daemon at end of input. The HID reader reads a keyboard-mode
+//! scanner through evdev (grabbed, so its keystrokes reach nothing else), decodes its keys
+//! with [`crate::hid::HidDecoder`], and reconnects like the serial reader; it can also read a
+//! recording of raw events from a file or FIFO.
 
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -12,8 +15,9 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use tokio::sync::mpsc;
 
-use crate::config::{ReaderConfig, ReaderKind};
+use crate::config::{HidSource, ReaderConfig, ReaderKind};
 use crate::framing::{Frame, Framer, MalformedKind};
+use crate::hid::{HidDecoder, Layout};
 
 /// What a reader reports.
 #[derive(Debug, Clone)]
@@ -39,18 +43,313 @@ pub enum ReaderEvent {
     Eof,
 }
 
+/// Where a reader sends its events: one channel for every reader, each event tagged with
+/// the reader's index.
+#[derive(Clone)]
+pub struct Tx {
+    index: usize,
+    tx: mpsc::Sender<(usize, ReaderEvent)>,
+}
+
+impl Tx {
+    pub fn new(index: usize, tx: mpsc::Sender<(usize, ReaderEvent)>) -> Self {
+        Tx { index, tx }
+    }
+
+    fn blocking_send(&self, ev: ReaderEvent) -> Result<(), ()> {
+        self.tx.blocking_send((self.index, ev)).map_err(|_| ())
+    }
+
+    fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
 /// Starts the configured reader on its own thread.
-pub fn spawn(
-    cfg: &ReaderConfig,
-    tx: mpsc::Sender<ReaderEvent>,
-) -> io::Result<std::thread::JoinHandle<()>> {
+pub fn spawn(cfg: &ReaderConfig, tx: Tx) -> io::Result<std::thread::JoinHandle<()>> {
     let cfg = cfg.clone();
     std::thread::Builder::new()
-        .name("reader".into())
+        .name(format!("reader {}", cfg.name))
         .spawn(move || match &cfg.kind {
             ReaderKind::Serial { path, baud } => serial_loop(path, *baud, &cfg, &tx),
             ReaderKind::Stdin => stdin_loop(&cfg, &tx),
+            ReaderKind::Hid {
+                source: HidSource::Recording(path),
+                layout,
+                ..
+            } => recording_loop(path, *layout, &cfg, &tx),
+            ReaderKind::Hid {
+                source,
+                layout,
+                grab,
+            } => hid_loop(source, *layout, *grab, &cfg, &tx),
         })
+}
+
+/// Opens a HID reader's event device: its path, or the first keyboard-like device with its
+/// USB id. Returns the path it opened.
+fn open_hid(source: &HidSource) -> io::Result<(PathBuf, evdev::Device)> {
+    let keyboard = |d: &evdev::Device| {
+        d.supported_keys()
+            .is_some_and(|k| k.contains(evdev::KeyCode::KEY_ENTER))
+    };
+    match source {
+        HidSource::Path(p) | HidSource::Recording(p) => {
+            let d = evdev::Device::open(p)?;
+            if !keyboard(&d) {
+                return Err(io::Error::other(format!(
+                    "{} is not a keyboard-mode reader (it has no Enter key)",
+                    p.display()
+                )));
+            }
+            Ok((p.clone(), d))
+        }
+        HidSource::UsbId { vendor, product } => {
+            let mut found: Vec<(PathBuf, evdev::Device)> = evdev::enumerate()
+                .filter(|(_, d)| {
+                    let id = d.input_id();
+                    id.vendor() == *vendor && id.product() == *product && keyboard(d)
+                })
+                .collect();
+            found.sort_by(|a, b| a.0.cmp(&b.0));
+            found.into_iter().next().ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("no keyboard-mode input device with USB id {vendor:04x}:{product:04x}"),
+                )
+            })
+        }
+    }
+}
+
+fn hid_loop(source: &HidSource, layout: Layout, grab: bool, cfg: &ReaderConfig, tx: &Tx) {
+    let mut backoff = reconnect_backoff();
+    let mut last_error: Option<String> = None;
+    let what = match source {
+        HidSource::UsbId { vendor, product } => {
+            PathBuf::from(format!("usb:{vendor:04x}:{product:04x}"))
+        }
+        HidSource::Path(p) | HidSource::Recording(p) => p.clone(),
+    };
+    loop {
+        if tx.is_closed() {
+            return;
+        }
+        let opened = open_hid(source).and_then(|(path, mut dev)| {
+            if grab {
+                // Exclusive: the scanner's "typing" must not reach a console or a browser.
+                dev.grab().map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "cannot grab {} ({e}); another program holds it",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+            dev.set_nonblocking(true)?;
+            Ok((path, dev))
+        });
+        let (path, mut dev) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                let msg = e.to_string();
+                if last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(reader = %cfg.name, path = %what.display(), "reader cannot be opened: {msg}; retrying until it is back");
+                    last_error = Some(msg);
+                }
+                std::thread::sleep(backoff.next().unwrap_or(Duration::from_secs(5)));
+                continue;
+            }
+        };
+        last_error = None;
+        backoff = reconnect_backoff();
+        if tx
+            .blocking_send(ReaderEvent::Connected { path: path.clone() })
+            .is_err()
+        {
+            return;
+        }
+        let error = read_hid(&mut dev, layout, cfg, tx);
+        drop(dev);
+        match error {
+            None => return,
+            Some(error) => {
+                if tx
+                    .blocking_send(ReaderEvent::Disconnected { path, error })
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until `fd` is readable or `timeout` passes; true when readable (or hung up).
+fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> io::Result<bool> {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let ts = Timespec {
+        tv_sec: timeout.as_secs() as _,
+        tv_nsec: timeout.subsec_nanos() as _,
+    };
+    let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+    loop {
+        match poll(&mut fds, Some(&ts)) {
+            Ok(n) => return Ok(n > 0),
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Reads key events until the device fails (returns the error) or the daemon stops (None).
+fn read_hid(
+    dev: &mut evdev::Device,
+    layout: Layout,
+    cfg: &ReaderConfig,
+    tx: &Tx,
+) -> Option<String> {
+    let mut decoder = HidDecoder::new(layout, cfg.max_len);
+    let idle = Duration::from_secs(60);
+    loop {
+        let timeout = if decoder.has_partial() {
+            cfg.frame_timeout
+        } else {
+            idle
+        };
+        match wait_readable(&*dev, timeout) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(f) = decoder.flush_partial() {
+                    if !emit(f, Instant::now(), tx) {
+                        return None;
+                    }
+                }
+                if tx.is_closed() {
+                    return None;
+                }
+                continue;
+            }
+            Err(e) => return Some(e.to_string()),
+        }
+        let events: Vec<(u16, i32)> = match dev.fetch_events() {
+            Ok(evs) => evs
+                .filter(|e| e.event_type() == evdev::EventType::KEY)
+                .map(|e| (e.code(), e.value()))
+                .collect(),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Some(e.to_string()),
+        };
+        let now = Instant::now();
+        let mut open = true;
+        for (code, value) in events {
+            decoder.key(code, value, |f| open &= emit(f, now, tx));
+        }
+        if !open {
+            return None;
+        }
+    }
+}
+
+/// `hid_source = "recording"`: raw `struct input_event` records from a file or FIFO, decoded
+/// like a live device. A FIFO is read for as long as the daemon runs; a file to its end.
+fn recording_loop(path: &Path, layout: Layout, cfg: &ReaderConfig, tx: &Tx) {
+    use std::os::unix::fs::FileTypeExt;
+    let mut backoff = reconnect_backoff();
+    let mut warned = false;
+    let mut file = loop {
+        let is_fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo());
+        // A FIFO is opened read-write: it never reaches end of file when a writer closes.
+        let opened = is_fifo.and_then(|fifo| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(fifo)
+                .open(path)
+        });
+        match opened {
+            Ok(f) => break f,
+            Err(e) => {
+                if !warned {
+                    tracing::warn!(reader = %cfg.name, path = %path.display(), "recording cannot be opened: {e}; retrying");
+                    warned = true;
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                std::thread::sleep(backoff.next().unwrap_or(Duration::from_secs(5)));
+            }
+        }
+    };
+    if tx
+        .blocking_send(ReaderEvent::Connected {
+            path: path.to_owned(),
+        })
+        .is_err()
+    {
+        return;
+    }
+    let disconnected = |error: String| {
+        let _ = tx.blocking_send(ReaderEvent::Disconnected {
+            path: path.to_owned(),
+            error,
+        });
+    };
+    const SIZE: usize = crate::hid::RECORD_SIZE;
+    let mut decoder = HidDecoder::new(layout, cfg.max_len);
+    let mut pending: Vec<u8> = Vec::with_capacity(SIZE * 64);
+    let mut buf = [0u8; SIZE * 64];
+    loop {
+        let timeout = if decoder.has_partial() {
+            cfg.frame_timeout
+        } else {
+            Duration::from_secs(60)
+        };
+        match wait_readable(&file, timeout) {
+            Ok(true) => {}
+            Ok(false) => {
+                if let Some(f) = decoder.flush_partial() {
+                    if !emit(f, Instant::now(), tx) {
+                        return;
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                continue;
+            }
+            Err(e) => return disconnected(e.to_string()),
+        }
+        let n = match file.read(&mut buf) {
+            Ok(0) => {
+                if let Some(f) = decoder.flush_partial() {
+                    emit(f, Instant::now(), tx);
+                }
+                tracing::info!(reader = %cfg.name, path = %path.display(), "end of the recording");
+                return disconnected("end of the recording".into());
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return disconnected(e.to_string()),
+        };
+        pending.extend_from_slice(&buf[..n]);
+        let whole = pending.len() / SIZE * SIZE;
+        let now = Instant::now();
+        let mut open = true;
+        for rec in pending[..whole].chunks_exact(SIZE) {
+            if let Some((ty, code, value)) = crate::hid::parse_record(rec) {
+                if ty == crate::hid::EV_KEY {
+                    decoder.key(code, value, |f| open &= emit(f, now, tx));
+                }
+            }
+        }
+        pending.drain(..whole);
+        if !open {
+            return;
+        }
+    }
 }
 
 /// The delays between attempts to reopen a vanished port: 100 ms doubling to 5 s, jittered.
@@ -64,7 +363,7 @@ pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
         .build()
 }
 
-fn emit(frame: Frame, last_byte: Instant, tx: &mpsc::Sender<ReaderEvent>) -> bool {
+fn emit(frame: Frame, last_byte: Instant, tx: &Tx) -> bool {
     let ev = match frame {
         Frame::Code(code) => ReaderEvent::Code { code, last_byte },
         Frame::Malformed(kind) => ReaderEvent::Malformed { kind, last_byte },
@@ -82,7 +381,7 @@ fn open_port(path: &Path, baud: u32) -> serialport::Result<serialport::TTYPort> 
         .open_native()
 }
 
-fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &mpsc::Sender<ReaderEvent>) {
+fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &Tx) {
     let mut backoff = reconnect_backoff();
     let mut last_error: Option<String> = None;
     loop {
@@ -131,11 +430,7 @@ fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &mpsc::Sender<Rea
 }
 
 /// Reads until the port fails (returns the error) or the daemon stops (returns None).
-fn read_port(
-    port: &mut serialport::TTYPort,
-    cfg: &ReaderConfig,
-    tx: &mpsc::Sender<ReaderEvent>,
-) -> Option<String> {
+fn read_port(port: &mut serialport::TTYPort, cfg: &ReaderConfig, tx: &Tx) -> Option<String> {
     use serialport::SerialPort;
     let mut framer = Framer::new(cfg.max_len);
     let mut buf = [0u8; 4096];
@@ -178,7 +473,7 @@ fn read_port(
     }
 }
 
-fn stdin_loop(cfg: &ReaderConfig, tx: &mpsc::Sender<ReaderEvent>) {
+fn stdin_loop(cfg: &ReaderConfig, tx: &Tx) {
     let mut framer = Framer::new(cfg.max_len);
     let mut stdin = io::stdin().lock();
     let mut buf = [0u8; 4096];

@@ -107,7 +107,15 @@ fn input_for(row: &PendingRow) -> ScanEventInput {
         code: row.code.clone(),
         reward_points: row.reward_points,
         // A replay is, by definition, a scan whose event did not reach the server live.
-        data: scan_data(scan_id, scanned_at, row.clock_synced, true, &row.device),
+        data: scan_data(
+            scan_id,
+            scanned_at,
+            row.clock_synced,
+            true,
+            &row.device,
+            &row.reader,
+            row.direction,
+        ),
     }
 }
 
@@ -275,6 +283,8 @@ mod tests {
             device: "d".into(),
             reward_points: None,
             attempts,
+            reader: "reader".into(),
+            direction: crate::decision::Direction::Entry,
         }
     }
 

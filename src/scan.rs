@@ -24,11 +24,12 @@ use crate::api::classify::ErrorClass;
 use crate::api::{ApiError, Client, ScanEventInput};
 use crate::debounce::Debouncer;
 use crate::decision::{
-    self, CacheView, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, Verdict,
+    self, CacheView, Direction, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, UseChange,
+    Verdict,
 };
 use crate::link::Link;
 use crate::mask::{mask_code, scrub};
-use crate::outputs::feedback::Feedback;
+use crate::outputs::feedback::LaneFeedback;
 use crate::reader::ReaderEvent;
 use crate::store::{now_ms, NewScan, Store, StoreHandle};
 
@@ -49,6 +50,10 @@ pub struct Outcome {
 #[derive(Debug, Clone)]
 pub struct ScanSettings {
     pub device: String,
+    /// The reader's name and direction, and its place in [`Shared::readers`].
+    pub reader: String,
+    pub direction: Direction,
+    pub reader_index: usize,
     pub rules: Rules,
     pub offline: OfflineRules,
     pub cache_ttl: Duration,
@@ -76,8 +81,32 @@ pub struct Shared {
     pub status_wake: Arc<Notify>,
     /// The last scans, for the status page (masked codes only).
     pub recent: Arc<Mutex<std::collections::VecDeque<RecentScan>>>,
+    /// Every reader is connected (what `/healthz` and the metric say).
     pub reader_connected: Arc<std::sync::atomic::AtomicBool>,
+    /// Each reader, for status.
+    pub readers: Arc<Mutex<Vec<ReaderState>>>,
+    /// The door contact, when there is one.
+    pub door: Arc<Mutex<Option<DoorState>>>,
     pub enrolled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A reader as status shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReaderState {
+    pub name: String,
+    pub direction: &'static str,
+    pub connected: bool,
+}
+
+/// The door contact as status shows it.
+#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+pub struct DoorState {
+    /// `closed`, `open` or `unknown` (not read yet).
+    pub state: &'static str,
+    /// Since when (unix ms; 0: since start).
+    pub since_ms: i64,
+    /// Open longer than `held_open_secs`.
+    pub held_open: bool,
 }
 
 /// A scan as the status page shows it.
@@ -89,6 +118,8 @@ pub struct RecentScan {
     pub reason: &'static str,
     pub mode: &'static str,
     pub latency_ms: f64,
+    pub reader: String,
+    pub direction: &'static str,
 }
 
 pub const RECENT: usize = 20;
@@ -106,11 +137,26 @@ impl Shared {
             status_wake: Default::default(),
             recent: Default::default(),
             reader_connected: Default::default(),
+            readers: Default::default(),
+            door: Default::default(),
             enrolled: Default::default(),
         }
     }
 
+    /// Registers the readers (all disconnected until they say otherwise).
+    pub fn set_readers(&self, readers: &[crate::config::ReaderConfig]) {
+        *self.readers.lock().unwrap_or_else(|p| p.into_inner()) = readers
+            .iter()
+            .map(|r| ReaderState {
+                name: r.name.clone(),
+                direction: r.direction.as_str(),
+                connected: false,
+            })
+            .collect();
+    }
+
     /// Records a decided scan for the status page and the metrics.
+    #[allow(clippy::too_many_arguments)]
     pub fn record_scan(
         &self,
         code: Option<&str>,
@@ -118,6 +164,8 @@ impl Shared {
         reason: Reason,
         mode: &'static str,
         latency: Duration,
+        reader: &str,
+        direction: Direction,
     ) {
         crate::metrics::scan(
             verdict.as_str(),
@@ -125,6 +173,14 @@ impl Shared {
             mode,
             latency.as_secs_f64(),
         );
+        crate::metrics::metrics()
+            .reader_scans
+            .get_or_create(&crate::metrics::ReaderLabels {
+                reader: reader.to_owned(),
+                direction: direction.as_str(),
+                verdict: verdict.as_str(),
+            })
+            .inc();
         let mut r = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         if r.len() == RECENT {
             r.pop_front();
@@ -136,12 +192,39 @@ impl Shared {
             reason: reason.as_str(),
             mode,
             latency_ms: (latency.as_secs_f64() * 1e6).round() / 1e3,
+            reader: reader.to_owned(),
+            direction: direction.as_str(),
         });
     }
 
-    pub fn set_reader_connected(&self, on: bool) {
-        self.reader_connected.store(on, Ordering::Relaxed);
-        crate::metrics::metrics().reader_connected.set(on as i64);
+    /// Reader `index` is connected or not; `reader_connected` is whether all are.
+    pub fn set_reader_connected(&self, index: usize, on: bool) {
+        let all = {
+            let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(r) = r.get_mut(index) {
+                r.connected = on;
+            }
+            r.iter().all(|r| r.connected)
+        };
+        self.reader_connected.store(all, Ordering::Relaxed);
+        crate::metrics::metrics().reader_connected.set(all as i64);
+        self.status_wake.notify_one();
+    }
+
+    /// The names of the readers that are not connected.
+    pub fn disconnected_readers(&self) -> Vec<String> {
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|r| !r.connected)
+            .map(|r| r.name.clone())
+            .collect()
+    }
+
+    pub fn set_door(&self, door: Option<DoorState>) {
+        *self.door.lock().unwrap_or_else(|p| p.into_inner()) = door;
+        self.status_wake.notify_one();
     }
 
     /// The server acknowledged scan events just now.
@@ -230,12 +313,14 @@ struct RowBase {
     mono_ms: u64,
     clock_synced: bool,
     device: String,
+    reader: String,
+    direction: Direction,
 }
 
 impl RowBase {
     /// A new scan of `code` whose last byte arrived at `last_byte`: its id, and its time by
     /// the wall clock (taken back to that byte) and since boot.
-    fn new(code: &str, last_byte: Instant, device: &str) -> Self {
+    fn new(code: &str, last_byte: Instant, s: &ScanSettings) -> Self {
         let ago = last_byte.elapsed();
         RowBase {
             scan_id: Uuid::new_v4(),
@@ -244,7 +329,9 @@ impl RowBase {
             boot_id: crate::clock::boot_id().to_owned(),
             mono_ms: crate::clock::mono_ms().saturating_sub(ago.as_millis() as u64),
             clock_synced: crate::clock::clock_synced(),
-            device: device.to_owned(),
+            device: s.device.clone(),
+            reader: s.reader.clone(),
+            direction: s.direction,
         }
     }
 
@@ -266,6 +353,8 @@ impl RowBase {
             mono_ms: self.mono_ms,
             clock_synced: self.clock_synced,
             device: self.device.clone(),
+            reader: self.reader.clone(),
+            direction: self.direction,
             reward_points,
             pending: verdict == Verdict::Accept,
         }
@@ -275,13 +364,18 @@ impl RowBase {
 pub struct Scanner {
     client: Client,
     settings: ScanSettings,
-    feedback: Feedback,
+    feedback: LaneFeedback,
     shared: Shared,
     debouncer: Debouncer,
 }
 
 impl Scanner {
-    pub fn new(client: Client, settings: ScanSettings, feedback: Feedback, shared: Shared) -> Self {
+    pub fn new(
+        client: Client,
+        settings: ScanSettings,
+        feedback: LaneFeedback,
+        shared: Shared,
+    ) -> Self {
         let debouncer = Debouncer::new(settings.debounce);
         Scanner {
             client,
@@ -311,8 +405,12 @@ impl Scanner {
                     Reason::Malformed,
                     "local",
                     last_byte.elapsed(),
+                    &self.settings.reader,
+                    self.settings.direction,
                 );
                 tracing::info!(
+                    reader = %self.settings.reader,
+                    direction = %self.settings.direction,
                     code = "-",
                     verdict = %Verdict::Reject,
                     reason = %Reason::Malformed,
@@ -323,14 +421,13 @@ impl Scanner {
                 );
                 None
             }
-            ReaderEvent::Connected { path } => {
-                self.shared.set_reader_connected(true);
-                tracing::info!(path = %path.display(), "reader connected");
-                None
-            }
-            ReaderEvent::Disconnected { path, error } => {
-                self.shared.set_reader_connected(false);
-                tracing::warn!(path = %path.display(), "reader disconnected ({error}); reopening when it is back");
+            ReaderEvent::Connected { .. } | ReaderEvent::Disconnected { .. } => {
+                reader_link_event(
+                    &self.shared,
+                    &self.settings.reader,
+                    self.settings.reader_index,
+                    &ev,
+                );
                 None
             }
             ReaderEvent::Eof => None,
@@ -338,7 +435,7 @@ impl Scanner {
     }
 
     async fn scan(&mut self, code: String, last_byte: Instant) -> Outcome {
-        let base = RowBase::new(&code, last_byte, &self.settings.device);
+        let base = RowBase::new(&code, last_byte, &self.settings);
         let outcome = if self.shared.link.is_offline() {
             let (verdict, reason) = self.decide_offline(&base, None).await;
             Outcome {
@@ -360,9 +457,13 @@ impl Scanner {
             outcome.reason,
             mode,
             last_byte.elapsed(),
+            &self.settings.reader,
+            self.settings.direction,
         );
         let detail = outcome.detail.as_deref().map(|d| scrub(d, &code));
         tracing::info!(
+            reader = %self.settings.reader,
+            direction = %self.settings.direction,
             code = %mask_code(&code),
             verdict = %outcome.verdict,
             reason = %outcome.reason,
@@ -430,8 +531,13 @@ impl Scanner {
                     event_id.clone(),
                     base.code.clone(),
                 );
+                let exit = self.settings.direction == Direction::Exit;
                 let after = self.shared.store.run(move |s| {
                     s.mark_sent(&id, Some(&ev))?;
+                    if exit {
+                        // The guest is out: the next offline entry is not a second one.
+                        s.reset_offline_uses(&code)?;
+                    }
                     s.cache_put(&code, Some(&pass), now_ms())
                 });
                 if let Err(e) = after.await {
@@ -459,7 +565,7 @@ impl Scanner {
                     .shared
                     .store
                     .run(move |s| {
-                        s.insert_scan(&row, false)?;
+                        s.insert_scan(&row, UseChange::None)?;
                         s.cache_put(&code, pass.as_ref(), now_ms())
                     })
                     .await;
@@ -474,7 +580,7 @@ impl Scanner {
                 let stored = self
                     .shared
                     .store
-                    .run(move |s| s.insert_scan(&row, false))
+                    .run(move |s| s.insert_scan(&row, UseChange::None))
                     .await;
                 self.feedback.reject();
                 if let Err(se) = stored {
@@ -516,9 +622,9 @@ impl Scanner {
             .shared
             .store
             .run(move |s| {
-                let (verdict, reason, reward, count_use) =
+                let (verdict, reason, reward, uses) =
                     offline_verdict(s, &settings, &b.code, fresh, queue_full)?;
-                s.upsert_offline_decision(&b.row(verdict, reason, false, reward), count_use)?;
+                s.upsert_offline_decision(&b.row(verdict, reason, false, reward), uses)?;
                 Ok((verdict, reason))
             })
             .await;
@@ -560,18 +666,36 @@ impl Scanner {
     }
 }
 
+/// A reader came or went: status, metrics and a log line.
+pub fn reader_link_event(shared: &Shared, name: &str, index: usize, ev: &ReaderEvent) {
+    match ev {
+        ReaderEvent::Connected { path } => {
+            shared.set_reader_connected(index, true);
+            tracing::info!(reader = %name, path = %path.display(), "reader connected");
+        }
+        ReaderEvent::Disconnected { path, error } => {
+            shared.set_reader_connected(index, false);
+            tracing::warn!(reader = %name, path = %path.display(), "reader disconnected ({error}); reopening when it is back");
+        }
+        _ => {}
+    }
+}
+
 /// Rejects a scan without asking the API (the device is not enrolled yet): stored, red, logged.
 pub async fn reject_locally(
     shared: &Shared,
-    feedback: &Feedback,
-    device: &str,
+    feedback: &LaneFeedback,
+    settings: &ScanSettings,
     code: String,
     last_byte: Instant,
     reason: Reason,
 ) -> Outcome {
-    let base = RowBase::new(&code, last_byte, device);
+    let base = RowBase::new(&code, last_byte, settings);
     let row = base.row(Verdict::Reject, reason, false, None);
-    let stored = shared.store.run(move |s| s.insert_scan(&row, false)).await;
+    let stored = shared
+        .store
+        .run(move |s| s.insert_scan(&row, UseChange::None))
+        .await;
     feedback.reject();
     shared.record_scan(
         Some(&code),
@@ -579,11 +703,15 @@ pub async fn reject_locally(
         reason,
         "local",
         last_byte.elapsed(),
+        &settings.reader,
+        settings.direction,
     );
     if let Err(e) = stored {
         tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {e}");
     }
     tracing::info!(
+        reader = %settings.reader,
+        direction = %settings.direction,
         code = %mask_code(&code),
         verdict = %Verdict::Reject,
         reason = %reason,
@@ -603,14 +731,14 @@ pub async fn reject_locally(
 }
 
 /// The offline verdict, from the store's cache and use counts. Returns (verdict, reason,
-/// reward points, whether an offline use is spent).
+/// reward points, what it does to the pass's offline uses).
 fn offline_verdict(
     s: &mut Store,
     settings: &ScanSettings,
     code: &str,
     fresh: Option<PassFacts>,
     queue_full: bool,
-) -> crate::store::Result<(Verdict, Reason, Option<i64>, bool)> {
+) -> crate::store::Result<(Verdict, Reason, Option<i64>, UseChange)> {
     let now = now_ms();
     if let Some(f) = &fresh {
         s.cache_put(code, Some(f), now)?;
@@ -623,7 +751,7 @@ fn offline_verdict(
     } else {
         CacheView::Unknown
     };
-    let uses = s.offline_uses(code)?;
+    let uses = decision::counted_uses(settings.direction, s.offline_uses(code)?);
     let d = decision::decide_offline(
         &settings.offline,
         &view,
@@ -638,11 +766,12 @@ fn offline_verdict(
     };
     Ok(match d {
         Ok(()) => {
-            let count = settings.offline.policy == OfflinePolicy::Cache
+            let known = settings.offline.policy == OfflinePolicy::Cache
                 && matches!(view, CacheView::Known(Some(_)));
-            (Verdict::Accept, Reason::OfflinePolicy, reward, count)
+            let uses = decision::offline_use_change(settings.direction, true, known);
+            (Verdict::Accept, Reason::OfflinePolicy, reward, uses)
         }
-        Err(reason) => (Verdict::Reject, reason, None, false),
+        Err(reason) => (Verdict::Reject, reason, None, UseChange::None),
     })
 }
 
@@ -692,6 +821,8 @@ async fn online(
             base.clock_synced,
             false,
             &base.device,
+            &base.reader,
+            base.direction,
         ),
     };
     let write = shared.store.run(move |st| st.insert_scan_if_absent(&row));
@@ -753,6 +884,8 @@ pub fn scan_data(
     clock_synced: bool,
     offline: bool,
     device: &str,
+    reader: &str,
+    direction: Direction,
 ) -> String {
     serde_json::json!({
         "scanId": scan_id.to_string(),
@@ -760,6 +893,8 @@ pub fn scan_data(
         "clockSynced": clock_synced,
         "offline": offline,
         "device": device,
+        "reader": reader,
+        "direction": direction.as_str(),
     })
     .to_string()
 }
@@ -786,12 +921,22 @@ mod tests {
     fn scan_data_has_id_time_and_device() {
         let id = Uuid::new_v4();
         let t = OffsetDateTime::from_unix_timestamp_nanos(1_764_278_723_123_456_789).unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&scan_data(id, t, true, true, "front-door")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&scan_data(
+            id,
+            t,
+            true,
+            true,
+            "front-door",
+            "lane-2",
+            Direction::Exit,
+        ))
+        .unwrap();
         assert_eq!(v["scanId"], id.to_string());
         assert_eq!(v["scannedAt"], "2025-11-27T21:25:23.123Z");
         assert_eq!(v["device"], "front-door");
         assert_eq!(v["offline"], true);
         assert_eq!(v["clockSynced"], true);
+        assert_eq!(v["direction"], "exit");
+        assert_eq!(v["reader"], "lane-2");
     }
 }

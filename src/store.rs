@@ -7,6 +7,7 @@
 //! `dead` (a permanent failure, with the error; shown by `tiketo-gate queue list --dead`).
 //! The pass cache and the offline use counts live here too, so they survive restarts.
 
+use crate::decision::UseChange;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,7 +20,7 @@ use crate::decision::{PassFacts, Reason, Verdict};
 use crate::mask::mask_code;
 
 pub const FILE_NAME: &str = "tiketo-gate.db";
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -59,6 +60,9 @@ const MIGRATIONS: &[&str] = &[
         verified_at_ms INTEGER NOT NULL
      );
      CREATE TABLE offline_uses (code TEXT PRIMARY KEY, uses INTEGER NOT NULL, last_ms INTEGER NOT NULL);",
+    // v2: several readers, entry and exit.
+    "ALTER TABLE scans ADD COLUMN reader TEXT NOT NULL DEFAULT 'reader';
+     ALTER TABLE scans ADD COLUMN direction TEXT NOT NULL DEFAULT 'entry' CHECK (direction IN ('entry', 'exit'));",
 ];
 
 #[derive(Debug)]
@@ -101,6 +105,8 @@ pub struct NewScan {
     pub mono_ms: u64,
     pub clock_synced: bool,
     pub device: String,
+    pub reader: String,
+    pub direction: crate::decision::Direction,
     pub reward_points: Option<i64>,
     /// An accepted scan whose event still has to reach the server.
     pub pending: bool,
@@ -118,6 +124,8 @@ pub struct PendingRow {
     pub device: String,
     pub reward_points: Option<i64>,
     pub attempts: i64,
+    pub reader: String,
+    pub direction: crate::decision::Direction,
 }
 
 /// A row as `queue list` shows it (masked code only).
@@ -322,21 +330,25 @@ impl Store {
     }
 
     /// Writes a decided scan in one transaction (with the offline use it spends, if any).
-    pub fn insert_scan(&mut self, s: &NewScan, count_offline_use: bool) -> Result<()> {
-        self.write_scan(s, count_offline_use, Conflict::Fail)
+    pub fn insert_scan(&mut self, s: &NewScan, uses: impl Into<UseChange>) -> Result<()> {
+        self.write_scan(s, uses.into(), Conflict::Fail)
     }
 
     /// Writes the row of an online accept about to be sent, unless the offline decision of
     /// the same scan got there first.
     pub fn insert_scan_if_absent(&mut self, s: &NewScan) -> Result<()> {
-        self.write_scan(s, false, Conflict::Ignore)
+        self.write_scan(s, UseChange::None, Conflict::Ignore)
     }
 
     /// Writes an offline decision, replacing the online attempt's row of the same scan if it
     /// is there (the offline decision is what the guest saw). A row the server already
     /// acknowledged stays sent.
-    pub fn upsert_offline_decision(&mut self, s: &NewScan, count_offline_use: bool) -> Result<()> {
-        self.write_scan(s, count_offline_use, Conflict::Override)
+    pub fn upsert_offline_decision(
+        &mut self,
+        s: &NewScan,
+        uses: impl Into<UseChange>,
+    ) -> Result<()> {
+        self.write_scan(s, uses.into(), Conflict::Override)
     }
 
     /// `synchronous=FULL` (the commit waits for fsync) or `NORMAL` (durable at the next FULL
@@ -351,12 +363,7 @@ impl Store {
         Ok(())
     }
 
-    fn write_scan(
-        &mut self,
-        s: &NewScan,
-        count_offline_use: bool,
-        conflict: Conflict,
-    ) -> Result<()> {
+    fn write_scan(&mut self, s: &NewScan, uses: UseChange, conflict: Conflict) -> Result<()> {
         // Durability where it matters: a pending row that is the only record of an admitted
         // guest waits for fsync. The row of an online accept written while its event is on
         // the way does not (the server holds the record once it answers; if it does not
@@ -375,8 +382,8 @@ impl Store {
         };
         let sql = format!(
             "INSERT INTO scans (scan_id, code, code_masked, verdict, reason, online, scanned_at, scanned_at_ms,
-                                boot_id, mono_ms, clock_synced, device, reward_points, outbox)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) {on_conflict}"
+                                boot_id, mono_ms, clock_synced, device, reward_points, outbox, reader, direction)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16) {on_conflict}"
         );
         let tx = self.conn.transaction()?;
         tx.execute(
@@ -396,14 +403,22 @@ impl Store {
                 s.device,
                 s.reward_points,
                 s.pending.then_some("pending"),
+                s.reader,
+                s.direction.as_str(),
             ],
         )?;
-        if count_offline_use {
-            tx.execute(
-                "INSERT INTO offline_uses (code, uses, last_ms) VALUES (?1, 1, ?2)
-                 ON CONFLICT(code) DO UPDATE SET uses = uses + 1, last_ms = excluded.last_ms",
-                params![s.code, now_ms()],
-            )?;
+        match uses {
+            UseChange::None => {}
+            UseChange::Count => {
+                tx.execute(
+                    "INSERT INTO offline_uses (code, uses, last_ms) VALUES (?1, 1, ?2)
+                     ON CONFLICT(code) DO UPDATE SET uses = uses + 1, last_ms = excluded.last_ms",
+                    params![s.code, now_ms()],
+                )?;
+            }
+            UseChange::Reset => {
+                tx.execute("DELETE FROM offline_uses WHERE code = ?1", [&s.code])?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -488,7 +503,8 @@ impl Store {
     /// The oldest pending rows, in scan order, skipping `exclude` (sends in flight).
     pub fn pending_batch(&self, limit: usize, exclude: &[String]) -> Result<Vec<PendingRow>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, scan_id, code, online, scanned_at, clock_synced, device, reward_points, attempts
+            "SELECT seq, scan_id, code, online, scanned_at, clock_synced, device, reward_points, attempts,
+                    reader, direction
              FROM scans WHERE outbox = 'pending' ORDER BY seq LIMIT ?1",
         )?;
         let rows = stmt
@@ -503,6 +519,9 @@ impl Store {
                     device: r.get(6)?,
                     reward_points: r.get(7)?,
                     attempts: r.get(8)?,
+                    reader: r.get(9)?,
+                    direction: crate::decision::Direction::parse(&r.get::<_, String>(10)?)
+                        .unwrap_or_default(),
                 })
             })?
             .collect::<std::result::Result<Vec<_>, _>>()?;
@@ -593,6 +612,14 @@ impl Store {
             )
             .optional()?;
         Ok(row.filter(|e| now_ms - e.verified_at_ms < ttl.as_millis() as i64))
+    }
+
+    /// The pass left (an exit was admitted online): its offline entries start again.
+    pub fn reset_offline_uses(&mut self, code: &str) -> Result<()> {
+        self.sync(false)?;
+        self.conn
+            .execute("DELETE FROM offline_uses WHERE code = ?1", [code])?;
+        Ok(())
     }
 
     pub fn offline_uses(&self, code: &str) -> Result<u32> {
@@ -714,6 +741,8 @@ mod tests {
             mono_ms: 42,
             clock_synced: false,
             device: "d".into(),
+            reader: "reader".into(),
+            direction: crate::decision::Direction::Entry,
             reward_points: None,
             pending,
         }

@@ -18,67 +18,63 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use super::{OutputBackend, OutputName};
-use crate::config::{OutputSpec, OutputsConfig};
+use super::OutputBackend;
+use crate::config::{LaneOutputs, OutputSpec, OutputsConfig};
 
 struct State {
     backend: Box<dyn OutputBackend>,
-    specs: [Option<OutputSpec>; 5],
-    on: [bool; 5],
-    schedule: [VecDeque<(Instant, bool)>; 5],
+    names: Vec<String>,
+    specs: Vec<OutputSpec>,
+    on: Vec<bool>,
+    schedule: Vec<VecDeque<(Instant, bool)>>,
+    status: Option<usize>,
     /// The status LED blinks with this half-period (offline: slow blink).
     status_blink: Option<Duration>,
     halted: bool,
 }
 
 impl State {
-    fn write(&mut self, out: OutputName, on: bool) {
-        let i = out.index();
-        if self.specs[i].is_none() || (self.halted && on) {
+    fn write(&mut self, i: usize, on: bool) {
+        if self.halted && on {
             return;
         }
-        if let Err(e) = self.backend.set(out, on) {
-            tracing::error!(output = %out, on, "cannot set output: {e}");
+        if let Err(e) = self.backend.set(i, on) {
+            tracing::error!(output = %self.names[i], on, "cannot set output: {e}");
         }
         self.on[i] = on;
     }
 
     /// Sets an output now and replaces its schedule.
-    fn set_now(&mut self, out: OutputName, on: bool, then: &[(Duration, bool)], now: Instant) {
-        let i = out.index();
-        if self.specs[i].is_none() {
-            return;
-        }
+    fn set_now(&mut self, out: Option<usize>, on: bool, then: &[(Duration, bool)], now: Instant) {
+        let Some(i) = out else { return };
         self.schedule[i].clear();
         if self.on[i] != on {
-            self.write(out, on);
+            self.write(i, on);
         }
         for (after, state) in then {
             self.schedule[i].push_back((now + *after, *state));
         }
     }
 
-    fn pulse(&self, out: OutputName) -> Duration {
-        self.specs[out.index()].map(|s| s.pulse).unwrap_or_default()
+    fn pulse(&self, out: Option<usize>) -> Duration {
+        out.map(|i| self.specs[i].pulse).unwrap_or_default()
     }
 
     /// Applies every scheduled change that is due; returns the next deadline.
     fn run_due(&mut self, now: Instant) -> Option<Instant> {
-        for out in OutputName::ALL {
-            let i = out.index();
+        for i in 0..self.specs.len() {
             while let Some(&(at, on)) = self.schedule[i].front() {
                 if at > now {
                     break;
                 }
                 self.schedule[i].pop_front();
                 if self.on[i] != on {
-                    self.write(out, on);
+                    self.write(i, on);
                 }
             }
         }
-        let s = OutputName::Status.index();
-        if let (Some(half), true) = (self.status_blink, self.schedule[s].is_empty()) {
-            if self.specs[s].is_some() && !self.halted {
+        if let (Some(s), Some(half)) = (self.status, self.status_blink) {
+            if self.schedule[s].is_empty() && !self.halted {
                 let next = !self.on[s];
                 self.schedule[s].push_back((now + half, next));
             }
@@ -88,6 +84,15 @@ impl State {
             .filter_map(|q| q.front().map(|(t, _)| *t))
             .min()
     }
+}
+
+/// The outputs one reader drives, by index.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lane {
+    pub relay: Option<usize>,
+    pub green: Option<usize>,
+    pub red: Option<usize>,
+    pub buzzer: Option<usize>,
 }
 
 struct Inner {
@@ -104,20 +109,19 @@ pub struct Feedback {
 impl Feedback {
     /// Takes the backend and drives every configured output to its safe state (off).
     pub fn new(backend: Box<dyn OutputBackend>, cfg: &OutputsConfig) -> Self {
-        let mut specs = [None; 5];
-        for (name, spec) in super::configured(cfg) {
-            specs[name.index()] = Some(spec);
-        }
+        let n = cfg.lines.len();
         let mut state = State {
             backend,
-            specs,
-            on: [false; 5],
-            schedule: Default::default(),
+            names: cfg.lines.iter().map(|(n, _)| n.clone()).collect(),
+            specs: cfg.lines.iter().map(|(_, s)| s.clone()).collect(),
+            on: vec![false; n],
+            schedule: vec![VecDeque::new(); n],
+            status: cfg.lines.iter().position(|(n, _)| n == "status"),
             status_blink: None,
             halted: false,
         };
-        for out in OutputName::ALL {
-            state.write(out, false);
+        for i in 0..n {
+            state.write(i, false);
         }
         Feedback {
             inner: Arc::new(Inner {
@@ -127,36 +131,54 @@ impl Feedback {
         }
     }
 
+    fn index(&self, name: Option<&str>) -> Option<usize> {
+        let name = name?;
+        self.lock().names.iter().position(|n| n == name)
+    }
+
+    /// The outputs a reader drives (names that are not configured drive nothing).
+    pub fn lane(&self, outputs: &LaneOutputs) -> LaneFeedback {
+        LaneFeedback {
+            feedback: self.clone(),
+            lane: Lane {
+                relay: self.index(outputs.relay.as_deref()),
+                green: self.index(outputs.green.as_deref()),
+                red: self.index(outputs.red.as_deref()),
+                buzzer: self.index(outputs.buzzer.as_deref()),
+            },
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Door opens: relay and green pulse.
-    pub fn accept(&self) {
+    pub fn accept(&self, lane: &Lane) {
         let now = Instant::now();
         {
             let mut s = self.lock();
-            let relay = s.pulse(OutputName::Relay);
-            s.set_now(OutputName::Relay, true, &[(relay, false)], now);
-            let green = s.pulse(OutputName::Green);
-            s.set_now(OutputName::Green, true, &[(green, false)], now);
-            s.set_now(OutputName::Red, false, &[], now);
-            s.set_now(OutputName::Buzzer, false, &[], now);
+            let relay = s.pulse(lane.relay);
+            s.set_now(lane.relay, true, &[(relay, false)], now);
+            let green = s.pulse(lane.green);
+            s.set_now(lane.green, true, &[(green, false)], now);
+            s.set_now(lane.red, false, &[], now);
+            s.set_now(lane.buzzer, false, &[], now);
         }
         self.inner.wake.notify_one();
     }
 
     /// Door stays shut: red pulse and two beeps.
-    pub fn reject(&self) {
+    pub fn reject(&self, lane: &Lane) {
         let now = Instant::now();
         {
             let mut s = self.lock();
-            s.set_now(OutputName::Green, false, &[], now);
-            let red = s.pulse(OutputName::Red);
-            s.set_now(OutputName::Red, true, &[(red, false)], now);
-            let b = s.pulse(OutputName::Buzzer);
+            s.set_now(lane.green, false, &[], now);
+            let red = s.pulse(lane.red);
+            s.set_now(lane.red, true, &[(red, false)], now);
+            let b = s.pulse(lane.buzzer);
             s.set_now(
-                OutputName::Buzzer,
+                lane.buzzer,
                 true,
                 &[(b, false), (b * 2, true), (b * 3, false)],
                 now,
@@ -171,7 +193,8 @@ impl Feedback {
         {
             let mut s = self.lock();
             s.status_blink = None;
-            s.set_now(OutputName::Status, on, &[], now);
+            let status = s.status;
+            s.set_now(status, on, &[], now);
         }
         self.inner.wake.notify_one();
     }
@@ -182,22 +205,26 @@ impl Feedback {
         {
             let mut s = self.lock();
             s.status_blink = Some(half);
-            s.set_now(OutputName::Status, true, &[], now);
+            let status = s.status;
+            s.set_now(status, true, &[], now);
         }
         self.inner.wake.notify_one();
     }
 
-    /// Pulses one output for its `pulse_ms` (a wiring test from the status page). False when
-    /// that output is not configured.
-    pub fn test_pulse(&self, out: OutputName) -> bool {
+    /// Pulses one output for its `pulse_ms` (a wiring test from the status page, the exit
+    /// button). False when that output is not configured.
+    pub fn pulse_output(&self, name: &str) -> bool {
         let now = Instant::now();
         {
             let mut s = self.lock();
-            if s.specs[out.index()].is_none() || s.halted {
+            let Some(i) = s.names.iter().position(|n| n == name) else {
+                return false;
+            };
+            if s.halted {
                 return false;
             }
-            let p = s.pulse(out);
-            s.set_now(out, true, &[(p, false)], now);
+            let p = s.pulse(Some(i));
+            s.set_now(Some(i), true, &[(p, false)], now);
         }
         self.inner.wake.notify_one();
         true
@@ -212,10 +239,10 @@ impl Feedback {
     fn halt(s: &mut State) {
         s.halted = true;
         s.status_blink = None;
-        for out in OutputName::ALL {
-            s.schedule[out.index()].clear();
+        for i in 0..s.specs.len() {
+            s.schedule[i].clear();
             // Written even when believed off: the belief may be what went wrong.
-            s.write(out, false);
+            s.write(i, false);
         }
     }
 
@@ -245,10 +272,9 @@ impl Feedback {
         loop {
             let next = {
                 let s = self.lock();
-                OutputName::ALL
-                    .iter()
-                    .filter(|o| **o != OutputName::Status)
-                    .filter_map(|o| s.schedule[o.index()].back().map(|(t, _)| *t))
+                (0..s.specs.len())
+                    .filter(|i| Some(*i) != s.status)
+                    .filter_map(|i| s.schedule[i].back().map(|(t, _)| *t))
                     .max()
             };
             match next {
@@ -259,13 +285,9 @@ impl Feedback {
     }
 
     /// Which outputs are on now.
-    pub fn states(&self) -> Vec<(OutputName, bool)> {
+    pub fn states(&self) -> Vec<(String, bool)> {
         let s = self.lock();
-        OutputName::ALL
-            .iter()
-            .filter(|o| s.specs[o.index()].is_some())
-            .map(|o| (*o, s.on[o.index()]))
-            .collect()
+        s.names.iter().cloned().zip(s.on.iter().copied()).collect()
     }
 
     /// Turns outputs off when their time is up. Runs for the daemon's life; sleeps when
@@ -286,38 +308,102 @@ impl Feedback {
     }
 }
 
+/// The feedback of one reader: its own relay and LEDs (some may be shared).
+#[derive(Clone)]
+pub struct LaneFeedback {
+    feedback: Feedback,
+    lane: Lane,
+}
+
+impl LaneFeedback {
+    pub fn accept(&self) {
+        self.feedback.accept(&self.lane);
+    }
+
+    pub fn reject(&self) {
+        self.feedback.reject(&self.lane);
+    }
+
+    pub fn lane(&self) -> Lane {
+        self.lane
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OutputBackendKind;
+    use crate::config::{LineRef, OutputBackendKind};
     use std::io;
 
-    #[derive(Clone, Default)]
-    struct Recorder(Arc<Mutex<Vec<(Instant, OutputName, bool)>>>);
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum OutputName {
+        Relay,
+        Green,
+        Red,
+        Buzzer,
+        Status,
+        Relay2,
+    }
+
+    fn named(n: &str) -> OutputName {
+        match n {
+            "relay" => OutputName::Relay,
+            "green" => OutputName::Green,
+            "red" => OutputName::Red,
+            "buzzer" => OutputName::Buzzer,
+            "status" => OutputName::Status,
+            _ => OutputName::Relay2,
+        }
+    }
+
+    #[derive(Clone)]
+    struct Recorder(Arc<Mutex<Vec<(Instant, OutputName, bool)>>>, Vec<String>);
+    impl Recorder {
+        fn new(c: &OutputsConfig) -> Self {
+            Recorder(
+                Default::default(),
+                c.lines.iter().map(|(n, _)| n.clone()).collect(),
+            )
+        }
+    }
     impl OutputBackend for Recorder {
-        fn set(&mut self, output: OutputName, on: bool) -> io::Result<()> {
-            self.0.lock().unwrap().push((Instant::now(), output, on));
+        fn set(&mut self, index: usize, on: bool) -> io::Result<()> {
+            let o = named(&self.1[index]);
+            self.0.lock().unwrap().push((Instant::now(), o, on));
             Ok(())
         }
     }
 
-    fn spec(pin: u8, ms: u64) -> Option<OutputSpec> {
-        Some(OutputSpec {
-            pin,
+    fn spec(pin: u32, ms: u64) -> OutputSpec {
+        OutputSpec {
+            line: LineRef::Pin(pin),
             active_low: false,
             pulse: Duration::from_millis(ms),
-        })
+        }
     }
 
     fn cfg() -> OutputsConfig {
         OutputsConfig {
             backend: OutputBackendKind::Gpio,
-            relay: spec(17, 3000),
-            green: spec(27, 1500),
-            red: spec(22, 1500),
-            buzzer: spec(23, 100),
-            status: spec(24, 1000),
+            chip: "gpiochip0".into(),
+            lines: vec![
+                ("relay".into(), spec(17, 3000)),
+                ("green".into(), spec(27, 1500)),
+                ("red".into(), spec(22, 1500)),
+                ("buzzer".into(), spec(23, 100)),
+                ("status".into(), spec(24, 1000)),
+            ],
         }
+    }
+
+    fn std_lane(fb: &Feedback) -> LaneFeedback {
+        fb.lane(&LaneOutputs::standard())
+    }
+
+    fn setup(c: &OutputsConfig) -> (Recorder, Feedback) {
+        let rec = Recorder::new(c);
+        let fb = Feedback::new(Box::new(rec.clone()), c);
+        (rec, fb)
     }
 
     fn changes(r: &Recorder) -> Vec<(OutputName, bool)> {
@@ -330,8 +416,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn start_drives_everything_off_then_accept_pulses() {
-        let rec = Recorder::default();
-        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let (rec, fb) = setup(&cfg());
         let first: Vec<_> = changes(&rec);
         assert_eq!(first.len(), 5);
         assert!(first.iter().all(|(_, on)| !on), "{first:?}");
@@ -340,7 +425,7 @@ mod tests {
             async move { fb.run_timers().await }
         });
         let t0 = Instant::now();
-        fb.accept();
+        std_lane(&fb).accept();
         assert_eq!(
             changes(&rec)[5..],
             [(OutputName::Relay, true), (OutputName::Green, true)]
@@ -366,16 +451,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn reject_during_accept_keeps_the_door_pulse_and_beeps_twice() {
-        let rec = Recorder::default();
-        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let (rec, fb) = setup(&cfg());
         let timers = tokio::spawn({
             let fb = fb.clone();
             async move { fb.run_timers().await }
         });
         let t0 = Instant::now();
-        fb.accept();
+        std_lane(&fb).accept();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        fb.reject();
+        std_lane(&fb).reject();
         tokio::time::sleep(Duration::from_millis(4000)).await;
         let log = rec.0.lock().unwrap().clone();
         let relay: Vec<_> = log
@@ -413,16 +497,15 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn second_accept_restarts_the_pulse() {
-        let rec = Recorder::default();
-        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let (rec, fb) = setup(&cfg());
         let timers = tokio::spawn({
             let fb = fb.clone();
             async move { fb.run_timers().await }
         });
         let t0 = Instant::now();
-        fb.accept();
+        std_lane(&fb).accept();
         tokio::time::sleep(Duration::from_millis(2000)).await;
-        fb.accept();
+        std_lane(&fb).accept();
         tokio::time::sleep(Duration::from_millis(4000)).await;
         let log = rec.0.lock().unwrap().clone();
         let relay: Vec<_> = log
@@ -441,17 +524,13 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn safe_state_turns_off_mid_pulse_and_blocks_later_pulses() {
-        let rec = Recorder::default();
-        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let (rec, fb) = setup(&cfg());
         fb.set_status(true);
-        fb.accept();
-        assert!(fb
-            .states()
-            .iter()
-            .any(|(o, on)| *o == OutputName::Relay && *on));
+        std_lane(&fb).accept();
+        assert!(fb.states().iter().any(|(o, on)| o == "relay" && *on));
         fb.safe_state();
         assert!(fb.states().iter().all(|(_, on)| !on));
-        fb.accept();
+        std_lane(&fb).accept();
         fb.set_status(true);
         assert!(fb.states().iter().all(|(_, on)| !on));
         let last = changes(&rec);
@@ -461,8 +540,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn status_blinks_when_offline_and_is_steady_when_online() {
-        let rec = Recorder::default();
-        let fb = Feedback::new(Box::new(rec.clone()), &cfg());
+        let (rec, fb) = setup(&cfg());
         let timers = tokio::spawn({
             let fb = fb.clone();
             async move { fb.run_timers().await }
@@ -488,17 +566,45 @@ mod tests {
 
     #[test]
     fn unconfigured_outputs_are_never_written() {
-        let rec = Recorder::default();
-        let c = OutputsConfig {
-            relay: None,
-            buzzer: None,
-            ..cfg()
-        };
-        let fb = Feedback::new(Box::new(rec.clone()), &c);
-        fb.accept();
-        fb.reject();
+        let mut c = cfg();
+        c.lines.retain(|(n, _)| n != "relay" && n != "buzzer");
+        let (rec, fb) = setup(&c);
+        std_lane(&fb).accept();
+        std_lane(&fb).reject();
         assert!(changes(&rec)
             .iter()
             .all(|(o, _)| *o != OutputName::Relay && *o != OutputName::Buzzer));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn two_lanes_drive_their_own_relays_and_share_the_buzzer() {
+        let mut c = cfg();
+        c.lines.push(("relay2".into(), spec(5, 2000)));
+        let (rec, fb) = setup(&c);
+        let timers = tokio::spawn({
+            let fb = fb.clone();
+            async move { fb.run_timers().await }
+        });
+        let exit = fb.lane(&LaneOutputs {
+            relay: Some("relay2".into()),
+            green: None,
+            red: None,
+            buzzer: Some("buzzer".into()),
+        });
+        let start = changes(&rec).len();
+        exit.accept();
+        std_lane(&fb).reject();
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let after: Vec<_> = changes(&rec)[start..].to_vec();
+        assert_eq!(after[0], (OutputName::Relay2, true));
+        assert!(after.contains(&(OutputName::Relay2, false)));
+        assert!(
+            !after.iter().any(|(o, _)| *o == OutputName::Relay),
+            "the entry lane's reject leaves the exit relay and its own relay alone: {after:?}"
+        );
+        assert!(after.contains(&(OutputName::Red, true)));
+        assert!(fb.pulse_output("relay"));
+        assert!(!fb.pulse_output("nope"));
+        timers.abort();
     }
 }

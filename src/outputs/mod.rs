@@ -1,73 +1,38 @@
-//! The door's outputs: relay, LEDs, buzzer. One seam ([`OutputBackend`]) with two
-//! implementations: `gpio` (the Pi, through rppal) and `sim` (JSON lines, for tests and the
-//! demo). [`feedback::Feedback`] drives them: pulses, patterns, and the safe state.
+//! The door's outputs: relays, LEDs, buzzers. One seam ([`OutputBackend`]) with three
+//! implementations: `gpio` (the Pi, through rppal), `gpiod` (any board, through the kernel's
+//! GPIO character device) and `sim` (JSON lines, for tests and the demo).
+//! [`feedback::Feedback`] drives them: pulses, patterns, and the safe state. The inputs (exit
+//! button, door sensor) are in [`inputs`].
 
 pub mod feedback;
 mod gpio;
+pub mod gpiod;
+pub mod inputs;
 
-use std::fmt;
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{OutputBackendKind, OutputSpec, OutputsConfig, SimLog};
+use crate::config::{OutputBackendKind, OutputsConfig, SimLog};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OutputName {
-    Relay,
-    Green,
-    Red,
-    Buzzer,
-    Status,
-}
-
-impl OutputName {
-    pub const ALL: [OutputName; 5] = [
-        OutputName::Relay,
-        OutputName::Green,
-        OutputName::Red,
-        OutputName::Buzzer,
-        OutputName::Status,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OutputName::Relay => "relay",
-            OutputName::Green => "green",
-            OutputName::Red => "red",
-            OutputName::Buzzer => "buzzer",
-            OutputName::Status => "status",
-        }
-    }
-
-    pub fn index(self) -> usize {
-        self as usize
-    }
-}
-
-impl fmt::Display for OutputName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// Sets outputs. `on` is the logical state (relay energised, LED lit); the backend maps it to
-/// a level (active-low pins).
+/// Sets outputs. `index` is the output's place in [`OutputsConfig::lines`]; `on` is the
+/// logical state (relay energised, LED lit), which the backend maps to a level (active-low).
 pub trait OutputBackend: Send {
-    fn set(&mut self, output: OutputName, on: bool) -> io::Result<()>;
+    fn set(&mut self, index: usize, on: bool) -> io::Result<()>;
 }
 
 /// Writes one JSON object per output change, one per line:
 /// `{"ts_ms": <unix ms>, "output": "relay", "on": true}`.
 pub struct SimBackend {
     out: Box<dyn Write + Send>,
+    names: Vec<String>,
 }
 
 impl SimBackend {
-    pub fn new(out: Box<dyn Write + Send>) -> Self {
-        SimBackend { out }
+    pub fn new(out: Box<dyn Write + Send>, names: Vec<String>) -> Self {
+        SimBackend { out, names }
     }
 
-    pub fn open(log: &SimLog) -> io::Result<Self> {
+    pub fn open(log: &SimLog, names: Vec<String>) -> io::Result<Self> {
         let out: Box<dyn Write + Send> = match log {
             SimLog::Stdout => Box::new(io::stdout()),
             SimLog::File(path) => Box::new(
@@ -80,12 +45,13 @@ impl SimBackend {
                     })?,
             ),
         };
-        Ok(SimBackend::new(out))
+        Ok(SimBackend::new(out, names))
     }
 }
 
 impl OutputBackend for SimBackend {
-    fn set(&mut self, output: OutputName, on: bool) -> io::Result<()> {
+    fn set(&mut self, index: usize, on: bool) -> io::Result<()> {
+        let output = self.names.get(index).map(String::as_str).unwrap_or("?");
         let ts_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -97,25 +63,15 @@ impl OutputBackend for SimBackend {
     }
 }
 
-/// The configured outputs, as (name, spec) pairs.
-pub fn configured(cfg: &OutputsConfig) -> Vec<(OutputName, OutputSpec)> {
-    [
-        (OutputName::Relay, cfg.relay),
-        (OutputName::Green, cfg.green),
-        (OutputName::Red, cfg.red),
-        (OutputName::Buzzer, cfg.buzzer),
-        (OutputName::Status, cfg.status),
-    ]
-    .into_iter()
-    .filter_map(|(n, s)| s.map(|s| (n, s)))
-    .collect()
-}
-
 /// Opens the configured backend. Every output starts in its safe state (off).
 pub fn open_backend(cfg: &OutputsConfig) -> io::Result<Box<dyn OutputBackend>> {
     Ok(match &cfg.backend {
-        OutputBackendKind::Sim { log } => Box::new(SimBackend::open(log)?),
-        OutputBackendKind::Gpio => Box::new(gpio::GpioBackend::open(&configured(cfg))?),
+        OutputBackendKind::Sim { log, .. } => Box::new(SimBackend::open(
+            log,
+            cfg.lines.iter().map(|(n, _)| n.clone()).collect(),
+        )?),
+        OutputBackendKind::Gpio => Box::new(gpio::GpioBackend::open(&cfg.lines)?),
+        OutputBackendKind::Gpiod => Box::new(gpiod::GpiodBackend::open(cfg)?),
     })
 }
 
@@ -139,9 +95,9 @@ mod tests {
     #[test]
     fn sim_backend_writes_one_json_object_per_change() {
         let buf = Shared::default();
-        let mut b = SimBackend::new(Box::new(buf.clone()));
-        b.set(OutputName::Relay, true).unwrap();
-        b.set(OutputName::Red, false).unwrap();
+        let mut b = SimBackend::new(Box::new(buf.clone()), vec!["relay".into(), "red".into()]);
+        b.set(0, true).unwrap();
+        b.set(1, false).unwrap();
         let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
         let lines: Vec<serde_json::Value> = text
             .lines()

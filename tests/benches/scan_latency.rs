@@ -104,6 +104,8 @@ fn pending_row(i: usize, code: &str, pending: bool) -> NewScan {
         mono_ms: i as u64,
         clock_synced: true,
         device: "bench-door".into(),
+        reader: "reader".into(),
+        direction: tiketo_gate::decision::Direction::Entry,
         reward_points: None,
         pending,
     }

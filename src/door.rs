@@ -1,0 +1,121 @@
+//! The door's inputs at work: the request-to-exit button releases the door (no scan, no
+//! scan event, a log line), the door contact is logged, shown in status and metrics, and
+//! warns when the door is held open.
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::InputsConfig;
+use crate::outputs::feedback::Feedback;
+use crate::outputs::inputs::{DoorMonitor, DoorNote, InputEvent, InputName, EXIT_REPEAT};
+use crate::scan::{DoorState, Shared};
+use crate::store::now_ms;
+
+pub async fn run(
+    mut events: mpsc::Receiver<InputEvent>,
+    cfg: InputsConfig,
+    feedback: Feedback,
+    shared: Shared,
+) {
+    let mut door = cfg
+        .door_sensor
+        .as_ref()
+        .map(|d| DoorMonitor::new(d.held_open));
+    let held_secs = cfg
+        .door_sensor
+        .as_ref()
+        .map(|d| d.held_open.as_secs())
+        .unwrap_or(0);
+    if door.is_some() {
+        shared.set_door(Some(DoorState {
+            state: "unknown",
+            since_ms: 0,
+            held_open: false,
+        }));
+    }
+    let mut last_exit: Option<Instant> = None;
+    let mut door_since_ms = 0;
+    loop {
+        let deadline = door.as_ref().and_then(|d| d.deadline());
+        let ev = tokio::select! {
+            ev = events.recv() => match ev {
+                Some(ev) => ev,
+                None => return,
+            },
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
+                if let Some(d) = door.as_mut() {
+                    if let Some(DoorNote::HeldOpen { open_for }) = d.tick(Instant::now()) {
+                        tracing::warn!(open_s = open_for.as_secs(), held_open_secs = held_secs, "door held open");
+                        crate::metrics::metrics().door_held_open.set(1);
+                        publish(&shared, d, door_since_ms);
+                    }
+                }
+                continue;
+            }
+        };
+        match ev.input {
+            InputName::ExitButton => {
+                let Some(button) = &cfg.exit_button else {
+                    continue;
+                };
+                // A press, not a release; a button held down at start is not a press.
+                if !ev.active || ev.initial {
+                    continue;
+                }
+                let now = Instant::now();
+                if last_exit.is_some_and(|t| now - t < EXIT_REPEAT) {
+                    continue;
+                }
+                last_exit = Some(now);
+                if feedback.pulse_output(&button.relay) {
+                    crate::metrics::metrics().exit_requests.inc();
+                    tracing::info!(output = %button.relay, "exit button: door released");
+                } else {
+                    tracing::warn!(output = %button.relay, "exit button pressed, but the output cannot be pulsed");
+                }
+            }
+            InputName::DoorSensor => {
+                let Some(d) = door.as_mut() else { continue };
+                let now = Instant::now();
+                let note = d.update(ev.active, now);
+                door_since_ms = if ev.initial { 0 } else { now_ms() };
+                let m = crate::metrics::metrics();
+                m.door_open.set(ev.active as i64);
+                match note {
+                    Some(DoorNote::Opened) => tracing::info!("door opened"),
+                    Some(DoorNote::Closed { was_held, open_for }) => {
+                        m.door_held_open.set(0);
+                        if was_held {
+                            tracing::info!(
+                                open_s = open_for.as_secs(),
+                                "door closed after being held open"
+                            );
+                        } else {
+                            tracing::info!(open_ms = open_for.as_millis() as u64, "door closed");
+                        }
+                    }
+                    Some(DoorNote::HeldOpen { .. }) | None => {}
+                }
+                if ev.initial {
+                    tracing::info!(
+                        door = if ev.active { "open" } else { "closed" },
+                        "door sensor read"
+                    );
+                }
+                publish(&shared, d, door_since_ms);
+            }
+        }
+    }
+}
+
+fn publish(shared: &Shared, d: &DoorMonitor, since_ms: i64) {
+    shared.set_door(Some(DoorState {
+        state: match d.is_open() {
+            Some(true) => "open",
+            Some(false) => "closed",
+            None => "unknown",
+        },
+        since_ms,
+        held_open: d.is_held_open(),
+    }));
+}
