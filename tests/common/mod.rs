@@ -39,6 +39,10 @@ pub struct Opts {
     pub debounce_ms: u64,
     pub relay_ms: u64,
     pub rules: &'static str,
+    /// Replaces the `[reader]` table when not empty (`@DIR@` and `@LINK@` are filled in).
+    pub readers: String,
+    /// More lines for the `[outputs]` table (`@DIR@` is filled in).
+    pub outputs_extra: String,
 }
 
 impl Default for Opts {
@@ -51,6 +55,8 @@ impl Default for Opts {
             debounce_ms: 0,
             relay_ms: 300,
             rules: "projects = [\"proj-main\", \"proj-loyalty\"]",
+            readers: String::new(),
+            outputs_extra: String::new(),
         }
     }
 }
@@ -172,13 +178,7 @@ url = "{url}"
 token_file = "{dir}/token"
 timeout_ms = {budget}
 
-[reader]
-kind = "serial"
-path = "{link}"
-baud = 115200
-max_len = 512
-debounce_ms = {debounce}
-frame_timeout_ms = 200
+{readers}
 
 [rules]
 {rules}
@@ -195,21 +195,39 @@ green  = {{ pin = 27, pulse_ms = 200 }}
 red    = {{ pin = 22, pulse_ms = 200 }}
 buzzer = {{ pin = 23, pulse_ms = 20 }}
 status = {{ pin = 24 }}
+{outputs_extra}
 
 {tail}
 "#,
             dir = self.dir.path().display(),
             url = self.sim.url(),
             budget = o.budget_ms,
-            link = self.link.display(),
-            debounce = o.debounce_ms,
             rules = o.rules,
             policy = o.policy,
             offline_extra = o.offline_extra,
             tail = o.tail,
             outputs = self.outputs_path.display(),
             relay = o.relay_ms,
+            readers = self.readers_text(),
+            outputs_extra = o
+                .outputs_extra
+                .replace("@DIR@", &self.dir.path().display().to_string()),
         )
+    }
+
+    fn readers_text(&self) -> String {
+        let o = &self.opts;
+        if o.readers.is_empty() {
+            format!(
+                "[reader]\nkind = \"serial\"\npath = \"{link}\"\nbaud = 115200\nmax_len = 512\ndebounce_ms = {debounce}\nframe_timeout_ms = 200\n",
+                link = self.link.display(),
+                debounce = o.debounce_ms,
+            )
+        } else {
+            o.readers
+                .replace("@DIR@", &self.dir.path().display().to_string())
+                .replace("@LINK@", &self.link.display().to_string())
+        }
     }
 
     pub fn spawn_daemon(&mut self) {
