@@ -2102,6 +2102,15 @@ door_sensor = { pin = 16, held_open_secs = 45 }
     }
 
     #[test]
+    fn the_two_lanes_example_parses() {
+        let c = parse_str(include_str!("../config/two-lanes.toml")).unwrap();
+        assert_eq!(c.readers.len(), 2);
+        assert_eq!(c.readers[1].direction, Direction::Exit);
+        assert!(c.inputs.exit_button.is_some() && c.inputs.door_sensor.is_some());
+        assert_eq!(c.outputs.backend, OutputBackendKind::Gpiod);
+    }
+
+    #[test]
     fn gpiod_lines_and_input_mistakes() {
         let c = parse_str("[outputs]\nbackend = \"gpiod\"\nchip = \"gpiochip4\"\nrelay = { line = \"GPIO17\", active_low = true }\ngreen = { chip = \"gpiochip0\", offset = 27 }\nred = { pin = 22 }\n[inputs]\ndoor_sensor = { line = \"GPIO5\", bias = \"pull-up\", active_low = true }\n").unwrap();
         assert_eq!(c.outputs.backend, OutputBackendKind::Gpiod);
