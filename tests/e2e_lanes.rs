@@ -366,3 +366,69 @@ async fn exit_button_releases_the_door_and_the_door_sensor_warns_when_held_open(
     let l = h.wait_scan(1);
     assert_eq!(field(&l, "verdict"), Some("accept"));
 }
+
+/// The same through a real evdev device: a virtual keyboard from uinput, found by its USB
+/// id, grabbed, unplugged and plugged back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs /dev/uinput (CONFIG_INPUT_UINPUT) and the right to create input devices; this machine's kernel has no uinput, so keyboard_mode_reader_with_a_german_layout_end_to_end covers the decoding end to end from raw records"]
+async fn keyboard_mode_reader_through_a_real_uinput_device() {
+    use evdev::uinput::VirtualDevice;
+    use evdev::{AttributeSet, BusType, InputEvent, InputId, KeyCode};
+    let make = || {
+        let mut keys = AttributeSet::<KeyCode>::new();
+        for c in 1..=127u16 {
+            keys.insert(KeyCode::new(c));
+        }
+        VirtualDevice::builder()
+            .expect("/dev/uinput")
+            .name("tiketo test scanner")
+            .input_id(InputId::new(BusType::BUS_USB, 0x7e57, 0x5ca7, 1))
+            .with_keys(&keys)
+            .unwrap()
+            .build()
+            .unwrap()
+    };
+    let mut dev = make();
+    let node = dev
+        .enumerate_dev_nodes_blocking()
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap();
+    let opts = Opts {
+        readers:
+            "[reader]\nkind = \"hid\"\nusb_id = \"7e57:5ca7\"\nlayout = \"us\"\ndebounce_ms = 0\n"
+                .into(),
+        ..Opts::default()
+    };
+    let h = Harness::start(opts).await;
+    let type_code = |dev: &mut VirtualDevice, code: &str| {
+        let evs: Vec<InputEvent> = keystrokes(Layout::Us, code)
+            .unwrap()
+            .into_iter()
+            .map(|(t, c, v)| InputEvent::new(t, c, v))
+            .collect();
+        dev.emit(&evs).unwrap();
+    };
+    // Grabbed: a second reader of the node (a console, a browser) sees none of the keys.
+    let mut other = evdev::Device::open(&node).unwrap();
+    other.set_nonblocking(true).unwrap();
+    type_code(&mut dev, "VALID-0001");
+    let l = h.wait_scan(1);
+    assert_eq!(field(&l, "verdict"), Some("accept"), "{l}");
+    assert_eq!(field(&l, "code"), Some("…0001"), "{l}");
+    let leaked = other.fetch_events().map(|e| e.count()).unwrap_or(0);
+    assert_eq!(leaked, 0, "the grab let keystrokes through");
+    // Unplugged and back under a new event node: read again.
+    drop(dev);
+    h.wait_log("reader disconnected", T);
+    let mut dev = make();
+    assert!(wait_until(T, || h
+        .logs()
+        .matches("reader connected")
+        .count()
+        >= 2));
+    type_code(&mut dev, "VALID-0002");
+    let l = h.wait_scan(2);
+    assert_eq!(field(&l, "code"), Some("…0002"), "{l}");
+}

@@ -243,7 +243,8 @@ pub fn spawn_inputs(
             let active = req
                 .value(*offset)
                 .map_err(|e| io::Error::other(format!("inputs.{}: {e}", input.as_str())))?;
-            let _ = tx.blocking_send(InputEvent {
+            // Called from the daemon's runtime: no blocking send (the channel has room).
+            let _ = tx.try_send(InputEvent {
                 input: *input,
                 active: active == Value::Active,
                 initial: true,
@@ -445,26 +446,98 @@ mod tests {
         assert_eq!(chip_path("/dev/gpiochip2"), PathBuf::from("/dev/gpiochip2"));
     }
 
+    /// A gpio-sim chip made through configfs, removed on drop.
+    struct SimChip {
+        root: PathBuf,
+        chip: String,
+        sysfs: PathBuf,
+    }
+
+    impl SimChip {
+        fn new(lines: u32) -> SimChip {
+            let root = PathBuf::from(format!(
+                "/sys/kernel/config/gpio-sim/tiketo-{}",
+                std::process::id()
+            ));
+            let bank = root.join("bank0");
+            std::fs::create_dir(&root).expect("configfs gpio-sim (modprobe gpio-sim)");
+            std::fs::create_dir(&bank).unwrap();
+            std::fs::write(bank.join("num_lines"), lines.to_string()).unwrap();
+            std::fs::write(root.join("live"), "1").unwrap();
+            let chip = std::fs::read_to_string(bank.join("chip_name"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let dev = std::fs::read_to_string(root.join("dev_name"))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let sysfs = PathBuf::from(format!("/sys/devices/platform/{dev}/{chip}"));
+            SimChip { root, chip, sysfs }
+        }
+
+        /// The level the backend drives on an output line.
+        fn level(&self, offset: u32) -> u8 {
+            let v = std::fs::read_to_string(self.sysfs.join(format!("sim_gpio{offset}/value")))
+                .unwrap();
+            v.trim().parse().unwrap()
+        }
+
+        /// Pulls an input line up or down, as a switch would.
+        fn pull(&self, offset: u32, up: bool) {
+            std::fs::write(
+                self.sysfs.join(format!("sim_gpio{offset}/pull")),
+                if up { "pull-up" } else { "pull-down" },
+            )
+            .unwrap();
+        }
+    }
+
+    impl Drop for SimChip {
+        fn drop(&mut self) {
+            let _ = std::fs::write(self.root.join("live"), "0");
+            let _ = std::fs::remove_dir(self.root.join("bank0"));
+            let _ = std::fs::remove_dir(&self.root);
+        }
+    }
+
     /// The real backend against the kernel's gpio-sim, where the machine has it.
     #[test]
-    #[ignore = "needs the kernel's gpio-sim (configfs + CONFIG_GPIO_SIM) and root; this machine's kernel has neither"]
+    #[ignore = "needs the kernel's gpio-sim (CONFIG_GPIO_SIM, configfs mounted) and root; this machine's kernel has neither, so the line requests are checked by the unit tests above"]
     fn real_gpio_sim_chip() {
-        // Set up with: mkdir /sys/kernel/config/gpio-sim/t/gpio-bank0; echo 8 > .../num_lines;
-        // echo 1 > /sys/kernel/config/gpio-sim/t/live; then point TIKETO_GPIO_SIM_CHIP at
-        // the chip it made.
-        let chip = std::env::var("TIKETO_GPIO_SIM_CHIP").expect("TIKETO_GPIO_SIM_CHIP");
+        let sim = SimChip::new(8);
         let cfg = OutputsConfig {
             backend: crate::config::OutputBackendKind::Gpiod,
-            chip: chip.clone(),
-            lines: vec![("relay".to_string(), out(LineRef::Pin(1), true))],
+            chip: sim.chip.clone(),
+            lines: vec![
+                ("relay".to_string(), out(LineRef::Pin(1), true)),
+                ("green".to_string(), out(LineRef::Pin(3), false)),
+            ],
         };
         let mut b = GpiodBackend::open(&cfg).unwrap();
+        // Requested inactive: the active-low relay's line is high (off), green low.
+        assert_eq!((sim.level(1), sim.level(3)), (1, 0));
         b.set(0, true).unwrap();
-        let info = gpiocdev::chip::Chip::from_path(chip_path(&chip))
-            .unwrap()
-            .line_info(1)
-            .unwrap();
-        assert!(info.active_low);
-        assert_eq!(info.direction, Direction::Output);
+        b.set(1, true).unwrap();
+        assert_eq!((sim.level(1), sim.level(3)), (0, 1));
+        b.set(0, false).unwrap();
+        assert_eq!(sim.level(1), 1);
+
+        // An active-low door contact on line 5: pulled up (closed) reads inactive; pulled
+        // down (open) is a rising edge of the logical value.
+        sim.pull(5, true);
+        let (tx, mut rx) = mpsc::channel(8);
+        let inputs = vec![(
+            InputName::DoorSensor,
+            input(LineRef::Pin(5), true, Bias::AsIs, 0),
+        )];
+        let _h = spawn_inputs(&cfg, inputs, tx).unwrap();
+        let first = rx.blocking_recv().unwrap();
+        assert!(first.initial && !first.active, "{first:?}");
+        sim.pull(5, false);
+        let ev = rx.blocking_recv().unwrap();
+        assert!(!ev.initial && ev.active, "{ev:?}");
+        sim.pull(5, true);
+        assert!(!rx.blocking_recv().unwrap().active);
     }
 }

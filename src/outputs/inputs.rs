@@ -312,7 +312,8 @@ fn spawn_rppal(
         };
         let active_low = spec.active_low;
         let level_active = move |l: Level| (l == Level::High) != active_low;
-        let _ = tx.blocking_send(InputEvent {
+        // Called from the daemon's runtime: no blocking send (the channel has room).
+        let _ = tx.try_send(InputEvent {
             input: name,
             active: level_active(pin.read()),
             initial: true,
