@@ -409,14 +409,14 @@ impl Scanner {
                     self.settings.direction,
                 );
                 tracing::info!(
-                    reader = %self.settings.reader,
-                    direction = %self.settings.direction,
                     code = "-",
                     verdict = %Verdict::Reject,
                     reason = %Reason::Malformed,
                     mode = %"local",
                     latency_ms = %format_ms(last_byte.elapsed()),
                     detail = %kind,
+                    reader = %self.settings.reader,
+                    direction = %self.settings.direction,
                     "scan"
                 );
                 None
@@ -462,8 +462,6 @@ impl Scanner {
         );
         let detail = outcome.detail.as_deref().map(|d| scrub(d, &code));
         tracing::info!(
-            reader = %self.settings.reader,
-            direction = %self.settings.direction,
             code = %mask_code(&code),
             verdict = %outcome.verdict,
             reason = %outcome.reason,
@@ -472,6 +470,8 @@ impl Scanner {
             scan_id = %outcome.scan_id,
             event_id = %outcome.event_id.as_deref().unwrap_or("-"),
             detail = %detail.as_deref().unwrap_or("-"),
+            reader = %self.settings.reader,
+            direction = %self.settings.direction,
             "scan"
         );
         outcome
@@ -710,14 +710,14 @@ pub async fn reject_locally(
         tracing::error!(scan_id = %base.scan_id, "rejected scan not stored: {e}");
     }
     tracing::info!(
-        reader = %settings.reader,
-        direction = %settings.direction,
         code = %mask_code(&code),
         verdict = %Verdict::Reject,
         reason = %reason,
         mode = %"local",
         latency_ms = %format_ms(last_byte.elapsed()),
         scan_id = %base.scan_id,
+        reader = %settings.reader,
+        direction = %settings.direction,
         "scan"
     );
     Outcome {

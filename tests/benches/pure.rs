@@ -19,6 +19,26 @@ fn frame_one_code() -> usize {
     n
 }
 
+/// A keyboard-mode reader's 31-character code (German layout): 128 key events, as the
+/// evdev reader decodes them.
+#[divan::bench]
+fn decode_one_hid_code(bencher: divan::Bencher) {
+    use tiketo_gate::hid::{keystrokes, HidDecoder, Layout, EV_KEY};
+    let events: Vec<(u16, u16, i32)> = keystrokes(Layout::De, "TIKETO-PASS-0123456789-ABCDEFGH")
+        .unwrap()
+        .into_iter()
+        .filter(|(t, _, _)| *t == EV_KEY)
+        .collect();
+    bencher.bench(|| {
+        let mut d = HidDecoder::new(Layout::De, 512);
+        let mut n = 0;
+        for &(_, code, value) in black_box(&events) {
+            d.key(code, value, |_| n += 1);
+        }
+        n
+    });
+}
+
 #[divan::bench]
 fn frame_64k_garbage_then_a_code() -> usize {
     let garbage = vec![b'x'; 64 * 1024];
