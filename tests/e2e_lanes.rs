@@ -54,10 +54,12 @@ fn scan_of<'a>(h: &Harness, lines: &'a [String], reader: &str) -> Option<&'a Str
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_serial_readers_decide_at_once_and_drive_their_own_relays() {
     let mut exit_pty = Pty::new();
+    let port = common::free_port();
     let opts = Opts {
         budget_ms: 3000,
         readers: two_lanes(&exit_pty.slave_path(), 5000),
         outputs_extra: EXIT_OUTPUTS.into(),
+        tail: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
         ..Opts::default()
     };
     let mut h = Harness::start(opts).await;
@@ -154,6 +156,29 @@ async fn two_serial_readers_decide_at_once_and_drive_their_own_relays() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("way-out (exit): NOT CONNECTED"), "{text}");
     assert!(text.contains("entrance (entry): connected"), "{text}");
+    tiketo_gate::api::install_crypto_provider();
+    let get = |path: &'static str| async move {
+        let r = reqwest::Client::new()
+            .get(format!("http://127.0.0.1:{port}{path}"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (code, body) = get("/healthz").await;
+    assert_eq!(code, 503);
+    assert_eq!(body, "reader: not connected (retrying): way-out\n");
+    let (_, metrics) = get("/metrics").await;
+    assert!(
+        metrics.contains(
+            "tiketo_gate_reader_scans_total{reader=\"way-out\",direction=\"exit\",verdict=\"accept\"} 2"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tiketo_gate_reader_connected 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
