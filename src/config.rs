@@ -772,6 +772,24 @@ impl Validator<'_> {
                     );
                 }
             }
+            if let ReaderKind::Hid {
+                source: HidSource::UsbId { vendor, product },
+                ..
+            } = &r.kind
+            {
+                let same = readers[..i].iter().find(|o| {
+                    matches!(&o.kind, ReaderKind::Hid { source: HidSource::UsbId { vendor: v, product: p }, .. } if v == vendor && p == product)
+                });
+                if let Some(o) = same {
+                    self.problem(
+                        &format!("{}.usb_id", r.key),
+                        format!(
+                            "{vendor:04x}:{product:04x} is already read by {} (two readers of one model: use their /dev/input/by-path/... links)",
+                            o.key
+                        ),
+                    );
+                }
+            }
             if r.kind == ReaderKind::Stdin
                 && readers[..i].iter().any(|o| o.kind == ReaderKind::Stdin)
             {
@@ -2087,6 +2105,11 @@ door_sensor = { pin = 16, held_open_secs = 45 }
         let e = err("[[readers]]\nname = \"a\"\npath = \"/dev/ttyACM0\"\n[[readers]]\nname = \"b\"\npath = \"/dev/ttyACM0\"\n");
         assert!(
             e.contains("test.toml:6: readers[1].path: /dev/ttyACM0 is already read by readers[0]"),
+            "{e}"
+        );
+        let e = err("[[readers]]\nname = \"a\"\nkind = \"hid\"\nusb_id = \"0c2e:0b61\"\n[[readers]]\nname = \"b\"\nkind = \"hid\"\nusb_id = \"0C2E:0B61\"\n");
+        assert!(
+            e.contains("test.toml:8: readers[1].usb_id: 0c2e:0b61 is already read by readers[0]"),
             "{e}"
         );
         // The single-reader form keeps working, with a direction if wanted.

@@ -143,6 +143,8 @@ pub struct ListedRow {
     pub attempts: i64,
     pub event_id: Option<String>,
     pub last_error: Option<String>,
+    pub reader: String,
+    pub direction: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -661,7 +663,8 @@ impl Store {
     /// Rows for `queue list`: pending (or dead), oldest first.
     pub fn list(&self, dead: bool, limit: usize) -> Result<Vec<ListedRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT seq, scan_id, code_masked, verdict, reason, online, scanned_at, clock_synced, outbox, attempts, event_id, last_error
+            "SELECT seq, scan_id, code_masked, verdict, reason, online, scanned_at, clock_synced, outbox, attempts, event_id, last_error,
+                    reader, direction
              FROM scans WHERE outbox = ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
@@ -681,6 +684,8 @@ impl Store {
                         attempts: r.get(9)?,
                         event_id: r.get(10)?,
                         last_error: r.get(11)?,
+                        reader: r.get(12)?,
+                        direction: r.get(13)?,
                     })
                 },
             )?
@@ -918,6 +923,53 @@ mod tests {
         assert!(aside.exists());
         assert_eq!(std::fs::read(&aside).unwrap(), vec![0x5a; 8192]);
         assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_v1_store_migrates_and_its_queue_replays_as_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        {
+            // A store as the first release left it, with one pending scan.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(MIGRATIONS[0]).unwrap();
+            c.execute(
+                "INSERT INTO scans (scan_id, code, code_masked, verdict, reason, online, scanned_at,
+                     scanned_at_ms, boot_id, mono_ms, clock_synced, device, outbox)
+                 VALUES ('s1', 'VALID-0001', '…0001', 'accept', 'offline_policy', 0,
+                     '2026-11-27T12:00:00.000Z', 1, 'b', 1, 1, 'old-door', 'pending')",
+                [],
+            )
+            .unwrap();
+            c.pragma_update(None, "user_version", 1).unwrap();
+        }
+        let mut s = Store::open(&path).unwrap();
+        let rows = s.pending_batch(10, &[]).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].reader, "reader");
+        assert_eq!(rows[0].direction, crate::decision::Direction::Entry);
+        let listed = s.list(false, 10).unwrap();
+        assert_eq!(
+            (listed[0].reader.as_str(), listed[0].direction.as_str()),
+            ("reader", "entry")
+        );
+        // New rows keep their direction; the column refuses anything else.
+        let mut exit = scan("CODE-EXIT-0001", Verdict::Accept, true);
+        exit.direction = crate::decision::Direction::Exit;
+        exit.reader = "way-out".into();
+        s.insert_scan(&exit, UseChange::None).unwrap();
+        let rows = s.pending_batch(10, &[]).unwrap();
+        assert_eq!(rows[1].direction, crate::decision::Direction::Exit);
+        assert_eq!(rows[1].reader, "way-out");
+        assert!(s
+            .conn
+            .execute("UPDATE scans SET direction = 'sideways'", [])
+            .is_err());
+        let v: i64 = s
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
     }
 
     #[test]
