@@ -123,68 +123,30 @@ fn open_hid(source: &HidSource) -> io::Result<(PathBuf, evdev::Device)> {
 }
 
 fn hid_loop(source: &HidSource, layout: Layout, grab: bool, cfg: &ReaderConfig, tx: &Tx) {
-    let mut backoff = reconnect_backoff();
-    let mut last_error: Option<String> = None;
     let what = match source {
         HidSource::UsbId { vendor, product } => {
             PathBuf::from(format!("usb:{vendor:04x}:{product:04x}"))
         }
         HidSource::Path(p) | HidSource::Recording(p) => p.clone(),
     };
-    loop {
-        if tx.is_closed() {
-            return;
+    let open = || {
+        let (path, mut dev) = open_hid(source)?;
+        if grab {
+            // Exclusive: the scanner's "typing" must not reach a console or a browser.
+            dev.grab().map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot grab {} ({e}); another program holds it",
+                        path.display()
+                    ),
+                )
+            })?;
         }
-        let opened = open_hid(source).and_then(|(path, mut dev)| {
-            if grab {
-                // Exclusive: the scanner's "typing" must not reach a console or a browser.
-                dev.grab().map_err(|e| {
-                    io::Error::new(
-                        e.kind(),
-                        format!(
-                            "cannot grab {} ({e}); another program holds it",
-                            path.display()
-                        ),
-                    )
-                })?;
-            }
-            dev.set_nonblocking(true)?;
-            Ok((path, dev))
-        });
-        let (path, mut dev) = match opened {
-            Ok(x) => x,
-            Err(e) => {
-                let msg = e.to_string();
-                if last_error.as_deref() != Some(msg.as_str()) {
-                    tracing::warn!(reader = %cfg.name, path = %what.display(), "reader cannot be opened: {msg}; retrying until it is back");
-                    last_error = Some(msg);
-                }
-                std::thread::sleep(backoff.next().unwrap_or(Duration::from_secs(5)));
-                continue;
-            }
-        };
-        last_error = None;
-        backoff = reconnect_backoff();
-        if tx
-            .blocking_send(ReaderEvent::Connected { path: path.clone() })
-            .is_err()
-        {
-            return;
-        }
-        let error = read_hid(&mut dev, layout, cfg, tx);
-        drop(dev);
-        match error {
-            None => return,
-            Some(error) => {
-                if tx
-                    .blocking_send(ReaderEvent::Disconnected { path, error })
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        }
-    }
+        dev.set_nonblocking(true)?;
+        io::Result::Ok((path, dev))
+    };
+    reconnecting(cfg, tx, &what, open, |dev| read_hid(dev, layout, cfg, tx));
 }
 
 /// Waits until `fd` is readable or `timeout` passes; true when readable (or hung up).
@@ -382,18 +344,38 @@ fn open_port(path: &Path, baud: u32) -> serialport::Result<serialport::TTYPort> 
 }
 
 fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &Tx) {
+    reconnecting(
+        cfg,
+        tx,
+        path,
+        || open_port(path, baud).map(|p| (path.to_owned(), p)),
+        |port| read_port(port, cfg, tx),
+    );
+}
+
+/// A reader's life: open the device (retrying with backoff while it is not there, saying so
+/// once per distinct error), report it connected, read until it fails, report it gone, and
+/// start again; until the daemon stops. `open` returns the path it opened and the device;
+/// `read` returns the error that ended reading, or `None` when the daemon is stopping.
+fn reconnecting<D, E: std::fmt::Display>(
+    cfg: &ReaderConfig,
+    tx: &Tx,
+    what: &Path,
+    mut open: impl FnMut() -> Result<(PathBuf, D), E>,
+    mut read: impl FnMut(&mut D) -> Option<String>,
+) {
     let mut backoff = reconnect_backoff();
     let mut last_error: Option<String> = None;
     loop {
         if tx.is_closed() {
             return;
         }
-        let mut port = match open_port(path, baud) {
-            Ok(p) => p,
+        let (path, mut dev) = match open() {
+            Ok(x) => x,
             Err(e) => {
                 let msg = e.to_string();
                 if last_error.as_deref() != Some(msg.as_str()) {
-                    tracing::warn!(path = %path.display(), "reader cannot be opened: {msg}; retrying until it is back");
+                    tracing::warn!(reader = %cfg.name, path = %what.display(), "reader cannot be opened: {msg}; retrying until it is back");
                     last_error = Some(msg);
                 }
                 std::thread::sleep(backoff.next().unwrap_or(Duration::from_secs(5)));
@@ -403,23 +385,18 @@ fn serial_loop(path: &Path, baud: u32, cfg: &ReaderConfig, tx: &Tx) {
         last_error = None;
         backoff = reconnect_backoff();
         if tx
-            .blocking_send(ReaderEvent::Connected {
-                path: path.to_owned(),
-            })
+            .blocking_send(ReaderEvent::Connected { path: path.clone() })
             .is_err()
         {
             return;
         }
-        let error = read_port(&mut port, cfg, tx);
-        drop(port);
+        let error = read(&mut dev);
+        drop(dev);
         match error {
             None => return, // the daemon is stopping
-            Some(e) => {
+            Some(error) => {
                 if tx
-                    .blocking_send(ReaderEvent::Disconnected {
-                        path: path.to_owned(),
-                        error: e,
-                    })
+                    .blocking_send(ReaderEvent::Disconnected { path, error })
                     .is_err()
                 {
                     return;

@@ -24,15 +24,7 @@ fn opts(port: u16, admin: bool) -> Opts {
     }
 }
 
-async fn get(port: u16, path: &str) -> (u16, String) {
-    tiketo_gate::api::install_crypto_provider();
-    let r = reqwest::Client::new()
-        .get(format!("http://127.0.0.1:{port}{path}"))
-        .send()
-        .await
-        .unwrap();
-    (r.status().as_u16(), r.text().await.unwrap())
-}
+use common::http_get as get;
 
 async fn post(port: u16, path: &str, token: Option<&str>) -> u16 {
     tiketo_gate::api::install_crypto_provider();

@@ -156,19 +156,10 @@ async fn two_serial_readers_decide_at_once_and_drive_their_own_relays() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("way-out (exit): NOT CONNECTED"), "{text}");
     assert!(text.contains("entrance (entry): connected"), "{text}");
-    tiketo_gate::api::install_crypto_provider();
-    let get = |path: &'static str| async move {
-        let r = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}{path}"))
-            .send()
-            .await
-            .unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
-    let (code, body) = get("/healthz").await;
+    let (code, body) = common::http_get(port, "/healthz").await;
     assert_eq!(code, 503);
     assert_eq!(body, "reader: not connected (retrying): way-out\n");
-    let (_, metrics) = get("/metrics").await;
+    let (_, metrics) = common::http_get(port, "/metrics").await;
     assert!(
         metrics.contains(
             "tiketo_gate_reader_scans_total{reader=\"way-out\",direction=\"exit\",verdict=\"accept\"} 2"

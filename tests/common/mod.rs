@@ -530,6 +530,17 @@ pub fn check_delivery(h: &Harness, allowed_dead: &[&str]) -> Delivery {
 }
 
 /// A free loopback port (bound and released: good enough for tests).
+/// `GET http://127.0.0.1:PORT/PATH`: status and body.
+pub async fn http_get(port: u16, path: &str) -> (u16, String) {
+    tiketo_gate::api::install_crypto_provider();
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
