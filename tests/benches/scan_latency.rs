@@ -5,6 +5,8 @@
 //! - `online [--scans 200] [--delay-ms 0]`: code's last byte -> relay on over N online scans;
 //!   beside it the fake API's own time for the two requests of each scan, and the daemon's
 //!   overhead (the difference).
+//! - `hid [--scans 200]`: the online path through the keyboard-mode reader (raw evdev records
+//!   of a German-layout scanner on a FIFO): last key event -> relay on, and the overhead.
 //! - `python [--scans 200]`: the same for `baseline.py` (termios, urllib, sqlite3).
 //! - `tls [--scans 100] [--link-ms 25]`: online over HTTPS (a test CA through api.ca_file)
 //!   behind a TCP proxy that adds `link-ms` each way.
@@ -114,6 +116,7 @@ fn pending_row(i: usize, code: &str, pending: bool) -> NewScan {
 struct Rig {
     _dir: tempfile::TempDir,
     master: std::fs::File,
+    hid: bool,
     child: Child,
     rx: mpsc::Receiver<(Instant, String)>,
 }
@@ -124,6 +127,9 @@ struct RigOpts<'a> {
     url: String,
     api_extra: String,
     env: Vec<(&'a str, String)>,
+    /// A keyboard-mode reader (German layout) fed raw evdev records through a FIFO, instead
+    /// of the serial reader.
+    hid: bool,
 }
 
 impl Rig {
@@ -131,18 +137,43 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         prepare(&state);
-        let (master, slave) = pty();
+        let (mut master, slave) = pty();
+        let reader = if o.hid {
+            let fifo = dir.path().join("scanner.events");
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                &fifo,
+                rustix::fs::FileType::Fifo,
+                rustix::fs::Mode::from_raw_mode(0o600),
+                0,
+            )
+            .unwrap();
+            // Read-write: opening never waits for the daemon's end.
+            master = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo)
+                .unwrap();
+            format!(
+                "[reader]\nkind = \"hid\"\nhid_source = \"recording\"\npath = \"{}\"\nlayout = \"de\"\ndebounce_ms = 0\n",
+                fifo.display()
+            )
+        } else {
+            format!(
+                "[reader]\nkind = \"serial\"\npath = \"{}\"\nbaud = 115200\ndebounce_ms = 0\n",
+                slave.display()
+            )
+        };
         let cfg = dir.path().join("config.toml");
         std::fs::write(
             &cfg,
             format!(
-                "[device]\nname = \"bench-door\"\nstate_dir = \"{state}\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{dir}/token\"\ntimeout_ms = {budget}\n{extra}\n[reader]\nkind = \"serial\"\npath = \"{slave}\"\nbaud = 115200\ndebounce_ms = 0\n[rules]\nprojects = [\"proj-main\"]\n[offline]\npolicy = \"{policy}\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"-\"\nrelay = {{ pin = 17, pulse_ms = 2 }}\n",
+                "[device]\nname = \"bench-door\"\nstate_dir = \"{state}\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{dir}/token\"\ntimeout_ms = {budget}\n{extra}\n{reader}[rules]\nprojects = [\"proj-main\"]\n[offline]\npolicy = \"{policy}\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"-\"\nrelay = {{ pin = 17, pulse_ms = 2 }}\n",
                 state = state.display(),
                 url = o.url,
                 dir = dir.path().display(),
                 budget = o.budget_ms,
                 extra = o.api_extra,
-                slave = slave.display(),
                 policy = o.policy,
             ),
         )
@@ -161,6 +192,7 @@ impl Rig {
         let rig = Rig {
             _dir: dir,
             master,
+            hid: o.hid,
             child,
             rx,
         };
@@ -188,6 +220,7 @@ impl Rig {
         Rig {
             _dir: dir,
             master,
+            hid: false,
             child,
             rx,
         }
@@ -196,9 +229,18 @@ impl Rig {
     /// Writes a code; returns the time from its last byte to the relay's "on" line (None when
     /// rejected: red instead).
     fn scan(&mut self, code: &str) -> Option<f64> {
-        self.master
-            .write_all(format!("{code}\r\n").as_bytes())
-            .unwrap();
+        let bytes: Vec<u8> = if self.hid {
+            use tiketo_gate::hid::{keystrokes, record, Layout};
+            keystrokes(Layout::De, code)
+                .unwrap()
+                .into_iter()
+                .flat_map(|(t, c, v)| record(t, c, v))
+                .collect()
+        } else {
+            format!("{code}\r\n").into_bytes()
+        };
+        // One write, as a reader delivers a code (the timer starts after its last byte).
+        self.master.write_all(&bytes).unwrap();
         let t0 = Instant::now();
         let t1 = loop {
             let (t, line) = self
@@ -239,9 +281,14 @@ impl Drop for Rig {
 }
 
 fn online_rig(sim: &Sim) -> Rig {
+    online_rig_with(sim, false)
+}
+
+fn online_rig_with(sim: &Sim, hid: bool) -> Rig {
     Rig::daemon(
         sim,
         RigOpts {
+            hid,
             policy: "reject",
             budget_ms: 5000,
             url: sim.url(),
@@ -287,6 +334,19 @@ fn online(rt: &tokio::runtime::Runtime) {
         "online: {scans} scans (after 20 warm-up), tiketo-sim delay {delay_ms} ms per response"
     );
     println!("{}", summary("last byte -> relay on", latency));
+    println!("{}", summary("fake API time (2 requests)", api));
+    println!("{}", summary("daemon overhead", overhead));
+}
+
+/// The online path with a keyboard-mode reader: a German-layout scanner's key events for
+/// each code (about 100 records) written to the FIFO the daemon's HID reader decodes.
+fn hid(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 200) as usize;
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let mut rig = online_rig_with(&sim, true);
+    let (latency, api, overhead) = measure(&mut rig, &sim, scans);
+    println!("hid: {scans} online scans (after 20 warm-up) through the keyboard-mode reader (raw evdev records on a FIFO, German layout)");
+    println!("{}", summary("last key event -> relay on", latency));
     println!("{}", summary("fake API time (2 requests)", api));
     println!("{}", summary("daemon overhead", overhead));
 }
@@ -378,6 +438,7 @@ fn tls(rt: &tokio::runtime::Runtime) {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
     let opts = RigOpts {
+        hid: false,
         policy: "reject",
         budget_ms: 5000,
         url: format!("https://localhost:{}/graphql", proxy.port()),
@@ -409,6 +470,7 @@ fn tls(rt: &tokio::runtime::Runtime) {
 /// A daemon whose offline policy admits every code (each one a durable pending row).
 fn offline_rig(sim: &Sim) -> Rig {
     let opts = RigOpts {
+        hid: false,
         policy: "accept",
         budget_ms: 800,
         url: sim.url(),
@@ -447,6 +509,7 @@ fn drain(rt: &tokio::runtime::Runtime) {
     let mut rig = Rig::daemon(
         &sim,
         RigOpts {
+            hid: false,
             policy: "accept",
             budget_ms: 5000,
             url: sim.url(),
@@ -674,6 +737,7 @@ fn ready(rt: &tokio::runtime::Runtime) {
         let sd = state_dir.clone();
         let t0 = Instant::now();
         let opts = RigOpts {
+            hid: false,
             policy: "accept",
             budget_ms: 800,
             url: sim.url(),
@@ -703,6 +767,7 @@ fn main() {
     match arg_str("--mode", "online").as_str() {
         "online" => online(&rt),
         "python" => python(&rt),
+        "hid" => hid(&rt),
         "tls" => tls(&rt),
         "offline" => offline(&rt),
         "drain" => drain(&rt),
