@@ -373,3 +373,48 @@ pub fn enroll(cfg: &Config, name: Option<String>, force: bool) -> ExitCode {
         }
     }
 }
+
+/// `tiketo-gate hid-decode FILE [--layout L] [--full]`.
+pub fn hid_decode(file: &std::path::Path, layouts: &[crate::hid::Layout], full: bool) -> ExitCode {
+    use crate::framing::Frame;
+    let bytes = match std::fs::read(file) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("tiketo-gate hid-decode: {}: {e}", file.display());
+            return ExitCode::from(1);
+        }
+    };
+    if bytes.len() % crate::hid::RECORD_SIZE != 0 {
+        eprintln!(
+            "tiketo-gate hid-decode: {}: {} bytes is not a whole number of {}-byte input events (recorded on another architecture, or not a recording?)",
+            file.display(),
+            bytes.len(),
+            crate::hid::RECORD_SIZE
+        );
+    }
+    for layout in layouts {
+        let (keys, frames) = crate::hid::decode_recording(&bytes, *layout, 65_536);
+        let codes = frames
+            .iter()
+            .filter(|f| matches!(f, Frame::Code(_)))
+            .count();
+        println!(
+            "layout {}: {keys} key events, {codes} codes, {} malformed",
+            layout.as_str(),
+            frames.len() - codes
+        );
+        for (i, f) in frames.iter().enumerate() {
+            match f {
+                Frame::Code(c) if full => println!("  {:>3}  {c}", i + 1),
+                Frame::Code(c) => println!(
+                    "  {:>3}  {}  ({} characters; --full shows it whole)",
+                    i + 1,
+                    crate::mask::mask_code(c),
+                    c.chars().count()
+                ),
+                Frame::Malformed(kind) => println!("  {:>3}  malformed: {kind}", i + 1),
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}

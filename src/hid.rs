@@ -418,6 +418,22 @@ pub fn record(ty: u16, code: u16, value: i32) -> Vec<u8> {
     v
 }
 
+/// Decodes a whole recording (raw `input_event` records, as the reader reads them). A code
+/// still being typed at the end is `incomplete`; a trailing partial record is ignored.
+pub fn decode_recording(bytes: &[u8], layout: Layout, max_len: usize) -> (usize, Vec<Frame>) {
+    let mut d = HidDecoder::new(layout, max_len);
+    let mut frames = Vec::new();
+    let mut keys = 0;
+    for rec in bytes.chunks_exact(RECORD_SIZE) {
+        if let Some((EV_KEY, code, value)) = parse_record(rec) {
+            keys += 1;
+            d.key(code, value, |f| frames.push(f));
+        }
+    }
+    frames.extend(d.flush_partial());
+    (keys, frames)
+}
+
 /// The key presses and releases (with SYN reports) a scanner set to `layout` sends to type
 /// `text` and Enter; `None` if a character has no key on that layout. For tests, the
 /// benchmark and `tiketo-sim`.
@@ -690,6 +706,32 @@ mod tests {
             decode(Layout::De, &keystrokes(Layout::De, "Grüße").unwrap()),
             vec![Frame::Code("Grüße".into())]
         );
+    }
+
+    #[test]
+    fn a_recording_decodes_like_the_live_reader() {
+        let mut bytes: Vec<u8> = keystrokes(Layout::De, "VALID-0001")
+            .unwrap()
+            .into_iter()
+            .flat_map(|(t, c, v)| record(t, c, v))
+            .collect();
+        bytes.extend(record(EV_KEY, 30, 1));
+        bytes.extend(&[0u8; 5]);
+        let (keys, frames) = decode_recording(&bytes, Layout::De, 512);
+        assert_eq!(
+            keys, 33,
+            "5 shifted letters (4 events), 5 plain keys and Enter (2), 1 more"
+        );
+        assert_eq!(
+            frames,
+            vec![
+                Frame::Code("VALID-0001".into()),
+                Frame::Malformed(MalformedKind::Incomplete)
+            ]
+        );
+        // Read with the wrong layout, the German '-' key is a US '/'.
+        let (_, us) = decode_recording(&bytes, Layout::Us, 512);
+        assert_eq!(us[0], Frame::Code("VALID/0001".into()));
     }
 
     #[test]

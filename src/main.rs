@@ -45,6 +45,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decode a recording of a keyboard-mode reader (`cat /dev/input/by-id/...-event-kbd >
+    /// FILE`, a few scans, Ctrl-C) with each layout, to see which one the scanner uses.
+    HidDecode {
+        file: PathBuf,
+        /// Only this layout (us, de); default: every layout.
+        #[arg(long)]
+        layout: Option<String>,
+        /// Show whole codes (they are pass codes: only on a trusted terminal).
+        #[arg(long)]
+        full: bool,
+    },
     /// The queue of scan events waiting for the server, and its dead letters.
     Queue {
         #[arg(long, default_value = config::DEFAULT_PATH, global = true)]
@@ -115,6 +126,21 @@ fn main() -> ExitCode {
                 QueueCommand::Drop { id, yes } => tiketo_gate::cli::queue_drop(&cfg, &id, yes),
             },
         },
+        Command::HidDecode { file, layout, full } => {
+            let layouts = match layout.as_deref() {
+                None => vec![tiketo_gate::hid::Layout::Us, tiketo_gate::hid::Layout::De],
+                Some(l) => {
+                    match tiketo_gate::hid::Layout::parse(l) {
+                        Some(l) => vec![l],
+                        None => {
+                            eprintln!("tiketo-gate hid-decode: --layout must be one of us, de (got \"{l}\")");
+                            return ExitCode::from(2);
+                        }
+                    }
+                }
+            };
+            tiketo_gate::cli::hid_decode(&file, &layouts, full)
+        }
         Command::Run { config } => match config::load(&config) {
             Ok(cfg) => tiketo_gate::daemon::run(cfg),
             Err(e) => {

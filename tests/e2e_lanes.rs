@@ -448,3 +448,42 @@ async fn keyboard_mode_reader_through_a_real_uinput_device() {
     let l = h.wait_scan(2);
     assert_eq!(field(&l, "code"), Some("…0002"), "{l}");
 }
+
+#[test]
+fn hid_decode_shows_what_each_layout_reads_from_a_recording() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scan.events");
+    std::fs::write(&file, records(&keystrokes(Layout::De, "Zy-0001").unwrap())).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+            .arg("hid-decode")
+            .arg(&file)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, text) = run(&["--full"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        text.contains("layout us: 18 key events, 1 codes, 0 malformed"),
+        "{text}"
+    );
+    assert!(
+        text.contains("  1  Yz/0001"),
+        "the German keys on a US keymap: {text}"
+    );
+    assert!(text.contains("  1  Zy-0001"), "{text}");
+    // Masked unless asked.
+    let (_, text) = run(&["--layout", "de"]);
+    assert!(
+        !text.contains("Zy-0001") && text.contains("…0001"),
+        "{text}"
+    );
+    assert!(!text.contains("layout us"), "{text}");
+    let (code, _) = run(&["--layout", "fr"]);
+    assert_eq!(code, Some(2));
+}
