@@ -280,7 +280,8 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         let lane_busy = since.clone();
         lane_tasks.push(tokio::spawn(async move {
             while let Some(ev) = lrx.recv().await {
-                lane_busy.store(now_ms(), Ordering::Relaxed);
+                // Monotonic (+1 so that 0 stays "idle"): a clock step at boot is no wedge.
+                lane_busy.store(crate::clock::mono_ms() as i64 + 1, Ordering::Relaxed);
                 scanner.handle(ev).await;
                 lane_busy.store(0, Ordering::Relaxed);
             }
@@ -307,7 +308,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             // wedged scan stops the pings and systemd restarts the daemon; a slow HTTP call
             // cannot (each scan has its budget).
             _ = ping.tick() => {
-                let now = now_ms();
+                let now = crate::clock::mono_ms() as i64 + 1;
                 let wedged = busy.iter().any(|b| {
                     let t = b.load(Ordering::Relaxed);
                     t != 0 && now - t > healthy_ms
