@@ -309,11 +309,8 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             // cannot (each scan has its budget).
             _ = ping.tick() => {
                 let now = crate::clock::mono_ms() as i64 + 1;
-                let wedged = busy.iter().any(|b| {
-                    let t = b.load(Ordering::Relaxed);
-                    t != 0 && now - t > healthy_ms
-                });
-                if !wedged {
+                let since: Vec<i64> = busy.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+                if lanes_healthy(&since, now, healthy_ms) {
                     watchdog.ping();
                 }
             }
@@ -336,6 +333,12 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             },
         }
     }
+}
+
+/// Whether every lane is idle (0) or busy (since a monotonic ms) for no longer than a
+/// healthy scan can take: the watchdog is fed only then.
+fn lanes_healthy(busy_since: &[i64], now: i64, healthy_ms: i64) -> bool {
+    busy_since.iter().all(|&t| t == 0 || now - t <= healthy_ms)
 }
 
 /// Not enrolled yet: register with backoff (1 s doubling to 5 min) while every scan is
@@ -665,4 +668,25 @@ fn install_panic_hook() {
         // A half-dead daemon must not keep the door: systemd restarts a clean one.
         std::process::exit(101);
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_wedged_lane_stops_the_watchdog_however_busy_the_others_are() {
+        let healthy = 5_800;
+        assert!(lanes_healthy(&[], 100, healthy));
+        assert!(lanes_healthy(&[0, 0], 100_000, healthy), "idle lanes");
+        assert!(
+            lanes_healthy(&[95_000, 0], 100_000, healthy),
+            "a scan within its budget"
+        );
+        assert!(lanes_healthy(&[94_200, 99_999], 100_000, healthy));
+        assert!(
+            !lanes_healthy(&[0, 94_000], 100_000, healthy),
+            "the exit lane stuck past budget + 5 s"
+        );
+    }
 }
