@@ -103,6 +103,28 @@ impl Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // End the session first: chromedriver then quits Chromium, which would otherwise
+        // outlive it (and every test run would leave a browser behind). Plain blocking HTTP:
+        // this also runs while a failed test unwinds.
+        use std::io::{Read, Write};
+        let addr = self.base.trim_start_matches("http://");
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            // The answer comes once the browser is gone; its headers are enough.
+            let mut answer = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => answer.extend_from_slice(&buf[..n]),
+                }
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
