@@ -165,7 +165,16 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             "no (scan times are flagged)"
         }
     );
-    if let Some(readers) = v["readers"].as_array().filter(|r| !r.is_empty()) {
+    let connected = |r: &serde_json::Value| {
+        if r["connected"].as_bool() == Some(true) {
+            "connected"
+        } else {
+            "NOT CONNECTED"
+        }
+    };
+    if let Some(readers) = v["readers"].as_array().filter(|r| r.len() == 1) {
+        println!("reader:        {}", connected(&readers[0]));
+    } else if let Some(readers) = v["readers"].as_array().filter(|r| !r.is_empty()) {
         for (i, r) in readers.iter().enumerate() {
             println!(
                 "{}{} ({}): {}",
@@ -176,11 +185,7 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
                 },
                 r["name"].as_str().unwrap_or("?"),
                 r["direction"].as_str().unwrap_or("?"),
-                if r["connected"].as_bool() == Some(true) {
-                    "connected"
-                } else {
-                    "NOT CONNECTED"
-                }
+                connected(r)
             );
         }
     }
