@@ -307,13 +307,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             // The watchdog is fed while every lane is idle or within a healthy scan's time: a
             // wedged scan stops the pings and systemd restarts the daemon; a slow HTTP call
             // cannot (each scan has its budget).
-            _ = ping.tick() => {
-                let now = crate::clock::mono_ms() as i64 + 1;
-                let since: Vec<i64> = busy.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-                if lanes_healthy(&since, now, healthy_ms) {
-                    watchdog.ping();
-                }
-            }
+            _ = ping.tick() => ping_if_healthy(&watchdog, &busy, healthy_ms),
             ev = rx.recv() => match ev {
                 Some((_, ReaderEvent::Eof)) | None => {
                     tracing::info!("end of input; finishing the scans and pulses that are running");
@@ -325,13 +319,43 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                     return ExitCode::SUCCESS;
                 }
                 Some((i, ev)) => {
-                    if lane_tx[i].send(ev).await.is_err() {
-                        tracing::error!(reader = %lanes[i].settings.reader, "the reader's lane stopped");
-                        return ExitCode::from(1);
+                    // A lane with a backlog (a flood of codes while the API is slow) holds
+                    // this hand-over up; meanwhile signals and the watchdog still count.
+                    let send = lane_tx[i].send(ev);
+                    tokio::pin!(send);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            _ = stop_rx.changed() => {
+                                tracing::info!("stopped by signal; outputs in safe state");
+                                crate::service::notify_stopping();
+                                return ExitCode::SUCCESS;
+                            }
+                            sent = &mut send => {
+                                if sent.is_err() {
+                                    tracing::error!(reader = %lanes[i].settings.reader, "the reader's lane stopped");
+                                    return ExitCode::from(1);
+                                }
+                                break;
+                            }
+                            _ = ping.tick() => ping_if_healthy(&watchdog, &busy, healthy_ms),
+                        }
                     }
                 }
             },
         }
+    }
+}
+
+fn ping_if_healthy(
+    watchdog: &crate::service::Watchdog,
+    busy: &[std::sync::Arc<std::sync::atomic::AtomicI64>],
+    healthy_ms: i64,
+) {
+    let now = crate::clock::mono_ms() as i64 + 1;
+    let since: Vec<i64> = busy.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+    if lanes_healthy(&since, now, healthy_ms) {
+        watchdog.ping();
     }
 }
 

@@ -487,3 +487,49 @@ fn hid_decode_shows_what_each_layout_reads_from_a_recording() {
     let (code, _) = run(&["--layout", "fr"]);
     assert_eq!(code, Some(2));
 }
+
+/// A flood of codes at one reader while the API is slow (a scanner taped down in continuous
+/// mode) backs up its lane; SIGTERM still stops the daemon at once (not after the scan in
+/// progress, which here takes 2.5 s), and every scan that was decided is in the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooded_lane_does_not_hold_up_a_stop() {
+    let mut exit_pty = Pty::new();
+    let opts = Opts {
+        budget_ms: 5000,
+        readers: two_lanes(&exit_pty.slave_path(), 0),
+        outputs_extra: EXIT_OUTPUTS.into(),
+        ..Opts::default()
+    };
+    let mut h = Harness::start(opts).await;
+    assert!(wait_until(T, || h
+        .logs()
+        .matches("reader connected")
+        .count()
+        >= 2));
+    // Each lookup (and so each not_found scan) takes 2.5 s.
+    h.sim.set_delay(Duration::from_millis(2500));
+    let flood: String = (0..300).map(|i| format!("FLOOD-{i:04}\r\n")).collect();
+    write_to(&mut exit_pty, flood.as_bytes());
+    // The lane works through its backlog one scan at a time: stop right after one ends.
+    assert!(wait_until(T, || !h.scan_lines().is_empty()));
+    let start = std::time::Instant::now();
+    h.signal("TERM");
+    let status = h.wait_exit(Duration::from_millis(1500));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "not stopped within 1.5 s of SIGTERM ({:?}); log:\n{}",
+        start.elapsed(),
+        h.logs()
+    );
+    let decided = h.scan_lines().len();
+    assert!(
+        decided < 300,
+        "the flood was not backed up ({decided} scans)"
+    );
+    assert_eq!(h.store().counts().unwrap().scans as usize, decided);
+    assert_eq!(
+        h.changes_of("relay_exit").last(),
+        Some(&false),
+        "door locked at exit"
+    );
+}
