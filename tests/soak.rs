@@ -1,5 +1,5 @@
-//! The chaos soak: the real daemon, tiketo-sim, the pseudo-terminal reader and the `sim`
-//! outputs, under a driver that scans a mix of valid, invalid, repeated and garbage codes
+//! The chaos soak: the real daemon, tiketo-sim, two pseudo-terminal readers (an entry and an
+//! exit, each with its own relay) and the `sim` outputs, under a driver that scans a mix of valid, invalid, repeated and garbage codes
 //! while, at random, the API fails in each way tiketo-sim can fail, stops answering, comes
 //! back, the reader is unplugged and plugged in again, and the daemon is killed with SIGKILL
 //! and restarted. Bounded in time (`SOAK_SECS`, default 40) and loopback only. Afterwards:
@@ -15,7 +15,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{check_delivery, wait_until, Harness, Opts, Rng};
+use std::io::Write;
+
+use common::{check_delivery, wait_until, Harness, Opts, Pty, Rng};
 use tiketo_sim::{Fault, FaultRule};
 
 fn rss_kb(pid: u32) -> Option<u64> {
@@ -39,14 +41,25 @@ async fn chaos_soak() {
     let mut next = move |n: u64| rng.below(n);
     // Accept: every offline admission is a pending row the replay must deliver (the cache
     // policy has its own tests); the server then refuses the unknown and voided ones.
+    let mut exit_pty = Pty::new();
     let mut h = Harness::start(Opts {
         policy: "accept",
         budget_ms: 250,
         debounce_ms: 100,
         relay_ms: 20,
+        readers: format!(
+            "[[readers]]\nname = \"in\"\npath = \"@LINK@\"\nbaud = 115200\ndebounce_ms = 100\nframe_timeout_ms = 200\n\n[[readers]]\nname = \"out\"\npath = \"{}\"\nbaud = 115200\ndirection = \"exit\"\ndebounce_ms = 100\nframe_timeout_ms = 200\noutputs = {{ relay = \"relay_exit\", red = \"red\", buzzer = \"buzzer\" }}\n",
+            exit_pty.slave_path().display()
+        ),
+        outputs_extra: "relay_exit = { pin = 5, pulse_ms = 20 }\n".into(),
         ..Opts::default()
     })
     .await;
+    assert!(wait_until(Duration::from_secs(10), || h
+        .logs()
+        .matches("reader connected")
+        .count()
+        >= 2));
     let codes = [
         "VALID-0001",
         "VALID-0002",
@@ -73,9 +86,15 @@ async fn chaos_soak() {
                 2 => h.write(b"\r\n"),
                 _ => {
                     let code = codes[next(codes.len() as u64) as usize];
-                    h.write(format!("{code}\r\n").as_bytes());
-                    if next(4) == 0 {
-                        h.write(format!("{code}\n").as_bytes()); // held in front of the reader
+                    let line = format!("{code}\r\n");
+                    // One scan in three at the exit reader (which is never unplugged).
+                    if next(3) == 0 {
+                        exit_pty.master.write_all(line.as_bytes()).unwrap();
+                    } else {
+                        h.write(line.as_bytes());
+                        if next(4) == 0 {
+                            h.write(format!("{code}\n").as_bytes()); // held in front of it
+                        }
                     }
                     scans += 1;
                 }
@@ -177,19 +196,34 @@ async fn chaos_soak() {
     let d = check_delivery(&h, &["NotFound", "voided", "NoEntriesLeft"]);
     // Relay: never more pulses than admissions; never on at a start.
     let outs = h.outputs();
-    let relay_on = outs.iter().filter(|c| c.output == "relay" && c.on).count();
+    let relay_on = outs
+        .iter()
+        .filter(|c| (c.output == "relay" || c.output == "relay_exit") && c.on)
+        .count();
     assert!(
         relay_on <= d.admitted,
         "{relay_on} relay pulses for {} admitted scans",
         d.admitted
     );
     for &at in &starts {
-        let first_relay = outs[at..]
-            .iter()
-            .find(|c| c.output == "relay")
-            .expect("a start writes the relay");
-        assert!(!first_relay.on, "the relay was on at a start");
+        for relay in ["relay", "relay_exit"] {
+            let first = outs[at..]
+                .iter()
+                .find(|c| c.output == relay)
+                .expect("a start writes both relays");
+            assert!(!first.on, "{relay} was on at a start");
+        }
     }
+    let exits = h
+        .sim
+        .scan_events()
+        .iter()
+        .filter(|e| e.data["direction"] == "exit")
+        .count();
+    assert!(
+        exits > 0 || scans < 30,
+        "no exit reached the API in {scans} scans"
+    );
     // Memory: bounded (the store is on disk; the daemon keeps little in memory).
     let max_rss = rss.iter().copied().max().unwrap_or(0);
     assert!(max_rss < 64 * 1024, "RSS reached {max_rss} kB");
