@@ -6,7 +6,8 @@
 //! token, the API client, the reader and the loop.
 
 use std::process::ExitCode;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, watch};
 
@@ -21,9 +22,6 @@ use crate::mask::Secret;
 use crate::outputs::feedback::{Feedback, LaneFeedback};
 use crate::reader::{self, ReaderEvent};
 use crate::scan::{ScanSettings, Scanner, Shared};
-
-/// A reader's events with its index.
-type Tagged = (usize, ReaderEvent);
 
 /// One reader's pipeline: its settings and its outputs.
 #[derive(Clone)]
@@ -166,11 +164,33 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tokio::spawn(prune(shared.clone(), cfg.store.retention));
 
     shared.set_readers(&cfg.readers);
-    let lanes: Vec<Lane> = cfg
-        .readers
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Lane {
+    let budget = cfg.api.timeout;
+    // The API client, once there is a device token: the lanes take it from here. With stored
+    // credentials it is there before the first code can arrive.
+    let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
+    let auth = match auth {
+        Auth::Device(c) => {
+            tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
+            if let Err(code) = go_online(&cfg, c, &shared, &feedback, &client_tx) {
+                return code;
+            }
+            None
+        }
+        Auth::Enrol(workspace) => Some(workspace),
+    };
+    // While the first enrolment attempt is on its way, a scan waits for it (within budget).
+    let first_attempt = Arc::new(AtomicBool::new(auth.is_some()));
+    // Each reader is its own lane from the start: its thread feeds its own channel, and scans
+    // from different readers are decided concurrently, each in order within its lane.
+    let (ended_tx, mut ended_rx) = mpsc::channel::<usize>(cfg.readers.len().max(1));
+    let mut busy = Vec::new();
+    for (i, r) in cfg.readers.iter().enumerate() {
+        let (tx, rx) = mpsc::channel::<ReaderEvent>(64);
+        if let Err(e) = reader::spawn(r, reader::Tx::new(tx)) {
+            tracing::error!(reader = %r.name, "cannot start the reader: {e}");
+            return ExitCode::from(1);
+        }
+        let lane = Lane {
             settings: ScanSettings {
                 device: cfg.device.name.clone(),
                 reader: r.name.clone(),
@@ -179,21 +199,27 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                 rules: cfg.rules.clone(),
                 offline: cfg.offline.rules(),
                 cache_ttl: cfg.offline.cache_ttl,
-                budget: cfg.api.timeout,
+                budget,
                 debounce: r.debounce,
                 max_pending: cfg.store.max_pending,
             },
             feedback: feedback.lane(&r.outputs),
-        })
-        .collect();
-    let (tx, mut rx) = mpsc::channel::<Tagged>(64);
-    for (i, r) in cfg.readers.iter().enumerate() {
-        if let Err(e) = reader::spawn(r, reader::Tx::new(i, tx.clone())) {
-            tracing::error!(reader = %r.name, "cannot start the reader: {e}");
-            return ExitCode::from(1);
-        }
+        };
+        let since = Arc::new(AtomicI64::new(0));
+        busy.push(since.clone());
+        let ctx = LaneCtx {
+            shared: shared.clone(),
+            clients: client_rx.clone(),
+            first_attempt: first_attempt.clone(),
+            busy: since,
+        };
+        let ended = ended_tx.clone();
+        tokio::spawn(async move {
+            run_lane(rx, lane, ctx).await;
+            let _ = ended.send(i).await;
+        });
     }
-    drop(tx);
+    drop(ended_tx);
     let _inputs = match crate::outputs::inputs::spawn(&cfg.outputs, &cfg.inputs) {
         Ok(Some((handle, events))) => {
             tokio::spawn(crate::door::run(
@@ -210,7 +236,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    // Store, outputs and reader are up: tell systemd.
+    // Store, outputs and readers are up: tell systemd.
     crate::service::notify_ready();
     tracing::info!(
         device = %cfg.device.name,
@@ -221,77 +247,23 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         "ready"
     );
 
-    // A code read while the first enrolment attempt was still on its way.
-    let mut held_code: Option<Tagged> = None;
-    let creds = match auth {
-        Auth::Device(c) => {
-            tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
-            c
-        }
-        Auth::Enrol(workspace) => {
-            match enrol_phase(
-                &cfg,
-                workspace,
-                &shared,
-                &feedback,
-                &lanes,
-                &mut rx,
-                &mut stop_rx,
-                &watchdog,
-            )
-            .await
-            {
-                Some((c, held)) => {
-                    held_code = held;
-                    c
-                }
-                None => return ExitCode::SUCCESS,
-            }
-        }
-    };
-    shared.enrolled.store(true, Ordering::Relaxed);
-    let (client, replay_client) = match clients(&cfg, &creds.token) {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!("{e}");
-            return ExitCode::from(1);
-        }
-    };
-    drop(creds);
-    tokio::spawn(keep_link(client.clone(), link.clone()));
-    tokio::spawn(follow_link_with_status_led(link.clone(), feedback.clone()));
-    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
-    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
-    let budget = cfg.api.timeout;
-    // Each reader is its own lane: scans from different readers are decided concurrently,
-    // each in order within its lane.
-    let mut lane_tx = Vec::new();
-    let mut lane_tasks = Vec::new();
-    let mut busy = Vec::new();
-    for lane in &lanes {
-        let (tx, mut lrx) = mpsc::channel::<ReaderEvent>(64);
-        let since = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
-        let mut scanner = Scanner::new(
-            client.clone(),
-            lane.settings.clone(),
-            lane.feedback.clone(),
+    // Not enrolled: enrolment runs in the background (every scan meanwhile is rejected
+    // `not_enrolled` by its lane).
+    let (creds_tx, mut creds_rx) = tokio::sync::oneshot::channel::<Credentials>();
+    let mut enrolling = None;
+    if let Some(workspace) = auth {
+        feedback.set_status_blink(Duration::from_millis(250));
+        crate::service::notify_status("not enrolled: registering this device with Tiketo");
+        tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
+        enrolling = Some(tokio::spawn(enrol(
+            cfg.clone(),
+            workspace,
             shared.clone(),
-        );
-        let lane_busy = since.clone();
-        lane_tasks.push(tokio::spawn(async move {
-            while let Some(ev) = lrx.recv().await {
-                // Monotonic (+1 so that 0 stays "idle"): a clock step at boot is no wedge.
-                lane_busy.store(crate::clock::mono_ms() as i64 + 1, Ordering::Relaxed);
-                scanner.handle(ev).await;
-                lane_busy.store(0, Ordering::Relaxed);
-            }
-        }));
-        lane_tx.push(tx);
-        busy.push(since);
+            first_attempt.clone(),
+            creds_tx,
+        )));
     }
-    if let Some((i, ev)) = held_code.take() {
-        let _ = lane_tx[i].send(ev).await;
-    }
+    let mut waiting_for_creds = enrolling.is_some();
     // A scan may take its budget plus time for the store; a lane busy longer is wedged.
     let healthy_ms = (budget + Duration::from_secs(5)).as_millis() as i64;
     let mut ping = watchdog.interval();
@@ -300,6 +272,9 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         tokio::select! {
             biased;
             _ = stop_rx.changed() => {
+                if let Some(e) = &enrolling {
+                    e.abort();
+                }
                 tracing::info!("stopped by signal; outputs in safe state");
                 crate::service::notify_stopping();
                 return ExitCode::SUCCESS;
@@ -308,50 +283,138 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             // wedged scan stops the pings and systemd restarts the daemon; a slow HTTP call
             // cannot (each scan has its budget).
             _ = ping.tick() => ping_if_healthy(&watchdog, &busy, healthy_ms),
-            ev = rx.recv() => match ev {
-                Some((_, ReaderEvent::Eof)) | None => {
-                    tracing::info!("end of input; finishing the scans and pulses that are running");
-                    drop(lane_tx);
-                    for t in lane_tasks {
-                        let _ = t.await;
-                    }
-                    feedback.wait_idle().await;
-                    return ExitCode::SUCCESS;
+            creds = &mut creds_rx, if waiting_for_creds => {
+                waiting_for_creds = false;
+                let Ok(creds) = creds else {
+                    tracing::error!("enrolment stopped without credentials");
+                    return ExitCode::from(1);
+                };
+                log_enrolled(&creds);
+                if let Err(code) = go_online(&cfg, creds, &shared, &feedback, &client_tx) {
+                    return code;
                 }
-                Some((i, ev)) => {
-                    // A lane with a backlog (a flood of codes while the API is slow) holds
-                    // this hand-over up; meanwhile signals and the watchdog still count.
-                    let send = lane_tx[i].send(ev);
-                    tokio::pin!(send);
-                    loop {
-                        tokio::select! {
-                            biased;
-                            _ = stop_rx.changed() => {
-                                tracing::info!("stopped by signal; outputs in safe state");
-                                crate::service::notify_stopping();
-                                return ExitCode::SUCCESS;
-                            }
-                            sent = &mut send => {
-                                if sent.is_err() {
-                                    tracing::error!(reader = %lanes[i].settings.reader, "the reader's lane stopped");
-                                    return ExitCode::from(1);
-                                }
-                                break;
-                            }
-                            _ = ping.tick() => ping_if_healthy(&watchdog, &busy, healthy_ms),
-                        }
-                    }
+            }
+            // A lane ends only at the end of its input (stdin): the daemon is done.
+            _ = ended_rx.recv() => {
+                tracing::info!("end of input; finishing the pulses that are running");
+                if let Some(e) = &enrolling {
+                    e.abort();
                 }
-            },
+                feedback.wait_idle().await;
+                return ExitCode::SUCCESS;
+            }
         }
     }
 }
 
-fn ping_if_healthy(
-    watchdog: &crate::service::Watchdog,
-    busy: &[std::sync::Arc<std::sync::atomic::AtomicI64>],
-    healthy_ms: i64,
-) {
+/// The device has its token: the API clients, the link keeper, the replay, and the client
+/// handed to the lanes.
+fn go_online(
+    cfg: &Config,
+    creds: Credentials,
+    shared: &Shared,
+    feedback: &Feedback,
+    client_tx: &watch::Sender<Option<Client>>,
+) -> Result<(), ExitCode> {
+    shared.enrolled.store(true, Ordering::Relaxed);
+    let (client, replay_client) = clients(cfg, &creds.token).map_err(|e| {
+        tracing::error!("{e}");
+        ExitCode::from(1)
+    })?;
+    drop(creds);
+    let link = shared.link.clone();
+    tokio::spawn(keep_link(client.clone(), link.clone()));
+    tokio::spawn(follow_link_with_status_led(link, feedback.clone()));
+    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
+    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
+    client_tx.send_replace(Some(client));
+    Ok(())
+}
+
+/// What a lane shares with the rest of the daemon.
+struct LaneCtx {
+    shared: Shared,
+    /// The API client, once the device has its token.
+    clients: watch::Receiver<Option<Client>>,
+    first_attempt: Arc<AtomicBool>,
+    /// Since when (monotonic ms + 1) the lane is busy with an event; 0: idle.
+    busy: Arc<AtomicI64>,
+}
+
+/// One reader's events, in order: scanned through the API once the device is enrolled,
+/// rejected `not_enrolled` before (a code read while the first enrolment attempt is on its
+/// way waits for it within the scan's budget). Returns at the end of the reader's input.
+async fn run_lane(mut rx: mpsc::Receiver<ReaderEvent>, lane: Lane, mut ctx: LaneCtx) {
+    let mut scanner: Option<Scanner> = None;
+    let mut debounce = crate::debounce::Debouncer::new(lane.settings.debounce);
+    let make = |client: Client| {
+        Scanner::new(
+            client,
+            lane.settings.clone(),
+            lane.feedback.clone(),
+            ctx.shared.clone(),
+        )
+    };
+    while let Some(ev) = rx.recv().await {
+        if matches!(ev, ReaderEvent::Eof) {
+            return;
+        }
+        // Monotonic (+1 so that 0 stays "idle"): a clock step at boot is no wedge.
+        ctx.busy
+            .store(crate::clock::mono_ms() as i64 + 1, Ordering::Relaxed);
+        if scanner.is_none() {
+            let client = ctx.clients.borrow().clone();
+            scanner = client.map(make);
+        }
+        match (&mut scanner, ev) {
+            (Some(s), ev) => {
+                s.handle(ev).await;
+            }
+            (None, ReaderEvent::Code { code, last_byte }) => {
+                if debounce.is_new_scan(&code, last_byte) {
+                    // The first attempt may be about to succeed (a device starting up with a
+                    // guest already at the door): wait for it within the scan's budget.
+                    let deadline = tokio::time::Instant::from_std(last_byte) + lane.settings.budget;
+                    let waited = if ctx.first_attempt.load(Ordering::Acquire) {
+                        tokio::time::timeout_at(deadline, ctx.clients.wait_for(Option::is_some))
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok().and_then(|c| c.clone()))
+                    } else {
+                        None
+                    };
+                    match waited {
+                        Some(client) => {
+                            let s = scanner.insert(make(client));
+                            s.handle(ReaderEvent::Code { code, last_byte }).await;
+                        }
+                        None => {
+                            crate::scan::reject_locally(
+                                &ctx.shared,
+                                &lane.feedback,
+                                &lane.settings,
+                                code,
+                                last_byte,
+                                crate::decision::Reason::NotEnrolled,
+                            )
+                            .await;
+                        }
+                    }
+                }
+            }
+            (None, ReaderEvent::Malformed { .. }) => lane.feedback.reject(),
+            (None, ev) => crate::scan::reader_link_event(
+                &ctx.shared,
+                &lane.settings.reader,
+                lane.settings.reader_index,
+                &ev,
+            ),
+        }
+        ctx.busy.store(0, Ordering::Relaxed);
+    }
+}
+
+fn ping_if_healthy(watchdog: &crate::service::Watchdog, busy: &[Arc<AtomicI64>], healthy_ms: i64) {
     let now = crate::clock::mono_ms() as i64 + 1;
     let since: Vec<i64> = busy.iter().map(|b| b.load(Ordering::Relaxed)).collect();
     if lanes_healthy(&since, now, healthy_ms) {
@@ -365,108 +428,44 @@ fn lanes_healthy(busy_since: &[i64], now: i64, healthy_ms: i64) -> bool {
     busy_since.iter().all(|&t| t == 0 || now - t <= healthy_ms)
 }
 
-/// Not enrolled yet: register with backoff (1 s doubling to 5 min) while every scan is
-/// rejected `not_enrolled`; the status LED blinks fast. Returns the credentials, or `None`
-/// when the daemon was stopped first.
-#[allow(clippy::too_many_arguments)] // the loop's whole context; a struct would only rename it
-async fn enrol_phase(
-    cfg: &Config,
+/// Registers the device with backoff (1 s doubling to 5 min) until it has its token, saves
+/// the credentials, and hands them over. The status LED blinks fast meanwhile.
+async fn enrol(
+    cfg: Config,
     workspace: Secret,
-    shared: &Shared,
-    feedback: &Feedback,
-    lanes: &[Lane],
-    rx: &mut mpsc::Receiver<Tagged>,
-    stop_rx: &mut watch::Receiver<bool>,
-    watchdog: &crate::service::Watchdog,
-) -> Option<(Credentials, Option<Tagged>)> {
-    feedback.set_status_blink(Duration::from_millis(250));
-    crate::service::notify_status("not enrolled: registering this device with Tiketo");
-    tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
-    let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
-    let first_attempt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let enrol = tokio::spawn({
-        let cfg = cfg.clone();
-        let shared = shared.clone();
-        let first_attempt = first_attempt.clone();
-        async move {
-            let mut delays = crate::replay::replay_backoff();
-            loop {
-                match crate::enrol::register(&cfg, &workspace, &cfg.device.name).await {
-                    Ok(creds) => {
-                        let state = cfg.device.state_dir.clone();
-                        let c2 = creds.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            crate::enrol::save_credentials(&state, &c2)
-                        })
-                        .await
-                        {
-                            Ok(Ok(())) => {
-                                shared.note_auth_error(None);
-                                let _ = done_tx.send(creds);
-                                return;
-                            }
-                            Ok(Err(e)) => tracing::error!("{e}"),
-                            Err(e) => tracing::error!("{e}"),
-                        }
-                    }
-                    Err(e) => {
-                        if e.class == crate::api::classify::ErrorClass::Auth {
-                            shared.note_auth_error(Some(&e));
-                        }
-                        tracing::warn!("enrolment failed: {e}; trying again");
-                    }
-                }
-                first_attempt.store(false, std::sync::atomic::Ordering::Release);
-                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(300))).await;
-            }
-        }
-    });
-    let mut ping = watchdog.interval();
-    let mut debounce: Vec<crate::debounce::Debouncer> = lanes
-        .iter()
-        .map(|l| crate::debounce::Debouncer::new(l.settings.debounce))
-        .collect();
+    shared: Shared,
+    first_attempt: Arc<AtomicBool>,
+    done: tokio::sync::oneshot::Sender<Credentials>,
+) {
+    let mut delays = crate::replay::replay_backoff();
     loop {
-        tokio::select! {
-            biased;
-            _ = stop_rx.changed() => {
-                enrol.abort();
-                tracing::info!("stopped by signal; outputs in safe state");
-                crate::service::notify_stopping();
-                return None;
-            }
-            _ = ping.tick() => watchdog.ping(),
-            creds = &mut done_rx => {
-                let creds = creds.ok()?;
-                log_enrolled(&creds);
-                return Some((creds, None));
-            }
-            ev = rx.recv() => match ev {
-                Some((i, ReaderEvent::Code { code, last_byte })) => {
-                    if !debounce[i].is_new_scan(&code, last_byte) {
-                        continue;
+        match crate::enrol::register(&cfg, &workspace, &cfg.device.name).await {
+            Ok(creds) => {
+                let state = cfg.device.state_dir.clone();
+                let c2 = creds.clone();
+                match tokio::task::spawn_blocking(move || {
+                    crate::enrol::save_credentials(&state, &c2)
+                })
+                .await
+                {
+                    Ok(Ok(())) => {
+                        shared.note_auth_error(None);
+                        let _ = done.send(creds);
+                        return;
                     }
-                    // The first attempt may be about to succeed (a device starting up with a
-                    // guest already at the door): wait for it within the scan's budget.
-                    if first_attempt.load(std::sync::atomic::Ordering::Acquire) {
-                        let deadline = tokio::time::Instant::from_std(last_byte) + cfg.api.timeout;
-                        if let Ok(Ok(creds)) = tokio::time::timeout_at(deadline, &mut done_rx).await {
-                            log_enrolled(&creds);
-                            return Some((creds, Some((i, ReaderEvent::Code { code, last_byte }))));
-                        }
-                    }
-                    let lane = &lanes[i];
-                    crate::scan::reject_locally(shared, &lane.feedback, &lane.settings, code, last_byte, crate::decision::Reason::NotEnrolled).await;
+                    Ok(Err(e)) => tracing::error!("{e}"),
+                    Err(e) => tracing::error!("{e}"),
                 }
-                Some((_, ReaderEvent::Eof)) | None => {
-                    enrol.abort();
-                    feedback.wait_idle().await;
-                    return None;
+            }
+            Err(e) => {
+                if e.class == crate::api::classify::ErrorClass::Auth {
+                    shared.note_auth_error(Some(&e));
                 }
-                Some((i, ReaderEvent::Malformed { .. })) => lanes[i].feedback.reject(),
-                Some((i, ev)) => crate::scan::reader_link_event(shared, &lanes[i].settings.reader, i, &ev),
-            },
+                tracing::warn!("enrolment failed: {e}; trying again");
+            }
         }
+        first_attempt.store(false, Ordering::Release);
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(300))).await;
     }
 }
 

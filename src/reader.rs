@@ -43,21 +43,19 @@ pub enum ReaderEvent {
     Eof,
 }
 
-/// Where a reader sends its events: one channel for every reader, each event tagged with
-/// the reader's index.
+/// Where a reader sends its events: its lane's channel.
 #[derive(Clone)]
 pub struct Tx {
-    index: usize,
-    tx: mpsc::Sender<(usize, ReaderEvent)>,
+    tx: mpsc::Sender<ReaderEvent>,
 }
 
 impl Tx {
-    pub fn new(index: usize, tx: mpsc::Sender<(usize, ReaderEvent)>) -> Self {
-        Tx { index, tx }
+    pub fn new(tx: mpsc::Sender<ReaderEvent>) -> Self {
+        Tx { tx }
     }
 
     fn blocking_send(&self, ev: ReaderEvent) -> Result<(), ()> {
-        self.tx.blocking_send((self.index, ev)).map_err(|_| ())
+        self.tx.blocking_send(ev).map_err(|_| ())
     }
 
     fn is_closed(&self) -> bool {

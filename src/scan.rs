@@ -436,15 +436,23 @@ impl Scanner {
 
     async fn scan(&mut self, code: String, last_byte: Instant) -> Outcome {
         let base = RowBase::new(&code, last_byte, &self.settings);
-        let outcome = if self.shared.link.is_offline() {
+        let left = self.settings.budget.saturating_sub(last_byte.elapsed());
+        let outcome = if self.shared.link.is_offline() || left.is_zero() {
+            // Offline, or the code waited behind earlier scans at this reader until its
+            // budget was gone: the offline policy decides, and the API is not to blame.
             let (verdict, reason) = self.decide_offline(&base, None).await;
+            let detail = if left.is_zero() {
+                "the budget ran out while earlier scans at this reader were decided"
+            } else {
+                "offline: the API was unreachable on earlier requests"
+            };
             Outcome {
                 verdict,
                 reason,
                 online: false,
                 scan_id: base.scan_id,
                 event_id: None,
-                detail: Some("offline: the API was unreachable on earlier requests".into()),
+                detail: Some(detail.into()),
             }
         } else {
             self.scan_online(&base, last_byte).await
@@ -486,6 +494,8 @@ impl Scanner {
 
     async fn scan_online(&mut self, base: &RowBase, last_byte: Instant) -> Outcome {
         let deadline = tokio::time::Instant::from_std(last_byte) + self.settings.budget;
+        // How long the code waited before this attempt (behind earlier scans at its reader).
+        let waited = last_byte.elapsed();
         let phase = Arc::new(AtomicU8::new(LOOKING_UP));
         let mut task = tokio::spawn(online(
             self.client.clone(),
@@ -604,7 +614,11 @@ impl Scanner {
                 done(verdict, reason, false, None, Some(error.to_string()))
             }
             Online::Abandoned => {
-                self.shared.link.failure("no answer within the scan budget");
+                // Counted against the API only when it had a fair share of the budget (not
+                // for a code that waited behind others until almost nothing was left).
+                if self.settings.budget.saturating_sub(waited) >= self.settings.budget / 2 {
+                    self.shared.link.failure("no answer within the scan budget");
+                }
                 let (verdict, reason) = self.decide_offline(base, None).await;
                 let detail = format!("no answer within {} ms", self.settings.budget.as_millis());
                 done(verdict, reason, false, None, Some(detail))
