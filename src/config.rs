@@ -2073,45 +2073,51 @@ door_sensor = { pin = 16, held_open_secs = 45 }
                     .starts_with("test.toml:9: outputs.relay_exit: no reader drives this output")),
             "{e}"
         );
-        // Both forms at once, a nameless entry, a serial key on a HID reader, a stdin twice.
-        let e = err("[reader]\nkind = \"stdin\"\n[[readers]]\nname = \"a\"\n");
-        assert!(e.contains("use either [reader]"), "{e}");
-        let e = err("[[readers]]\nkind = \"stdin\"\n[[readers]]\nname = \"b\"\nkind = \"stdin\"\n");
-        assert!(e.contains("test.toml:1: readers[0]: needs a name"), "{e}");
-        assert!(
-            e.contains("test.toml:5: readers[1].kind: only one reader can read stdin"),
-            "{e}"
-        );
-        let e = err("[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nbaud = 9600\n");
-        assert!(
-            e.contains("test.toml:4: reader.baud: only for kind = \"serial\""),
-            "{e}"
-        );
-        let e = err("[reader]\nkind = \"hid\"\n");
-        assert!(
-            e.contains("test.toml:1: reader: a hid reader needs a path"),
-            "{e}"
-        );
-        let e = err("[reader]\nkind = \"hid\"\nusb_id = \"zz:1\"\n");
-        assert!(
-            e.contains("test.toml:3: reader.usb_id: must be vendor:product"),
-            "{e}"
-        );
-        let e = err("[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nlayout = \"fr\"\n");
-        assert!(
-            e.contains("test.toml:4: reader.layout: must be one of \"us\", \"de\" (got \"fr\")"),
-            "{e}"
-        );
-        let e = err("[[readers]]\nname = \"a\"\npath = \"/dev/ttyACM0\"\n[[readers]]\nname = \"b\"\npath = \"/dev/ttyACM0\"\n");
-        assert!(
-            e.contains("test.toml:6: readers[1].path: /dev/ttyACM0 is already read by readers[0]"),
-            "{e}"
-        );
-        let e = err("[[readers]]\nname = \"a\"\nkind = \"hid\"\nusb_id = \"0c2e:0b61\"\n[[readers]]\nname = \"b\"\nkind = \"hid\"\nusb_id = \"0C2E:0B61\"\n");
-        assert!(
-            e.contains("test.toml:8: readers[1].usb_id: 0c2e:0b61 is already read by readers[0]"),
-            "{e}"
-        );
+        // Both forms at once, a nameless entry, a serial key on a HID reader, a stdin twice,
+        // HID mistakes, one port or one USB id read twice.
+        let cases: &[(&str, &[&str])] = &[
+            (
+                "[reader]\nkind = \"stdin\"\n[[readers]]\nname = \"a\"\n",
+                &["use either [reader]"],
+            ),
+            (
+                "[[readers]]\nkind = \"stdin\"\n[[readers]]\nname = \"b\"\nkind = \"stdin\"\n",
+                &[
+                    "test.toml:1: readers[0]: needs a name",
+                    "test.toml:5: readers[1].kind: only one reader can read stdin",
+                ],
+            ),
+            (
+                "[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nbaud = 9600\n",
+                &["test.toml:4: reader.baud: only for kind = \"serial\""],
+            ),
+            (
+                "[reader]\nkind = \"hid\"\n",
+                &["test.toml:1: reader: a hid reader needs a path"],
+            ),
+            (
+                "[reader]\nkind = \"hid\"\nusb_id = \"zz:1\"\n",
+                &["test.toml:3: reader.usb_id: must be vendor:product"],
+            ),
+            (
+                "[reader]\nkind = \"hid\"\npath = \"/dev/input/event3\"\nlayout = \"fr\"\n",
+                &["test.toml:4: reader.layout: must be one of \"us\", \"de\" (got \"fr\")"],
+            ),
+            (
+                "[[readers]]\nname = \"a\"\npath = \"/dev/ttyACM0\"\n[[readers]]\nname = \"b\"\npath = \"/dev/ttyACM0\"\n",
+                &["test.toml:6: readers[1].path: /dev/ttyACM0 is already read by readers[0]"],
+            ),
+            (
+                "[[readers]]\nname = \"a\"\nkind = \"hid\"\nusb_id = \"0c2e:0b61\"\n[[readers]]\nname = \"b\"\nkind = \"hid\"\nusb_id = \"0C2E:0B61\"\n",
+                &["test.toml:8: readers[1].usb_id: 0c2e:0b61 is already read by readers[0]"],
+            ),
+        ];
+        for (src, wanted) in cases {
+            let e = err(src);
+            for w in *wanted {
+                assert!(e.contains(w), "{src:?}: no {w:?} in:\n{e}");
+            }
+        }
         // The single-reader form keeps working, with a direction if wanted.
         let c = parse_str("[reader]\nkind = \"hid\"\npath = \"/dev/input/by-id/usb-scanner-event-kbd\"\ndirection = \"exit\"\n").unwrap();
         assert!(!c.multi_reader);

@@ -41,6 +41,17 @@ outputs = {{ relay = "relay_exit", green = "green_exit", red = "red_exit", buzze
     )
 }
 
+/// Starts the daemon with both lanes' readers and waits until both are connected.
+async fn start_two_lanes(opts: Opts) -> Harness {
+    let h = Harness::start(opts).await;
+    assert!(
+        wait_until(T, || h.logs().matches("reader connected").count() >= 2),
+        "{}",
+        h.logs()
+    );
+    h
+}
+
 fn write_to(pty: &mut Pty, bytes: &[u8]) {
     pty.master.write_all(bytes).unwrap();
     pty.master.flush().unwrap();
@@ -62,12 +73,7 @@ async fn two_serial_readers_decide_at_once_and_drive_their_own_relays() {
         tail: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
         ..Opts::default()
     };
-    let mut h = Harness::start(opts).await;
-    assert!(
-        wait_until(T, || h.logs().matches("reader connected").count() >= 2),
-        "{}",
-        h.logs()
-    );
+    let mut h = start_two_lanes(opts).await;
     // Every lookup takes 400 ms: one after the other, the second lookup would reach the
     // API only after the first scan's lookup and record (800 ms).
     h.sim.set_delay(Duration::from_millis(400));
@@ -183,12 +189,7 @@ async fn offline_an_exit_is_not_a_second_entry_and_lets_the_guest_back_in() {
         outputs_extra: EXIT_OUTPUTS.into(),
         ..Opts::default()
     };
-    let mut h = Harness::start(opts).await;
-    assert!(wait_until(T, || h
-        .logs()
-        .matches("reader connected")
-        .count()
-        >= 2));
+    let mut h = start_two_lanes(opts).await;
     // Looked up online once: the cache knows the pass.
     h.write(b"VALID-0001\r\n");
     let first = h.wait_scan(1);
@@ -501,12 +502,7 @@ async fn a_flooded_lane_does_not_hold_up_a_stop() {
         outputs_extra: EXIT_OUTPUTS.into(),
         ..Opts::default()
     };
-    let mut h = Harness::start(opts).await;
-    assert!(wait_until(T, || h
-        .logs()
-        .matches("reader connected")
-        .count()
-        >= 2));
+    let mut h = start_two_lanes(opts).await;
     // Each lookup (and so each not_found scan) takes 2.5 s.
     h.sim.set_delay(Duration::from_millis(2500));
     let flood: String = (0..300).map(|i| format!("FLOOD-{i:04}\r\n")).collect();
