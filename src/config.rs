@@ -81,6 +81,20 @@ pub enum ReaderKind {
     },
 }
 
+impl ReaderKind {
+    /// The device (or recording) path it reads, if it reads one.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            ReaderKind::Serial { path, .. } => Some(path),
+            ReaderKind::Hid {
+                source: HidSource::Path(p) | HidSource::Recording(p),
+                ..
+            } => Some(p),
+            _ => None,
+        }
+    }
+}
+
 /// Where a HID reader's key events come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HidSource {
@@ -748,23 +762,8 @@ impl Validator<'_> {
                     format!("\"{}\" is already the name of {}", r.name, first.key),
                 );
             }
-            let path = match &r.kind {
-                ReaderKind::Serial { path, .. } => Some(path),
-                ReaderKind::Hid {
-                    source: HidSource::Path(p) | HidSource::Recording(p),
-                    ..
-                } => Some(p),
-                _ => None,
-            };
-            if let Some(p) = path {
-                let same = readers[..i].iter().find(|o| match &o.kind {
-                    ReaderKind::Serial { path, .. } => path == p,
-                    ReaderKind::Hid {
-                        source: HidSource::Path(q) | HidSource::Recording(q),
-                        ..
-                    } => q == p,
-                    _ => false,
-                });
+            if let Some(p) = r.kind.path() {
+                let same = readers[..i].iter().find(|o| o.kind.path() == Some(p));
                 if let Some(o) = same {
                     self.problem(
                         &format!("{}.path", r.key),
@@ -1747,6 +1746,16 @@ mod tests {
         parse_str(src).expect_err("should fail").to_string()
     }
 
+    /// Each source fails with (at least) each of its messages.
+    fn expect_errors(cases: &[(&str, &[&str])]) {
+        for (src, wanted) in cases {
+            let e = err(src);
+            for w in *wanted {
+                assert!(e.contains(w), "{src:?}: no {w:?} in:\n{e}");
+            }
+        }
+    }
+
     #[test]
     fn empty_file_gives_defaults() {
         let c = parse_str("").unwrap();
@@ -2112,12 +2121,7 @@ door_sensor = { pin = 16, held_open_secs = 45 }
                 &["test.toml:8: readers[1].usb_id: 0c2e:0b61 is already read by readers[0]"],
             ),
         ];
-        for (src, wanted) in cases {
-            let e = err(src);
-            for w in *wanted {
-                assert!(e.contains(w), "{src:?}: no {w:?} in:\n{e}");
-            }
-        }
+        expect_errors(cases);
         // The single-reader form keeps working, with a direction if wanted.
         let c = parse_str("[reader]\nkind = \"hid\"\npath = \"/dev/input/by-id/usb-scanner-event-kbd\"\ndirection = \"exit\"\n").unwrap();
         assert!(!c.multi_reader);
@@ -2157,45 +2161,40 @@ door_sensor = { pin = 16, held_open_secs = 45 }
         );
         assert!(c.summary().contains("outputs gpiod (gpiochip4) [relay line \"GPIO17\" active-low, green gpiochip0 line 27, red 22]"), "{}", c.summary());
         // Names and chips need gpiod; one way to name a line; inputs cannot share a line.
-        let e = err("[outputs]\nrelay = { line = \"GPIO17\" }\n");
-        assert!(e.contains("test.toml:2: outputs.relay.line: line names and chip offsets need outputs.backend = \"gpiod\""), "{e}");
-        let e = err("[outputs]\nbackend = \"gpiod\"\nrelay = { pin = 17, line = \"GPIO17\" }\n");
-        assert!(
-            e.contains("test.toml:3: outputs.relay: give one of pin, line, or chip and offset"),
-            "{e}"
-        );
-        let e = err("[outputs]\nchip = \"gpiochip0\"\n");
-        assert!(
-            e.contains("test.toml:2: outputs.chip: only for backend = \"gpiod\""),
-            "{e}"
-        );
-        let e = err("[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 17, held_open_secs = 3 }\ndoor_sensor = { pin = 5, bias = \"up\" }\n");
-        assert!(
-            e.contains("test.toml:4: inputs.exit_button: GPIO 17 is already used by outputs.relay"),
-            "{e}"
-        );
-        assert!(
-            e.contains(
-                "test.toml:4: inputs.exit_button.held_open_secs: only for inputs.door_sensor"
+        expect_errors(&[
+            (
+                "[outputs]\nrelay = { line = \"GPIO17\" }\n",
+                &["test.toml:2: outputs.relay.line: line names and chip offsets need outputs.backend = \"gpiod\""],
             ),
-            "{e}"
-        );
-        assert!(
-            e.contains("test.toml:5: inputs.door_sensor.bias: must be one of"),
-            "{e}"
-        );
-        let e = err("[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 6, relay = \"door2\" }\n");
-        assert!(e.contains("test.toml:4: inputs.exit_button.relay: the output it releases, \"door2\", is not in [outputs]"), "{e}");
-        let e = err("[outputs]\nbackend = \"sim\"\nlogfile = \"x\"\n");
-        assert!(
-            e.contains("test.toml:3: outputs.logfile: unknown key"),
-            "{e}"
-        );
-        let e = err("[outputs]\nrelay = { pin = 17, pulse = 3 }\n");
-        assert!(
-            e.contains("test.toml:2: outputs.relay.pulse: unknown key `pulse`"),
-            "{e}"
-        );
+            (
+                "[outputs]\nbackend = \"gpiod\"\nrelay = { pin = 17, line = \"GPIO17\" }\n",
+                &["test.toml:3: outputs.relay: give one of pin, line, or chip and offset"],
+            ),
+            (
+                "[outputs]\nchip = \"gpiochip0\"\n",
+                &["test.toml:2: outputs.chip: only for backend = \"gpiod\""],
+            ),
+            (
+                "[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 17, held_open_secs = 3 }\ndoor_sensor = { pin = 5, bias = \"up\" }\n",
+                &[
+                    "test.toml:4: inputs.exit_button: GPIO 17 is already used by outputs.relay",
+                    "test.toml:4: inputs.exit_button.held_open_secs: only for inputs.door_sensor",
+                    "test.toml:5: inputs.door_sensor.bias: must be one of",
+                ],
+            ),
+            (
+                "[outputs]\nrelay = { pin = 17 }\n[inputs]\nexit_button = { pin = 6, relay = \"door2\" }\n",
+                &["test.toml:4: inputs.exit_button.relay: the output it releases, \"door2\", is not in [outputs]"],
+            ),
+            (
+                "[outputs]\nbackend = \"sim\"\nlogfile = \"x\"\n",
+                &["test.toml:3: outputs.logfile: unknown key"],
+            ),
+            (
+                "[outputs]\nrelay = { pin = 17, pulse = 3 }\n",
+                &["test.toml:2: outputs.relay.pulse: unknown key `pulse`"],
+            ),
+        ]);
         // The old example's sim_log under the gpio backend is still fine.
         assert!(parse_str("[outputs]\nbackend = \"gpio\"\nsim_log = \"-\"\n").is_ok());
     }

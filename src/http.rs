@@ -142,7 +142,7 @@ async fn refresh_gauges(state: &HttpState) -> Result<(), String> {
     m.enrolled
         .set(state.shared.enrolled.load(Ordering::Relaxed) as i64);
     m.reader_connected
-        .set(state.shared.reader_connected.load(Ordering::Relaxed) as i64);
+        .set(state.shared.all_readers_connected() as i64);
     let counts = state
         .shared
         .store
@@ -183,19 +183,12 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
     if let Err(e) = state.shared.store.run(|s| s.pending_count()).await {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
     }
-    if !state.shared.reader_connected.load(Ordering::Relaxed) {
-        let names = state.shared.disconnected_readers();
-        let msg = if names.len() <= 1
-            && state
-                .shared
-                .readers
-                .lock()
-                .map(|r| r.len() <= 1)
-                .unwrap_or(true)
-        {
+    if !state.shared.all_readers_connected() {
+        let (readers, down) = state.shared.disconnected_readers();
+        let msg = if readers <= 1 {
             "reader: not connected (retrying)\n".to_owned()
         } else {
-            format!("reader: not connected (retrying): {}\n", names.join(", "))
+            format!("reader: not connected (retrying): {}\n", down.join(", "))
         };
         return text(StatusCode::SERVICE_UNAVAILABLE, msg);
     }
@@ -225,7 +218,7 @@ async fn status_json(state: &HttpState) -> serde_json::Value {
         "device": state.device,
         "mode": state.link.mode().as_str(),
         "mode_since": crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(state.link.since_ms() as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
-        "reader_connected": state.shared.reader_connected.load(Ordering::Relaxed),
+        "reader_connected": state.shared.all_readers_connected(),
         "readers": state.shared.readers.lock().map(|r| json!(*r)).unwrap_or(json!([])),
         "door": state.shared.door.lock().map(|d| json!(*d)).unwrap_or(json!(null)),
         "enrolled": state.shared.enrolled.load(Ordering::Relaxed),

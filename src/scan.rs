@@ -81,8 +81,6 @@ pub struct Shared {
     pub status_wake: Arc<Notify>,
     /// The last scans, for the status page (masked codes only).
     pub recent: Arc<Mutex<std::collections::VecDeque<RecentScan>>>,
-    /// Every reader is connected (what `/healthz` and the metric say).
-    pub reader_connected: Arc<std::sync::atomic::AtomicBool>,
     /// Each reader, for status.
     pub readers: Arc<Mutex<Vec<ReaderState>>>,
     /// The door contact, when there is one.
@@ -136,7 +134,6 @@ impl Shared {
             auth_error: Default::default(),
             status_wake: Default::default(),
             recent: Default::default(),
-            reader_connected: Default::default(),
             readers: Default::default(),
             door: Default::default(),
             enrolled: Default::default(),
@@ -197,29 +194,33 @@ impl Shared {
         });
     }
 
-    /// Reader `index` is connected or not; `reader_connected` is whether all are.
+    /// Reader `index` is connected or not.
     pub fn set_reader_connected(&self, index: usize, on: bool) {
-        let all = {
-            let mut r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(r) = r.get_mut(index) {
-                r.connected = on;
-            }
-            r.iter().all(|r| r.connected)
-        };
-        self.reader_connected.store(all, Ordering::Relaxed);
-        crate::metrics::metrics().reader_connected.set(all as i64);
+        if let Some(r) = self
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(index)
+        {
+            r.connected = on;
+        }
+        crate::metrics::metrics()
+            .reader_connected
+            .set(self.all_readers_connected() as i64);
         self.status_wake.notify_one();
     }
 
-    /// The names of the readers that are not connected.
-    pub fn disconnected_readers(&self) -> Vec<String> {
-        self.readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .filter(|r| !r.connected)
-            .map(|r| r.name.clone())
-            .collect()
+    /// How many readers there are, and the names of those that are not connected.
+    pub fn disconnected_readers(&self) -> (usize, Vec<String>) {
+        let r = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        let down = r.iter().filter(|r| !r.connected).map(|r| r.name.clone());
+        (r.len(), down.collect())
+    }
+
+    /// Every reader is connected (what `/healthz` and the metric say).
+    pub fn all_readers_connected(&self) -> bool {
+        let (n, down) = self.disconnected_readers();
+        n > 0 && down.is_empty()
     }
 
     pub fn set_door(&self, door: Option<DoorState>) {

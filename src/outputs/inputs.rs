@@ -163,13 +163,13 @@ pub fn spawn(
     let handle = match &outputs.backend {
         OutputBackendKind::Sim { inputs: None, .. } => {
             tracing::info!("sim backend without outputs.sim_inputs: the inputs stay idle");
-            InputsHandle { _keep: Vec::new() }
+            InputsHandle::empty()
         }
         OutputBackendKind::Sim {
             inputs: Some(path), ..
         } => {
             spawn_sim(path, lines, tx)?;
-            InputsHandle { _keep: Vec::new() }
+            InputsHandle::empty()
         }
         OutputBackendKind::Gpio => spawn_rppal(lines, tx)?,
         OutputBackendKind::Gpiod => super::gpiod::spawn_inputs(outputs, lines, tx)?,

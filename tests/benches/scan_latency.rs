@@ -329,11 +329,15 @@ fn online(rt: &tokio::runtime::Runtime) {
     let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
     sim.set_delay(Duration::from_millis(delay_ms));
     let mut rig = online_rig(&sim);
-    let (latency, api, overhead) = measure(&mut rig, &sim, scans);
     println!(
         "online: {scans} scans (after 20 warm-up), tiketo-sim delay {delay_ms} ms per response"
     );
-    println!("{}", summary("last byte -> relay on", latency));
+    report("last byte -> relay on", measure(&mut rig, &sim, scans));
+}
+
+/// The three lines of an online measurement: latency, the fake API's part, the overhead.
+fn report(latency_label: &str, (latency, api, overhead): (Vec<f64>, Vec<f64>, Vec<f64>)) {
+    println!("{}", summary(latency_label, latency));
     println!("{}", summary("fake API time (2 requests)", api));
     println!("{}", summary("daemon overhead", overhead));
 }
@@ -344,11 +348,8 @@ fn hid(rt: &tokio::runtime::Runtime) {
     let scans = arg("--scans", 200) as usize;
     let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
     let mut rig = online_rig_with(&sim, true);
-    let (latency, api, overhead) = measure(&mut rig, &sim, scans);
     println!("hid: {scans} online scans (after 20 warm-up) through the keyboard-mode reader (raw evdev records on a FIFO, German layout)");
-    println!("{}", summary("last key event -> relay on", latency));
-    println!("{}", summary("fake API time (2 requests)", api));
-    println!("{}", summary("daemon overhead", overhead));
+    report("last key event -> relay on", measure(&mut rig, &sim, scans));
 }
 
 fn python(rt: &tokio::runtime::Runtime) {
