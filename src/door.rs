@@ -53,6 +53,12 @@ pub async fn run(
                 continue;
             }
         };
+        tracing::debug!(
+            input = ev.input.as_str(),
+            active = ev.active,
+            initial = ev.initial,
+            "input"
+        );
         match ev.input {
             InputName::ExitButton => {
                 let Some(button) = &cfg.exit_button else {

@@ -136,14 +136,16 @@ impl InputsHandle {
     pub fn empty() -> Self {
         InputsHandle { _keep: Vec::new() }
     }
+
+    /// Keeps these (requests, or guards that stop a reading thread) until dropped.
+    pub fn keeping(keep: Vec<Box<dyn Send>>) -> Self {
+        InputsHandle { _keep: keep }
+    }
 }
 
-/// Starts reading the configured inputs. `None` when there are none.
-pub fn spawn(
-    outputs: &OutputsConfig,
-    inputs: &InputsConfig,
-) -> io::Result<Option<(InputsHandle, mpsc::Receiver<InputEvent>)>> {
-    let lines: Vec<(InputName, InputSpec)> = [
+/// The configured input lines, by name.
+pub fn lines(inputs: &InputsConfig) -> Vec<(InputName, InputSpec)> {
+    [
         (
             InputName::ExitButton,
             inputs.exit_button.as_ref().map(|b| b.input.clone()),
@@ -155,7 +157,15 @@ pub fn spawn(
     ]
     .into_iter()
     .filter_map(|(n, s)| s.map(|s| (n, s)))
-    .collect();
+    .collect()
+}
+
+/// Starts reading the configured inputs. `None` when there are none.
+pub fn spawn(
+    outputs: &OutputsConfig,
+    inputs: &InputsConfig,
+) -> io::Result<Option<(InputsHandle, mpsc::Receiver<InputEvent>)>> {
+    let lines = lines(inputs);
     if lines.is_empty() {
         return Ok(None);
     }
