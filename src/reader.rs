@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use backon::BackoffBuilder;
+use evdev::raw_stream::RawDevice;
 use tokio::sync::mpsc;
 
 use crate::config::{HidSource, ReaderConfig, ReaderKind};
@@ -86,14 +87,18 @@ pub fn spawn(cfg: &ReaderConfig, tx: Tx) -> io::Result<std::thread::JoinHandle<(
 
 /// Opens a HID reader's event device: its path, or the first keyboard-like device with its
 /// USB id. Returns the path it opened.
-fn open_hid(source: &HidSource) -> io::Result<(PathBuf, evdev::Device)> {
-    let keyboard = |d: &evdev::Device| {
+///
+/// evdev's raw device, not its `Device`: that one ungrabs in its `Drop` and prints "Failed to
+/// ungrab device" straight to stderr, outside the log, whenever an unplugged reader goes. The
+/// kernel ends a grab when the device's file is closed, which is all a drop needs.
+fn open_hid(source: &HidSource) -> io::Result<(PathBuf, RawDevice)> {
+    let keyboard = |d: &RawDevice| {
         d.supported_keys()
             .is_some_and(|k| k.contains(evdev::KeyCode::KEY_ENTER))
     };
     match source {
         HidSource::Path(p) | HidSource::Recording(p) => {
-            let d = evdev::Device::open(p)?;
+            let d = RawDevice::open(p)?;
             if !keyboard(&d) {
                 return Err(io::Error::other(format!(
                     "{} is not a keyboard-mode reader (it has no Enter key)",
@@ -103,7 +108,7 @@ fn open_hid(source: &HidSource) -> io::Result<(PathBuf, evdev::Device)> {
             Ok((p.clone(), d))
         }
         HidSource::UsbId { vendor, product } => {
-            let mut found: Vec<(PathBuf, evdev::Device)> = evdev::enumerate()
+            let mut found: Vec<(PathBuf, RawDevice)> = evdev::raw_stream::enumerate()
                 .filter(|(_, d)| {
                     let id = d.input_id();
                     id.vendor() == *vendor && id.product() == *product && keyboard(d)
@@ -141,7 +146,8 @@ fn hid_loop(source: &HidSource, layout: Layout, grab: bool, cfg: &ReaderConfig, 
                 )
             })?;
         }
-        dev.set_nonblocking(true)?;
+        let flags = rustix::fs::fcntl_getfl(&dev)?;
+        rustix::fs::fcntl_setfl(&dev, flags | rustix::fs::OFlags::NONBLOCK)?;
         io::Result::Ok((path, dev))
     };
     reconnecting(cfg, tx, &what, open, |dev| read_hid(dev, layout, cfg, tx));
@@ -165,12 +171,7 @@ fn wait_readable(fd: impl std::os::fd::AsFd, timeout: Duration) -> io::Result<bo
 }
 
 /// Reads key events until the device fails (returns the error) or the daemon stops (None).
-fn read_hid(
-    dev: &mut evdev::Device,
-    layout: Layout,
-    cfg: &ReaderConfig,
-    tx: &Tx,
-) -> Option<String> {
+fn read_hid(dev: &mut RawDevice, layout: Layout, cfg: &ReaderConfig, tx: &Tx) -> Option<String> {
     let mut decoder = HidDecoder::new(layout, cfg.max_len);
     let idle = Duration::from_secs(60);
     loop {
