@@ -172,6 +172,14 @@ fn main() -> ExitCode {
                     problems.push(format!("api.ca_file {}: cannot read: {e}", ca.display()));
                 }
             }
+            let mut warnings = tiketo_gate::outputs::safety_warnings(&cfg);
+            if cfg.outputs.backend == config::OutputBackendKind::Gpiod {
+                let inputs = tiketo_gate::outputs::inputs::lines(&cfg.inputs);
+                warnings.extend(tiketo_gate::outputs::gpiod::probe(&cfg.outputs, &inputs));
+            }
+            for w in &warnings {
+                eprintln!("{}: warning: {w}", cfg.source.display());
+            }
             if problems.is_empty() {
                 println!("{}", cfg.summary());
                 ExitCode::SUCCESS

@@ -12,7 +12,7 @@ pub mod inputs;
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{OutputBackendKind, OutputsConfig, SimLog};
+use crate::config::{Config, LineRef, OutputBackendKind, OutputsConfig, SimLog};
 
 /// Sets outputs. `index` is the output's place in [`OutputsConfig::lines`]; `on` is the
 /// logical state (relay energised, LED lit), which the backend maps to a level (active-low).
@@ -63,6 +63,61 @@ impl OutputBackend for SimBackend {
     }
 }
 
+/// The outputs that work a door (a reader's `relay`, the exit button's), each once, in
+/// config order.
+pub fn door_relays(cfg: &Config) -> Vec<&str> {
+    let mut relays: Vec<&str> = Vec::new();
+    let named = cfg
+        .readers
+        .iter()
+        .filter_map(|r| r.outputs.relay.as_deref())
+        .chain(cfg.inputs.exit_button.iter().map(|b| b.relay.as_str()));
+    for name in named {
+        if !relays.contains(&name) {
+            relays.push(name);
+        }
+    }
+    relays
+}
+
+/// What `check-config` warns about the door's safety when the daemon is not running: an
+/// active-low door relay is energised by a low line, and no backend holds a line at its off
+/// level from power-on to the first start, or (rppal) after a SIGKILL. Pure.
+pub fn safety_warnings(cfg: &Config) -> Vec<String> {
+    let o = &cfg.outputs;
+    door_relays(cfg)
+        .into_iter()
+        .filter_map(|name| Some((name, o.get(name)?)))
+        .filter(|(_, spec)| spec.active_low)
+        .filter_map(|(name, spec)| {
+            let boot = match &spec.line {
+                LineRef::Pin(n) => format!("gpio={n}=op,dh in /boot/firmware/config.txt"),
+                LineRef::Named(l) => match l.strip_prefix("GPIO").map(str::parse::<u32>) {
+                    Some(Ok(n)) => format!("gpio={n}=op,dh in /boot/firmware/config.txt"),
+                    _ => "the board's boot-time pin setting".to_owned(),
+                },
+                LineRef::ChipOffset { .. } => "the board's boot-time pin setting".to_owned(),
+            };
+            let when = match o.backend {
+                OutputBackendKind::Sim { .. } => return None,
+                OutputBackendKind::Gpiod => {
+                    "while the daemon is not running (before its first start, and for a \
+                     moment on a restart if the board ignores the pull-up it sets)"
+                }
+                OutputBackendKind::Gpio => {
+                    "while the daemon is not running (before its first start, and after a \
+                     SIGKILL during a pulse, which leaves the pin at its last level)"
+                }
+            };
+            Some(format!(
+                "outputs.{name} is active-low: a low line energises it, and nothing holds the \
+                 line high {when}; set {boot}, or wire a pull-up to the off level, or use an \
+                 active-high relay module (README: Locked when not running)"
+            ))
+        })
+        .collect()
+}
+
 /// Opens the configured backend. Every output starts in its safe state (off).
 pub fn open_backend(cfg: &OutputsConfig) -> io::Result<Box<dyn OutputBackend>> {
     Ok(match &cfg.backend {
@@ -90,6 +145,40 @@ mod tests {
         fn flush(&mut self) -> io::Result<()> {
             Ok(())
         }
+    }
+
+    fn config(outputs: &str) -> Config {
+        let text = format!(
+            "[api]\nurl = \"https://api.example/graphql\"\n[reader]\nkind = \"stdin\"\n\
+             [outputs]\n{outputs}\n[inputs]\n\
+             exit_button = {{ pin = 25, relay = \"strike2\" }}\n"
+        );
+        crate::config::parse(&text, std::path::Path::new("t.toml")).unwrap()
+    }
+
+    #[test]
+    fn active_low_door_relays_are_warned_about_with_the_boot_setting() {
+        let cfg = config(
+            "backend = \"gpiod\"\nrelay = { line = \"GPIO17\", active_low = true }\n\
+             green = { pin = 27, active_low = true }\n\
+             strike2 = { pin = 5, active_low = true }\n",
+        );
+        assert_eq!(door_relays(&cfg), vec!["relay", "strike2"]);
+        let w = safety_warnings(&cfg);
+        assert_eq!(w.len(), 2, "{w:?}: an active-low LED is no door");
+        assert!(w[0].starts_with("outputs.relay is active-low"), "{}", w[0]);
+        assert!(w[0].contains("gpio=17=op,dh"), "{}", w[0]);
+        assert!(w[1].contains("outputs.strike2") && w[1].contains("gpio=5=op,dh"));
+        let rppal = config(
+            "backend = \"gpio\"\nrelay = { pin = 17, active_low = true }\nstrike2 = { pin = 5 }\n",
+        );
+        let w = safety_warnings(&rppal);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("SIGKILL"), "{}", w[0]);
+        let sim = config(
+            "backend = \"sim\"\nrelay = { pin = 17, active_low = true }\nstrike2 = { pin = 5 }\n",
+        );
+        assert!(safety_warnings(&sim).is_empty());
     }
 
     #[test]
