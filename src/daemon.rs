@@ -108,7 +108,8 @@ pub fn run(cfg: Config) -> ExitCode {
         }
     };
     let code = rt.block_on(main_loop(cfg, auth, feedback.clone()));
-    feedback.safe_state();
+    // Off, then handed back: the lines rest at their off level while the daemon is gone.
+    feedback.release();
     code
 }
 

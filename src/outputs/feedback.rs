@@ -236,6 +236,17 @@ impl Feedback {
         Self::halt(&mut s);
     }
 
+    /// The end of a clean stop: every output off, then the lines handed back to the board
+    /// (`gpiod`: inputs at their off pull, so the level after the stop does not depend on the
+    /// driver). Nothing is set after it.
+    pub fn release(&self) {
+        let mut s = self.lock();
+        Self::halt(&mut s);
+        if let Err(e) = s.backend.release() {
+            tracing::warn!("outputs left as they are (off) at the stop: {e}");
+        }
+    }
+
     fn halt(s: &mut State) {
         s.halted = true;
         s.status_blink = None;
@@ -536,6 +547,39 @@ mod tests {
         let last = changes(&rec);
         assert_eq!(last.last(), Some(&(OutputName::Status, false)));
         assert!(fb.safe_state_from_panic());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn release_sets_everything_off_before_the_lines_go_back() {
+        #[derive(Clone, Default)]
+        struct Log(Arc<Mutex<Vec<String>>>);
+        impl OutputBackend for Log {
+            fn set(&mut self, index: usize, on: bool) -> io::Result<()> {
+                self.0.lock().unwrap().push(format!("{index}={on}"));
+                Ok(())
+            }
+            fn release(&mut self) -> io::Result<()> {
+                self.0.lock().unwrap().push("release".into());
+                Ok(())
+            }
+        }
+        let log = Log::default();
+        let fb = Feedback::new(Box::new(log.clone()), &cfg());
+        std_lane(&fb).accept();
+        log.0.lock().unwrap().clear();
+        fb.release();
+        let seen = log.0.lock().unwrap().clone();
+        assert_eq!(seen.last().map(String::as_str), Some("release"), "{seen:?}");
+        assert!(
+            seen[..seen.len() - 1].iter().all(|e| e.ends_with("=false")),
+            "{seen:?}"
+        );
+        assert!(
+            seen.contains(&"0=false".to_string()),
+            "the relay went off: {seen:?}"
+        );
+        std_lane(&fb).accept();
+        assert_eq!(log.0.lock().unwrap().len(), seen.len(), "nothing after");
     }
 
     #[tokio::test(start_paused = true)]

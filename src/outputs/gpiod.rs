@@ -340,6 +340,7 @@ pub struct GpiodBackend {
     lines: Vec<(usize, u32)>,
     /// Each request with the configuration that hands its lines back (see [`release_config`]).
     requests: Vec<(Request, RequestConfig)>,
+    released: bool,
 }
 
 impl GpiodBackend {
@@ -357,12 +358,30 @@ impl GpiodBackend {
                 lines[i] = (requests.len() - 1, p.offset);
             }
         }
-        Ok(GpiodBackend { lines, requests })
+        Ok(GpiodBackend {
+            lines,
+            requests,
+            released: false,
+        })
     }
 }
 
 impl OutputBackend for GpiodBackend {
+    fn release(&mut self) -> io::Result<()> {
+        if std::mem::replace(&mut self.released, true) {
+            return Ok(());
+        }
+        for (req, release) in &self.requests {
+            req.reconfigure(release)
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        Ok(())
+    }
+
     fn set(&mut self, index: usize, on: bool) -> io::Result<()> {
+        if self.released {
+            return Ok(());
+        }
         let Some(&(req, offset)) = self.lines.get(index) else {
             return Ok(());
         };
@@ -375,14 +394,13 @@ impl OutputBackend for GpiodBackend {
 }
 
 impl Drop for GpiodBackend {
-    /// Outputs become inputs at their off pull before the requests are released.
+    /// Outputs become inputs at their off pull before the requests are released (the
+    /// daemon does it at the end of a clean stop; this covers every other owner).
     fn drop(&mut self) {
-        for (req, release) in &self.requests {
-            if let Err(e) = req.reconfigure(release) {
-                tracing::warn!(
-                    "GPIO outputs released as they were (not as inputs at their off pull): {e}"
-                );
-            }
+        if let Err(e) = self.release() {
+            tracing::warn!(
+                "GPIO outputs released as they were (not as inputs at their off pull): {e}"
+            );
         }
     }
 }

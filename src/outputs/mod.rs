@@ -18,6 +18,12 @@ use crate::config::{Config, LineRef, OutputBackendKind, OutputsConfig, SimLog};
 /// logical state (relay energised, LED lit), which the backend maps to a level (active-low).
 pub trait OutputBackend: Send {
     fn set(&mut self, index: usize, on: bool) -> io::Result<()>;
+
+    /// Hands the lines back at the end of a clean stop, after they were set off; nothing is
+    /// set after it. Only `gpiod` has something to do (inputs at their off pull).
+    fn release(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Writes one JSON object per output change, one per line:
