@@ -97,11 +97,8 @@ pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
 }
 
 fn input_for(row: &PendingRow) -> ScanEventInput {
-    let scanned_at = time::OffsetDateTime::parse(
-        &row.scanned_at,
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    let scanned_at = crate::api::scalars::parse_datetime(&row.scanned_at)
+        .unwrap_or_else(OffsetDateTime::now_utc);
     let scan_id = row.scan_id.parse().unwrap_or_else(|_| uuid::Uuid::nil());
     ScanEventInput {
         code: row.code.clone(),

@@ -6,6 +6,7 @@
 //! on every request). Failures are classified by [`classify`].
 
 pub mod classify;
+pub mod scalars;
 
 use std::fmt;
 use std::path::Path;
@@ -15,7 +16,6 @@ use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY
 use reqwest::Url;
 use serde::Serialize;
 use serde_json::Value;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use crate::decision::PassFacts;
@@ -568,9 +568,9 @@ pub fn id_string(v: Option<&Value>) -> Option<String> {
     }
 }
 
-/// Parses an `AWSDateTime`.
+/// Parses an `AWSDateTime` in any form AppSync takes (seconds optional, `+hh:mm:ss`...).
 pub fn parse_aws_datetime(s: &str) -> Option<OffsetDateTime> {
-    OffsetDateTime::parse(s, &Rfc3339).ok()
+    scalars::parse_datetime(s)
 }
 
 /// Parses the `passByScanCode` selection into the facts the decision needs.
@@ -635,6 +635,20 @@ mod tests {
         assert!(!p.voided);
         assert_eq!(p.expires.unwrap().year(), 2020);
         assert_eq!(p.project_id.as_deref(), Some("p"));
+        // Forms AppSync takes and RFC 3339 does not: a valid guest, not an api_error.
+        for (form, want) in [
+            ("2099-12-31T23:59Z", "2099-12-31 23:59:00.0 +00:00:00"),
+            (
+                "2099-12-31T23:59:59+01:00:30",
+                "2099-12-31 22:59:29.0 +00:00:00",
+            ),
+        ] {
+            let p = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": form}))
+                .unwrap()
+                .unwrap();
+            let utc = p.expires.unwrap().to_offset(time::UtcOffset::UTC);
+            assert_eq!(utc.to_string(), want, "{form}");
+        }
         let e = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": "tomorrow"}))
             .unwrap_err();
         assert_eq!(e.class, ErrorClass::Permanent);
