@@ -127,6 +127,27 @@ async fn event_ticket_with_one_entry_is_accepted_once_then_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_dates_in_forms_only_appsync_takes_are_honoured() {
+    // 2099-12-31T23:59Z (no seconds), ...+05:30:10 (an offset with seconds), and an expired
+    // 2020-01-01T00:00-07:00: a guest is admitted or turned away by the date, never api_error.
+    let mut h = Harness::start(Opts::default()).await;
+    let cases = [
+        ("APPSYNC-0001", "accept", "valid"),
+        ("APPSYNC-0002", "accept", "valid"),
+        ("APPSYNC-EXPIRED", "reject", "expired"),
+    ];
+    for (i, (code, verdict, reason)) in cases.iter().enumerate() {
+        h.write(format!("{code}\r\n").as_bytes());
+        let line = h.wait_scan(i + 1);
+        assert_eq!(field(&line, "verdict"), Some(*verdict), "{code}: {line}");
+        assert_eq!(field(&line, "reason"), Some(*reason), "{code}: {line}");
+        assert_eq!(field(&line, "mode"), Some("online"), "{code}: {line}");
+    }
+    assert_eq!(h.sim.scan_events().len(), 2);
+    h.check_invariants();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loyalty_project_scan_config_sets_reward_points() {
     let mut h = Harness::start(Opts::default()).await;
     h.write(b"LOYAL-0001\r\n");

@@ -26,6 +26,9 @@ pub const SEED_CODES: &[&str] = &[
     "ONCE-0001",
     "LOYAL-0001",
     "REFUSED-0001",
+    "APPSYNC-0001",
+    "APPSYNC-0002",
+    "APPSYNC-EXPIRED",
 ];
 
 #[derive(Debug, Clone)]

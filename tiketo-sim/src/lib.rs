@@ -99,8 +99,8 @@ impl Seed {
                 return Err(format!("pass {}: unknown template {}", p.id, p.template));
             }
             if let Some(e) = &p.expires {
-                time::OffsetDateTime::parse(e, &time::format_description::well_known::Rfc3339)
-                    .map_err(|_| format!("pass {}: expires is not an AWSDateTime: {e}", p.id))?;
+                aws_datetime(e)
+                    .ok_or_else(|| format!("pass {}: expires is not an AWSDateTime: {e}", p.id))?;
             }
         }
         Ok(seed)
@@ -935,6 +935,61 @@ fn to_appsync_error(e: &mut Value) {
     e["errorInfo"] = Value::Null;
 }
 
+/// An `AWSDateTime` as AppSync reads one: `YYYY-MM-DDThh:mm`, optional `:ss` and `.f` (1 to 9
+/// digits), then a compulsory `Z`, `±hh:mm` or `±hh:mm:ss` (AppSync's extension; Java's
+/// offsets go to ±18:00). The sim's own reading, through the time crate's format machinery,
+/// kept apart from the daemon's parser so the two check each other.
+pub fn aws_datetime(s: &str) -> Option<time::OffsetDateTime> {
+    use std::sync::OnceLock;
+    use time::format_description::{parse_owned, OwnedFormatItem};
+    static FORMAT: OnceLock<OwnedFormatItem> = OnceLock::new();
+    let format = FORMAT.get_or_init(|| {
+        parse_owned::<2>("[year]-[month]-[day]T[hour]:[minute]:[second][optional [.[subsecond]]]")
+            .expect("the AWSDateTime format parses")
+    });
+    let b = s.as_bytes();
+    if b.len() < 17 || !matches!(b[10], b'T' | b't') {
+        return None;
+    }
+    // The offset's own rules, before the time crate sees it: Z, or two-digit fields.
+    let (body, offset) = match s.strip_suffix(['Z', 'z']) {
+        Some(body) => (body, "+00:00"),
+        None => {
+            let at = s[11..].find(['+', '-'])? + 11;
+            (&s[..at], &s[at..])
+        }
+    };
+    let fields: Vec<&str> = offset[1..].split(':').collect();
+    let two_digits = |f: &&str| f.len() == 2 && f.bytes().all(|c| c.is_ascii_digit());
+    if !(2..=3).contains(&fields.len()) || !fields.iter().all(two_digits) {
+        return None;
+    }
+    let field = |i: usize| fields.get(i).map_or(0, |f| f.parse::<u32>().unwrap_or(99));
+    let secs = field(0) * 3600 + field(1) * 60 + field(2);
+    if field(1) > 59 || field(2) > 59 || secs > 18 * 3600 {
+        return None;
+    }
+    if let Some((_, fraction)) = body.split_once('.') {
+        if !(1..=9).contains(&fraction.len()) {
+            return None;
+        }
+    }
+    // Seconds are optional: hh:mm is hh:mm:00.
+    let time_part = &body[11..];
+    let time_part = if time_part.len() == 5 {
+        format!("{time_part}:00")
+    } else {
+        time_part.to_owned()
+    };
+    let local =
+        time::PrimitiveDateTime::parse(&format!("{}T{time_part}", &body[..10]), format).ok()?;
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let offset = time::UtcOffset::from_whole_seconds(sign * secs as i32).ok()?;
+    local
+        .assume_offset(offset)
+        .checked_to_offset(time::UtcOffset::UTC)
+}
+
 fn check_aws_scalars(v: &Value) -> Option<String> {
     // The only AWSJSON/AWSDateTime inputs the daemon sends sit in ScanEventInput.data and
     // PassInput.expirationDate; check every key of those names.
@@ -955,12 +1010,7 @@ fn check_aws_scalars(v: &Value) -> Option<String> {
                 } else if k == "expirationDate" || k == "dateFrom" || k == "dateTo" {
                     match val {
                         Value::Null => {}
-                        Value::String(s)
-                            if time::OffsetDateTime::parse(
-                                s,
-                                &time::format_description::well_known::Rfc3339,
-                            )
-                            .is_ok() => {}
+                        Value::String(s) if aws_datetime(s).is_some() => {}
                         _ => {
                             return Some(format!(
                                 "argument '{k}' with value '{}' is not a valid 'AWSDateTime'",
