@@ -5,9 +5,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
+    let Ok(text) = std::str::from_utf8(data) else { return };
     match tiketo_gate::config::parse(text, std::path::Path::new("fuzz.toml")) {
         Ok(cfg) => {
             let _ = cfg.summary();

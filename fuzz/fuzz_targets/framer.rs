@@ -16,11 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let mut check = |f: Frame| {
         if let Frame::Code(c) = f {
             assert!(!c.is_empty());
-            assert!(
-                c.len() <= max_len,
-                "code of {} bytes > max_len {max_len}",
-                c.len()
-            );
+            assert!(c.len() <= max_len, "code of {} bytes > max_len {max_len}", c.len());
             assert!(!c.chars().any(char::is_control));
             assert_eq!(c.trim(), c);
         }

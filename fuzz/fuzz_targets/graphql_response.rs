@@ -7,9 +7,7 @@ use tiketo_gate::api::{classify, parse_pass, parse_response, parse_scan_event, s
 
 fuzz_target!(|data: &[u8]| {
     let n = data.first().map(|b| (*b % 8) as usize + 1).unwrap_or(1);
-    let Some(resp) = parse_response(data) else {
-        return;
-    };
+    let Some(resp) = parse_response(data) else { return };
     let _ = classify::classify_gql_errors(&resp.errors);
     if let Some(d) = &resp.data {
         let _ = parse_pass(d.get("passByScanCode").unwrap_or(&serde_json::Value::Null));

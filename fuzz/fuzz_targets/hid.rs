@@ -12,20 +12,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let max_len = 1 + data[0] as usize;
-    let layout = if data[1] & 1 == 0 {
-        Layout::Us
-    } else {
-        Layout::De
-    };
+    let layout = if data[1] & 1 == 0 { Layout::Us } else { Layout::De };
     let mut d = HidDecoder::new(layout, max_len);
     let mut check = |f: Frame| {
         if let Frame::Code(c) = f {
             assert!(!c.is_empty());
-            assert!(
-                c.len() <= max_len,
-                "code of {} bytes > max_len {max_len}",
-                c.len()
-            );
+            assert!(c.len() <= max_len, "code of {} bytes > max_len {max_len}", c.len());
             assert!(!c.chars().any(char::is_control));
             assert_eq!(c.trim(), c);
         }
@@ -33,11 +25,7 @@ fuzz_target!(|data: &[u8]| {
     // Three bytes an event: a key code (biased to the keyboard's range), a value (press,
     // release, repeat, or anything), and one bit for "the frame timeout fires here".
     for ev in data[2..].chunks_exact(3) {
-        let code = if ev[0] < 200 {
-            ev[0] as u16 % 128
-        } else {
-            ev[0] as u16 * 3
-        };
+        let code = if ev[0] < 200 { ev[0] as u16 % 128 } else { ev[0] as u16 * 3 };
         let value = match ev[1] % 4 {
             0 => 0,
             1 => 1,
