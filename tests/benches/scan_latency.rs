@@ -18,6 +18,11 @@
 //! - `idle [--secs 20]`: resident memory, CPU time and wake-ups per second of an idle daemon.
 //! - `rss [--scans 100000]`: resident memory after N (offline) scans.
 //! - `ready [--rows 100000]`: start to systemd READY with N rows in the store.
+//! - `busy [--path online|offline] [--scans 10000] [--backlog 30000]`: the tail under the
+//!   background work of a door at work: a `/metrics` scrape every second, `status` and
+//!   `queue list` run from another process in a loop, (online) the replay draining a backlog
+//!   of N pending events, and the daemon's own WAL checkpoints. Reports p99 and p99.9 of the
+//!   overhead (online: latency minus the fake API's time; offline: the latency itself).
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -58,6 +63,18 @@ fn summary(name: &str, mut v: Vec<f64>) -> String {
         "{name:<36} median {:>8.3} ms   p99 {:>8.3} ms   max {:>8.3} ms",
         percentile(&v, 0.5),
         percentile(&v, 0.99),
+        v[v.len() - 1]
+    )
+}
+
+/// Median, p99, p99.9 and max, for the tail figures.
+fn tail_summary(name: &str, mut v: Vec<f64>) -> String {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    format!(
+        "{name:<36} median {:>8.3} ms   p99 {:>8.3} ms   p99.9 {:>8.3} ms   max {:>8.3} ms",
+        percentile(&v, 0.5),
+        percentile(&v, 0.99),
+        percentile(&v, 0.999),
         v[v.len() - 1]
     )
 }
@@ -114,7 +131,7 @@ fn pending_row(i: usize, code: &str, pending: bool) -> NewScan {
 }
 
 struct Rig {
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     master: std::fs::File,
     hid: bool,
     child: Child,
@@ -190,7 +207,7 @@ impl Rig {
             .unwrap();
         let rx = lines_of(&mut child);
         let rig = Rig {
-            _dir: dir,
+            dir,
             master,
             hid: o.hid,
             child,
@@ -218,7 +235,7 @@ impl Rig {
         let rx = lines_of(&mut child);
         std::thread::sleep(Duration::from_millis(800));
         Rig {
-            _dir: dir,
+            dir,
             master,
             hid: false,
             child,
@@ -759,6 +776,154 @@ fn ready(rt: &tokio::runtime::Runtime) {
     println!("{}", summary("start -> READY", times));
 }
 
+/// Background work beside the scans; stops when the returned flag is set.
+fn background(
+    cfg: PathBuf,
+    metrics: std::net::SocketAddr,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Vec<std::thread::JoinHandle<u64>>,
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    // A Prometheus scrape every second.
+    threads.push(std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                if let Ok(mut c) = std::net::TcpStream::connect(metrics) {
+                    let _ = c.write_all(
+                        b"GET /metrics HTTP/1.1\r\nHost: x\r\nAccept: application/openmetrics-text\r\nConnection: close\r\n\r\n",
+                    );
+                    let mut body = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut c, &mut body);
+                    n += 1;
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            n
+        }
+    }));
+    // `status` and `queue list` from another process, in a loop.
+    threads.push(std::thread::spawn({
+        let stop = stop.clone();
+        move || {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for args in [&["status"][..], &["queue", "list"][..]] {
+                    let _ = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+                        .args(args)
+                        .arg("--config")
+                        .arg(&cfg)
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                    n += 1;
+                }
+            }
+            n
+        }
+    }));
+    (stop, threads)
+}
+
+fn free_port() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+fn busy(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 10_000) as usize;
+    let backlog = arg("--backlog", 30_000) as usize;
+    let path = arg_str("--path", "online");
+    let online = path == "online";
+    let mut sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let addr = free_port();
+    let codes = ["VALID-0001", "VALID-0002", "VALID-0003"];
+    let mut rig = Rig::daemon(
+        &sim,
+        RigOpts {
+            hid: false,
+            policy: if online { "reject" } else { "accept" },
+            budget_ms: if online { 5000 } else { 800 },
+            url: sim.url(),
+            api_extra: format!("[http]\nlisten = \"{addr}\"\n"),
+            env: vec![],
+        },
+        |state| {
+            if online {
+                let mut store = Store::open(&Store::path_in(state)).unwrap();
+                for i in 0..backlog {
+                    store
+                        .insert_scan(&pending_row(i, codes[i % 3], true), false)
+                        .unwrap();
+                }
+            }
+        },
+    );
+    if !online {
+        rt.block_on(sim.stop());
+        for _ in 0..3 {
+            rig.scan("VALID-0001");
+        }
+    }
+    let (stop, threads) = background(rig.dir.path().join("config.toml"), addr);
+    let t0 = Instant::now();
+    let mut overhead = Vec::new();
+    for i in 0..(20 + scans) {
+        let before = if online { sim.requests().len() } else { 0 };
+        let code = if online {
+            codes[i % 3].to_owned()
+        } else {
+            format!("OFFLINE-{i:06}")
+        };
+        let l = rig.scan(&code).expect("accepted");
+        let api = if online {
+            sim.requests()[before..]
+                .iter()
+                .filter(|r| {
+                    r.operation_name.as_deref() == Some("PassByScanCode")
+                        || r.operation_name.as_deref() == Some("CreateScanEvent")
+                })
+                .map(|r| r.handling_us + r.delay_us)
+                .sum::<u64>() as f64
+                / 1000.0
+        } else {
+            0.0
+        };
+        if i >= 20 {
+            overhead.push(l - api);
+        }
+    }
+    let took = t0.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let counts: Vec<u64> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let replayed = if online {
+        sim.requests()
+            .iter()
+            .filter(|r| r.operation_name.as_deref() == Some("Replay"))
+            .count()
+    } else {
+        0
+    };
+    println!(
+        "busy {path}: {scans} scans in {:.1} s beside {} metrics scrapes, {} status/queue list runs{}",
+        took.as_secs_f64(),
+        counts[0],
+        counts[1],
+        if online {
+            format!(", {replayed} replay requests draining a backlog of {backlog}")
+        } else {
+            String::new()
+        }
+    );
+    println!("{}", tail_summary("daemon overhead", overhead));
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -776,6 +941,7 @@ fn main() {
         "idle" => idle(&rt),
         "rss" => rss(&rt),
         "ready" => ready(&rt),
+        "busy" => busy(&rt),
         other => panic!("unknown --mode {other}"),
     }
 }
