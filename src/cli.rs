@@ -3,11 +3,10 @@
 
 use std::process::ExitCode;
 
-use serde_json::json;
-use time::OffsetDateTime;
-
+use crate::clock::now_ms;
 use crate::config::Config;
-use crate::store::{now_ms, Store};
+use crate::status::Status;
+use crate::store::Store;
 
 fn open(cfg: &Config, write: bool) -> Result<Store, String> {
     let path = Store::path_in(&cfg.device.state_dir);
@@ -18,12 +17,6 @@ fn open(cfg: &Config, write: bool) -> Result<Store, String> {
         ));
     }
     Store::open_existing(&path, write).map_err(|e| e.to_string())
-}
-
-fn iso(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
-        .map(crate::scan::rfc3339_ms)
-        .unwrap_or_default()
 }
 
 fn ago(ms: i64) -> String {
@@ -45,51 +38,17 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = (|| -> crate::store::Result<serde_json::Value> {
-        let c = store.counts()?;
-        let meta = |k: &str| store.get_meta(k);
-        let num = |k: &str| -> crate::store::Result<Option<i64>> {
-            Ok(meta(k)?.and_then(|v| v.parse().ok()).filter(|v| *v > 0))
-        };
-        let mode = meta("mode")?.unwrap_or_else(|| "unknown".into());
-        let since = num("mode_since_ms")?;
-        let last_sync = num("last_sync_ms")?;
-        let auth_error = meta("auth_error")?.filter(|s| !s.is_empty());
+    let result = (|| -> crate::store::Result<(Status, serde_json::Value)> {
+        let st = Status::read(&store)?;
+        let counts = store.counts()?;
         let enrolled = crate::enrol::load_credentials(&cfg.device.state_dir)
             .ok()
-            .flatten();
-        Ok(json!({
-            "device": cfg.device.name,
-            "mode": mode,
-            "mode_since": since.map(iso),
-            "enrolled": enrolled.is_some(),
-            "workspace": enrolled.and_then(|c| c.workspace_name),
-            "pending": c.pending,
-            "oldest_pending": c.oldest_pending_ms.map(iso),
-            "oldest_pending_age_s": c.oldest_pending_ms.map(|ms| (now_ms() - ms).max(0) / 1000),
-            "dead": c.dead,
-            "sent": c.sent,
-            "scans": c.scans,
-            "last_sync": last_sync.map(iso),
-            "clock_synced": crate::clock::clock_synced(),
-            "auth_error": auth_error,
-            "queue_full": meta("queue_full")?.as_deref() == Some("true"),
-            "status_at": num("status_at_ms")?.map(iso),
-            "readers": meta("readers")?
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .unwrap_or(json!([])),
-            "door": meta("door")?
-                .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
-                .map(|mut d| {
-                    let since = d["since_ms"].as_i64().unwrap_or(0);
-                    d["since"] = if since > 0 { json!(iso(since)) } else { json!(null) };
-                    d
-                })
-                .unwrap_or(json!(null)),
-            "store": store.path().display().to_string(),
-        }))
+            .flatten()
+            .map(|c| c.workspace_name);
+        let v = st.cli_json(&cfg.device.name, &counts, enrolled, store.path());
+        Ok((st, v))
     })();
-    let v = match result {
+    let (st, v) = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("tiketo-gate status: {e}");
@@ -106,19 +65,12 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
         (Some(t), None) => t,
         _ => "never".into(),
     };
-    let store2 = open(cfg, false).ok();
-    let meta_ms = |k: &str| {
-        store2
-            .as_ref()
-            .and_then(|st| st.get_meta(k).ok().flatten())
-            .and_then(|v| v.parse::<i64>().ok())
-            .filter(|v| *v > 0)
-    };
+    let meta_ms = |ms: i64| (ms > 0).then_some(ms);
     println!("device:        {}", cfg.device.name);
     println!(
         "api:           {} since {}",
         v["mode"].as_str().unwrap_or("?"),
-        with_ago("mode_since", meta_ms("mode_since_ms"))
+        with_ago("mode_since", meta_ms(st.mode_since_ms))
     );
     println!(
         "enrolment:     {}",
@@ -155,7 +107,7 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
     );
     println!(
         "last sync:     {}",
-        with_ago("last_sync", meta_ms("last_sync_ms"))
+        with_ago("last_sync", meta_ms(st.last_sync_ms))
     );
     println!(
         "clock synced:  {}",
@@ -263,9 +215,8 @@ pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> Exit
 fn wake_daemon(cfg: &Config) -> bool {
     let pid = open(cfg, false)
         .ok()
-        .and_then(|s| s.get_meta("daemon_pid").ok().flatten())
-        .and_then(|p| p.parse::<i32>().ok())
-        .and_then(rustix::process::Pid::from_raw);
+        .and_then(|s| Status::read(&s).ok())
+        .and_then(|st| rustix::process::Pid::from_raw(st.daemon_pid as i32));
     match pid {
         Some(pid) => rustix::process::kill_process(pid, rustix::process::Signal::USR1).is_ok(),
         None => false,

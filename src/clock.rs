@@ -1,8 +1,34 @@
-//! What a scan row records about time on a board without a real-time clock: the boot id, a
-//! monotonic timestamp (ms since boot), and whether the wall clock is synced to NTP.
+//! Time as the daemon tells it: the wall clock in unix ms and as RFC 3339, and what a scan row
+//! records about time on a board without a real-time clock (the boot id, a monotonic
+//! timestamp in ms since boot, and whether the wall clock is synced to NTP).
 
 use std::sync::OnceLock;
 use std::time::Instant;
+
+use time::OffsetDateTime;
+
+/// The wall clock, unix ms.
+pub fn now_ms() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// RFC 3339 in UTC with milliseconds: `2026-11-27T21:25:23.123Z`.
+pub fn rfc3339_ms(t: OffsetDateTime) -> String {
+    const FORMAT: &[time::format_description::BorrowedFormatItem<'_>] = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+    );
+    t.to_offset(time::UtcOffset::UTC)
+        .format(FORMAT)
+        .unwrap_or_default()
+}
+
+/// A unix ms time as RFC 3339 (the epoch for one out of range).
+pub fn rfc3339_from_ms(ms: i64) -> String {
+    rfc3339_ms(
+        OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+    )
+}
 
 struct Boot {
     id: String,

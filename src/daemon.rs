@@ -1,35 +1,40 @@
 //! `tiketo-gate run`: start-up order, the main loop and shutdown.
 //!
-//! Order matters: the config is read, then every output is driven to its safe state before
+//! Start-up: the config is read, then every output is driven to its safe state before
 //! anything else happens (a relay that clicks at boot is the classic complaint about door
 //! controllers), then the panic hook that restores the safe state is installed, then the
-//! token, the API client, the reader and the loop.
+//! token, the store, the API client, the readers, READY, and the loop.
+//!
+//! On SIGTERM or SIGINT, in this order:
+//! 1. the outputs go to their safe state and stay there (the feedback, their one owner, is
+//!    halted: nothing switches on again, whatever a task still does);
+//! 2. every long-lived task is told to stop ([`crate::shutdown`]): a lane drops a decision
+//!    in progress (a slow API does not hold the stop up) but finishes a commit it began (its
+//!    row is stored; its feedback is a no-op), the others stop at their next await; the
+//!    daemon waits up to [`STOP_WITHIN`] for them;
+//! 3. systemd hears STOPPING, the outputs are handed back (gpiod: inputs at their off
+//!    pull, so the lines rest off while no daemon runs), and the process exits 0.
+//!
+//! A panic takes the same first step from the panic hook and exits 101 (systemd restarts).
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
-
-use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use crate::api::Client;
 use crate::config::Config;
 use crate::enrol::Credentials;
+use crate::lane::{ApiSlotSender, Budget, Lane, LaneSettings};
 use crate::link::{Link, Mode};
 use crate::mask::Secret;
-use crate::outputs::feedback::{Feedback, LaneFeedback};
+use crate::outputs::feedback::Feedback;
 use crate::reader::{self, ReaderEvent};
-use crate::scan::{ScanSettings, Scanner, Shared};
-
-/// One reader's pipeline: its settings and its outputs.
-#[derive(Clone)]
-struct Lane {
-    settings: ScanSettings,
-    feedback: LaneFeedback,
-}
-use crate::store::{now_ms, Store, StoreHandle};
+use crate::shutdown::Tasks;
+use crate::state::{Caller, Effect, Shared};
+use crate::store::{Store, StoreHandle};
 
 /// Consecutive failures to reach the API after which the daemon is offline.
 const OFFLINE_AFTER_FAILURES: u32 = 2;
@@ -116,7 +121,8 @@ pub fn run(cfg: Config) -> ExitCode {
 async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     let (stop_tx, mut stop_rx) = watch::channel(false);
     tokio::spawn(watch_signals(feedback.clone(), stop_tx));
-    tokio::spawn({
+    let mut tasks = Tasks::new();
+    tasks.spawn("output timers", {
         let feedback = feedback.clone();
         async move { feedback.run_timers().await }
     });
@@ -129,10 +135,9 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             .await
             .expect("store open task")
     };
-    let link = Link::new(OFFLINE_AFTER_FAILURES);
-    let shared = Shared::new(store, link.clone());
+    let shared = Shared::new(store, Link::new(OFFLINE_AFTER_FAILURES));
     if let Ok(c) = shared.store.run(|s| s.counts()).await {
-        shared.pending.store(c.pending, Ordering::Relaxed);
+        shared.outbox.set_pending(c.pending);
         if c.pending > 0 {
             tracing::info!(
                 pending = c.pending,
@@ -146,14 +151,14 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         match crate::http::bind(addr).await {
             Ok(listener) => {
                 tracing::info!(%addr, admin = cfg.http.admin_token.is_some(), "status page, /metrics and /healthz on http://{addr}/");
-                let state = std::sync::Arc::new(crate::http::HttpState {
+                let state = Arc::new(crate::http::HttpState {
                     shared: shared.clone(),
-                    link: link.clone(),
                     feedback: feedback.clone(),
                     device: cfg.device.name.clone(),
                     admin_token: cfg.http.admin_token.clone(),
+                    max_pending: cfg.store.max_pending,
                 });
-                tokio::spawn(crate::http::serve(listener, state));
+                tasks.spawn("http", crate::http::serve(listener, state));
             }
             Err(e) => {
                 tracing::error!("http.listen {addr}: cannot listen: {e}");
@@ -161,28 +166,34 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             }
         }
     }
-    tokio::spawn(write_status(shared.clone(), cfg.store.max_pending));
-    tokio::spawn(prune(shared.clone(), cfg.store.retention));
+    tasks.spawn_with("status writer", |stop| {
+        crate::status::write(shared.clone(), cfg.store.max_pending, stop)
+    });
+    tasks.spawn("prune", prune(shared.clone(), cfg.store.retention));
+    tasks.spawn("checkpoint", checkpoint(shared.clone()));
 
-    shared.set_readers(&cfg.readers);
+    shared.board.set_readers(&cfg.readers);
     let budget = cfg.api.timeout;
-    // The API client, once there is a device token: the lanes take it from here. With stored
-    // credentials it is there before the first code can arrive.
-    let (client_tx, client_rx) = watch::channel::<Option<Client>>(None);
     let auth = match auth {
         Auth::Device(c) => {
             tracing::info!(device = %c.device_name, workspace = c.workspace_name.as_deref().unwrap_or("?"), "using the stored device credentials");
-            if let Err(code) = go_online(&cfg, c, &shared, &feedback, &client_tx) {
+            Ok(c)
+        }
+        Auth::Enrol(workspace) => Err(workspace),
+    };
+    // The API client, once there is a device token: the lanes take it from the slot. With
+    // stored credentials it is there before the first code can arrive.
+    let (slot, api_slot) = crate::lane::api_slot(auth.is_err());
+    let workspace = match auth {
+        Ok(creds) => {
+            if let Err(code) = go_online(&cfg, creds, &shared, &feedback, &slot, &mut tasks) {
                 return code;
             }
             None
         }
-        Auth::Enrol(workspace) => Some(workspace),
+        Err(workspace) => Some(workspace),
     };
-    // While the first enrolment attempt is on its way, a scan waits for it (within budget).
-    let first_attempt = Arc::new(AtomicBool::new(auth.is_some()));
-    // Each reader is its own lane from the start: its thread feeds its own channel, and scans
-    // from different readers are decided concurrently, each in order within its lane.
+    // Each reader is its own lane from the start.
     let (ended_tx, mut ended_rx) = mpsc::channel::<usize>(cfg.readers.len().max(1));
     let mut busy = Vec::new();
     for (i, r) in cfg.readers.iter().enumerate() {
@@ -191,44 +202,38 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             tracing::error!(reader = %r.name, "cannot start the reader: {e}");
             return ExitCode::from(1);
         }
-        let lane = Lane {
-            settings: ScanSettings {
-                device: cfg.device.name.clone(),
-                reader: r.name.clone(),
-                direction: r.direction,
-                reader_index: i,
-                rules: cfg.rules.clone(),
-                offline: cfg.offline.rules(),
-                cache_ttl: cfg.offline.cache_ttl,
-                budget,
-                debounce: r.debounce,
-                max_pending: cfg.store.max_pending,
-            },
-            feedback: feedback.lane(&r.outputs),
+        let settings = LaneSettings {
+            device: cfg.device.name.clone(),
+            reader: r.name.clone(),
+            direction: r.direction,
+            reader_index: i,
+            rules: cfg.rules.clone(),
+            offline: cfg.offline.rules(),
+            cache_ttl: cfg.offline.cache_ttl,
+            budget: Budget(budget),
+            debounce: r.debounce,
+            max_pending: cfg.store.max_pending,
         };
-        let since = Arc::new(AtomicI64::new(0));
-        busy.push(since.clone());
-        let ctx = LaneCtx {
-            shared: shared.clone(),
-            clients: client_rx.clone(),
-            first_attempt: first_attempt.clone(),
-            busy: since,
-        };
+        let lane = Lane::new(
+            settings,
+            feedback.lane(&r.outputs),
+            shared.clone(),
+            api_slot.clone(),
+        );
+        busy.push(lane.busy());
         let ended = ended_tx.clone();
-        tokio::spawn(async move {
-            run_lane(rx, lane, ctx).await;
+        tasks.spawn_with("lane", move |stop| async move {
+            lane.run(rx, stop).await;
             let _ = ended.send(i).await;
         });
     }
     drop(ended_tx);
     let _inputs = match crate::outputs::inputs::spawn(&cfg.outputs, &cfg.inputs) {
         Ok(Some((handle, events))) => {
-            tokio::spawn(crate::door::run(
-                events,
-                cfg.inputs.clone(),
-                feedback.clone(),
-                shared.clone(),
-            ));
+            tasks.spawn(
+                "door",
+                crate::door::run(events, cfg.inputs.clone(), feedback.clone(), shared.clone()),
+            );
             Some(handle)
         }
         Ok(None) => None,
@@ -251,34 +256,34 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     // Not enrolled: enrolment runs in the background (every scan meanwhile is rejected
     // `not_enrolled` by its lane).
     let (creds_tx, mut creds_rx) = tokio::sync::oneshot::channel::<Credentials>();
-    let mut enrolling = None;
-    if let Some(workspace) = auth {
+    let mut waiting_for_creds = false;
+    let slot = Arc::new(slot);
+    if let Some(workspace) = workspace {
         feedback.set_status_blink(Duration::from_millis(250));
         crate::service::notify_status("not enrolled: registering this device with Tiketo");
         tracing::info!(device = %cfg.device.name, "not enrolled: registering this device");
-        enrolling = Some(tokio::spawn(enrol(
-            cfg.clone(),
-            workspace,
-            shared.clone(),
-            first_attempt.clone(),
-            creds_tx,
-        )));
+        tasks.spawn(
+            "enrolment",
+            enrol(
+                cfg.clone(),
+                workspace,
+                shared.clone(),
+                slot.clone(),
+                creds_tx,
+            ),
+        );
+        waiting_for_creds = true;
     }
-    let mut waiting_for_creds = enrolling.is_some();
     // A scan may take its budget plus time for the store; a lane busy longer is wedged.
     let healthy_ms = (budget + Duration::from_secs(5)).as_millis() as i64;
     let mut ping = watchdog.interval();
 
-    loop {
+    let code = loop {
         tokio::select! {
             biased;
             _ = stop_rx.changed() => {
-                if let Some(e) = &enrolling {
-                    e.abort();
-                }
                 tracing::info!("stopped by signal; outputs in safe state");
-                crate::service::notify_stopping();
-                return ExitCode::SUCCESS;
+                break ExitCode::SUCCESS;
             }
             // The watchdog is fed while every lane is idle or within a healthy scan's time: a
             // wedged scan stops the pings and systemd restarts the daemon; a slow HTTP call
@@ -288,25 +293,33 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
                 waiting_for_creds = false;
                 let Ok(creds) = creds else {
                     tracing::error!("enrolment stopped without credentials");
-                    return ExitCode::from(1);
+                    break ExitCode::from(1);
                 };
                 log_enrolled(&creds);
-                if let Err(code) = go_online(&cfg, creds, &shared, &feedback, &client_tx) {
-                    return code;
+                if let Err(code) = go_online(&cfg, creds, &shared, &feedback, &slot, &mut tasks) {
+                    break code;
                 }
             }
             // A lane ends only at the end of its input (stdin): the daemon is done.
             _ = ended_rx.recv() => {
                 tracing::info!("end of input; finishing the pulses that are running");
-                if let Some(e) = &enrolling {
-                    e.abort();
-                }
                 feedback.wait_idle().await;
-                return ExitCode::SUCCESS;
+                break ExitCode::SUCCESS;
             }
         }
+    };
+    let late = tasks.stop(STOP_WITHIN).await;
+    if !late.is_empty() {
+        tracing::warn!("stopping: {} did not stop in time", late.join(", "));
     }
+    if *stop_rx.borrow() {
+        crate::service::notify_stopping();
+    }
+    code
 }
+
+/// How long a stop waits for the tasks (a commit in progress takes milliseconds).
+pub const STOP_WITHIN: Duration = Duration::from_secs(2);
 
 /// The device has its token: the API clients, the link keeper, the replay, and the client
 /// handed to the lanes.
@@ -315,104 +328,24 @@ fn go_online(
     creds: Credentials,
     shared: &Shared,
     feedback: &Feedback,
-    client_tx: &watch::Sender<Option<Client>>,
+    slot: &ApiSlotSender,
+    tasks: &mut Tasks,
 ) -> Result<(), ExitCode> {
-    shared.enrolled.store(true, Ordering::Relaxed);
+    shared.board.set_enrolled();
     let (client, replay_client) = clients(cfg, &creds.token).map_err(|e| {
         tracing::error!("{e}");
         ExitCode::from(1)
     })?;
     drop(creds);
-    let link = shared.link.clone();
-    tokio::spawn(keep_link(client.clone(), link.clone()));
-    tokio::spawn(follow_link_with_status_led(link, feedback.clone()));
-    tokio::spawn(crate::replay::run(replay_client, shared.clone()));
-    tokio::spawn(wake_replay_on_sigusr1(shared.clone()));
-    client_tx.send_replace(Some(client));
+    tasks.spawn("keep-alive", keep_link(client.clone(), shared.clone()));
+    tasks.spawn(
+        "status LED",
+        follow_link_with_status_led(shared.api.link.clone(), feedback.clone()),
+    );
+    tasks.spawn("replay", crate::replay::run(replay_client, shared.clone()));
+    tasks.spawn("SIGUSR1", wake_replay_on_sigusr1(shared.clone()));
+    slot.enrolled(client);
     Ok(())
-}
-
-/// What a lane shares with the rest of the daemon.
-struct LaneCtx {
-    shared: Shared,
-    /// The API client, once the device has its token.
-    clients: watch::Receiver<Option<Client>>,
-    first_attempt: Arc<AtomicBool>,
-    /// Since when (monotonic ms + 1) the lane is busy with an event; 0: idle.
-    busy: Arc<AtomicI64>,
-}
-
-/// One reader's events, in order: scanned through the API once the device is enrolled,
-/// rejected `not_enrolled` before (a code read while the first enrolment attempt is on its
-/// way waits for it within the scan's budget). Returns at the end of the reader's input.
-async fn run_lane(mut rx: mpsc::Receiver<ReaderEvent>, lane: Lane, mut ctx: LaneCtx) {
-    let mut scanner: Option<Scanner> = None;
-    let mut debounce = crate::debounce::Debouncer::new(lane.settings.debounce);
-    let make = |client: Client| {
-        Scanner::new(
-            client,
-            lane.settings.clone(),
-            lane.feedback.clone(),
-            ctx.shared.clone(),
-        )
-    };
-    while let Some(ev) = rx.recv().await {
-        if matches!(ev, ReaderEvent::Eof) {
-            return;
-        }
-        // Monotonic (+1 so that 0 stays "idle"): a clock step at boot is no wedge.
-        ctx.busy
-            .store(crate::clock::mono_ms() as i64 + 1, Ordering::Relaxed);
-        if scanner.is_none() {
-            let client = ctx.clients.borrow().clone();
-            scanner = client.map(make);
-        }
-        match (&mut scanner, ev) {
-            (Some(s), ev) => {
-                s.handle(ev).await;
-            }
-            (None, ReaderEvent::Code { code, last_byte }) => {
-                if debounce.is_new_scan(&code, last_byte) {
-                    // The first attempt may be about to succeed (a device starting up with a
-                    // guest already at the door): wait for it within the scan's budget.
-                    let deadline = tokio::time::Instant::from_std(last_byte) + lane.settings.budget;
-                    let waited = if ctx.first_attempt.load(Ordering::Acquire) {
-                        tokio::time::timeout_at(deadline, ctx.clients.wait_for(Option::is_some))
-                            .await
-                            .ok()
-                            .and_then(|r| r.ok().and_then(|c| c.clone()))
-                    } else {
-                        None
-                    };
-                    match waited {
-                        Some(client) => {
-                            let s = scanner.insert(make(client));
-                            s.handle(ReaderEvent::Code { code, last_byte }).await;
-                        }
-                        None => {
-                            crate::scan::reject_locally(
-                                &ctx.shared,
-                                &lane.feedback,
-                                &lane.settings,
-                                code,
-                                last_byte,
-                                crate::decision::Reason::NotEnrolled,
-                            )
-                            .await;
-                        }
-                    }
-                }
-            }
-            (None, ReaderEvent::Malformed { .. }) => lane.feedback.reject(),
-            (None, ev) => crate::scan::reader_link_event(
-                &ctx.shared,
-                &lane.settings.reader,
-                lane.settings.reader_index,
-                &ev,
-            ),
-        }
-        ctx.busy.store(0, Ordering::Relaxed);
-    }
 }
 
 fn ping_if_healthy(watchdog: &crate::service::Watchdog, busy: &[Arc<AtomicI64>], healthy_ms: i64) {
@@ -429,18 +362,19 @@ fn lanes_healthy(busy_since: &[i64], now: i64, healthy_ms: i64) -> bool {
     busy_since.iter().all(|&t| t == 0 || now - t <= healthy_ms)
 }
 
-/// Registers the device with backoff (1 s doubling to 5 min) until it has its token, saves
-/// the credentials, and hands them over. The status LED blinks fast meanwhile.
+/// Registers the device with backoff ([`crate::backoff::enrolment`]) until it has its
+/// token, saves the credentials, and hands them over. The status LED blinks fast meanwhile.
 async fn enrol(
     cfg: Config,
     workspace: Secret,
     shared: Shared,
-    first_attempt: Arc<AtomicBool>,
+    slot: Arc<ApiSlotSender>,
     done: tokio::sync::oneshot::Sender<Credentials>,
 ) {
-    let mut delays = crate::replay::replay_backoff();
+    let mut delays = crate::backoff::enrolment();
     loop {
-        match crate::enrol::register(&cfg, &workspace, &cfg.device.name).await {
+        let result = crate::enrol::register(&cfg, &workspace, &cfg.device.name).await;
+        match result {
             Ok(creds) => {
                 let state = cfg.device.state_dir.clone();
                 let c2 = creds.clone();
@@ -450,7 +384,7 @@ async fn enrol(
                 .await
                 {
                     Ok(Ok(())) => {
-                        shared.note_auth_error(None);
+                        shared.api.observe(Caller::Enrolment, &Ok(()));
                         let _ = done.send(creds);
                         return;
                     }
@@ -459,14 +393,12 @@ async fn enrol(
                 }
             }
             Err(e) => {
-                if e.class == crate::api::classify::ErrorClass::Auth {
-                    shared.note_auth_error(Some(&e));
-                }
+                shared.api.observe::<()>(Caller::Enrolment, &Err(e.clone()));
                 tracing::warn!("enrolment failed: {e}; trying again");
             }
         }
-        first_attempt.store(false, Ordering::Release);
-        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(300))).await;
+        slot.first_attempt_failed();
+        tokio::time::sleep(delays.next().unwrap_or(crate::backoff::LONGEST)).await;
     }
 }
 
@@ -498,9 +430,10 @@ async fn watch_signals(feedback: Feedback, stop: watch::Sender<bool>) {
 
 /// Keeps the link's state true and the API connection warm. Online: a tiny request every 45 s
 /// while the door is quiet, so a scan never pays a TCP or TLS handshake. Offline: probes the
-/// API with backoff (1 s doubling to 30 s) until it answers.
-async fn keep_link(client: Client, link: Link) {
+/// API ([`crate::backoff::probe`]) until it answers.
+async fn keep_link(client: Client, shared: Shared) {
     const EVERY: Duration = Duration::from_secs(45);
+    let link = shared.api.link.clone();
     // A check that hangs (an API that accepts and never answers) must not stall the probe.
     let check = |client: Client| async move {
         match tokio::time::timeout(Duration::from_secs(5), client.warmup()).await {
@@ -516,15 +449,10 @@ async fn keep_link(client: Client, link: Link) {
     loop {
         match link.mode() {
             Mode::Online => {
-                match check(client.clone()).await {
-                    Ok(()) => link.success(),
-                    Err(e)
-                        if e.class.is_unavailable()
-                            && e.class != crate::api::classify::ErrorClass::Auth =>
-                    {
-                        link.failure(&e.to_string())
-                    }
-                    Err(e) => tracing::warn!("API check: {e}"),
+                let result = check(client.clone()).await;
+                let effect = shared.api.observe(Caller::KeepAlive, &result);
+                if let (Err(e), Effect::Nothing | Effect::AuthRefused) = (&result, effect) {
+                    tracing::warn!("API check: {e}");
                 }
                 if link.mode() == Mode::Online {
                     tokio::select! {
@@ -534,19 +462,14 @@ async fn keep_link(client: Client, link: Link) {
                 }
             }
             Mode::Offline => {
-                let mut delays = backon::BackoffBuilder::build(
-                    backon::ExponentialBuilder::default()
-                        .with_min_delay(Duration::from_millis(500))
-                        .with_max_delay(Duration::from_secs(5))
-                        .with_jitter()
-                        .without_max_times(),
-                );
+                let mut delays = crate::backoff::probe();
                 while link.mode() == Mode::Offline {
                     tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
-                    match check(client.clone()).await {
-                        Ok(()) => link.success(),
-                        Err(e) => tracing::debug!("API still unreachable: {e}"),
+                    let result = check(client.clone()).await;
+                    if let Err(e) = &result {
+                        tracing::debug!("API still unreachable: {e}");
                     }
+                    shared.api.observe(Caller::KeepAlive, &result);
                 }
             }
         }
@@ -561,7 +484,7 @@ async fn wake_replay_on_sigusr1(shared: Shared) {
     };
     while usr1.recv().await.is_some() {
         tracing::info!("queue changed by hand: replaying");
-        shared.replay_wake.notify_one();
+        shared.outbox.replay_wake.notify_one();
     }
 }
 
@@ -587,91 +510,12 @@ async fn follow_link_with_status_led(link: Link, feedback: Feedback) {
     }
 }
 
-/// Writes what `tiketo-gate status` shows into the store's `meta` table, when it changes.
-async fn write_status(shared: Shared, max_pending: u64) {
-    let mut last: Vec<(String, String)> = Vec::new();
-    let mut changes = shared.link.subscribe();
-    loop {
-        let now: Vec<(String, String)> = vec![
-            ("mode".into(), shared.link.mode().as_str().into()),
-            ("mode_since_ms".into(), shared.link.since_ms().to_string()),
-            (
-                "last_sync_ms".into(),
-                shared.last_sync_ms.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "auth_error".into(),
-                shared
-                    .auth_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .clone(),
-            ),
-            (
-                "queue_full".into(),
-                (shared.pending.load(Ordering::Relaxed) >= max_pending as i64).to_string(),
-            ),
-            (
-                "clock_synced".into(),
-                crate::clock::clock_synced().to_string(),
-            ),
-            ("daemon_pid".into(), std::process::id().to_string()),
-            (
-                "readers".into(),
-                serde_json::to_string(&*shared.readers.lock().unwrap_or_else(|p| p.into_inner()))
-                    .unwrap_or_default(),
-            ),
-            (
-                "door".into(),
-                serde_json::to_string(&*shared.door.lock().unwrap_or_else(|p| p.into_inner()))
-                    .unwrap_or_default(),
-            ),
-        ];
-        if now != last {
-            let changed: Vec<(String, String)> = now
-                .iter()
-                .filter(|kv| !last.contains(kv))
-                .cloned()
-                .collect();
-            let write = shared
-                .store
-                .run(move |s| {
-                    for (k, v) in &changed {
-                        s.set_meta(k, v)?;
-                    }
-                    s.set_meta("status_at_ms", &now_ms().to_string())
-                })
-                .await;
-            if write.is_ok() {
-                last = now;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
-            _ = changes.changed() => {}
-            _ = shared.status_wake.notified() => {}
-        }
-    }
-}
-
-/// Prunes sent and rejected rows past the retention, at start and hourly; checkpoints the
-/// WAL every 30 s (the scan path never does).
+/// Prunes sent and rejected rows past the retention, at start and hourly.
 async fn prune(shared: Shared, retention: Duration) {
-    tokio::spawn({
-        let shared = shared.clone();
-        async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                if let Err(e) = shared.store.run(|s| s.checkpoint()).await {
-                    tracing::warn!("checkpoint: {e}");
-                }
-            }
-        }
-    });
     loop {
         match shared
             .store
-            .run(move |s| s.prune(retention, now_ms()))
+            .run(move |s| s.prune(retention, crate::clock::now_ms()))
             .await
         {
             Ok(0) => {}
@@ -679,6 +523,16 @@ async fn prune(shared: Shared, retention: Duration) {
             Err(e) => tracing::warn!("prune: {e}"),
         }
         tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+}
+
+/// Checkpoints the WAL every 30 s (the scan path never does).
+async fn checkpoint(shared: Shared) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        if let Err(e) = shared.store.read(|s| s.checkpoint()).await {
+            tracing::warn!("checkpoint: {e}");
+        }
     }
 }
 

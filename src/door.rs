@@ -5,11 +5,11 @@
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::clock::now_ms;
 use crate::config::InputsConfig;
 use crate::outputs::feedback::Feedback;
 use crate::outputs::inputs::{DoorMonitor, DoorNote, InputEvent, InputName, EXIT_REPEAT};
-use crate::scan::{DoorState, Shared};
-use crate::store::now_ms;
+use crate::state::{DoorState, Shared};
 
 pub async fn run(
     mut events: mpsc::Receiver<InputEvent>,
@@ -27,8 +27,8 @@ pub async fn run(
         .map(|d| d.held_open.as_secs())
         .unwrap_or(0);
     if door.is_some() {
-        shared.set_door(Some(DoorState {
-            state: "unknown",
+        shared.board.set_door(Some(DoorState {
+            state: "unknown".into(),
             since_ms: 0,
             held_open: false,
         }));
@@ -115,12 +115,13 @@ pub async fn run(
 }
 
 fn publish(shared: &Shared, d: &DoorMonitor, since_ms: i64) {
-    shared.set_door(Some(DoorState {
+    shared.board.set_door(Some(DoorState {
         state: match d.is_open() {
             Some(true) => "open",
             Some(false) => "closed",
             None => "unknown",
-        },
+        }
+        .into(),
         since_ms,
         held_open: d.is_held_open(),
     }));

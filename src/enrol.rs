@@ -72,7 +72,7 @@ pub async fn register(
         token: r.token,
         workspace_name: r.workspace_name,
         device_name: name.to_owned(),
-        enrolled_at: crate::scan::rfc3339_ms(time::OffsetDateTime::now_utc()),
+        enrolled_at: crate::clock::rfc3339_ms(time::OffsetDateTime::now_utc()),
     })
 }
 

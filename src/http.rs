@@ -9,7 +9,6 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,21 +20,23 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::link::{Link, Mode};
+use crate::clock::now_ms;
+use crate::link::Mode;
 use crate::mask::Secret;
 use crate::outputs::feedback::Feedback;
-use crate::scan::Shared;
-use crate::store::now_ms;
+use crate::state::Shared;
+use crate::status::{PageExtras, Status};
 
 pub const MAX_CONNECTIONS: usize = 16;
 const PAGE: &str = include_str!("status.html");
 
 pub struct HttpState {
     pub shared: Shared,
-    pub link: Link,
     pub feedback: Feedback,
     pub device: String,
     pub admin_token: Option<Secret>,
+    /// `store.max_pending`, for the status's `queue_full`.
+    pub max_pending: u64,
 }
 
 /// Constant-time comparison (the length may leak; the content does not).
@@ -137,16 +138,16 @@ async fn route(state: &HttpState, req: Request<Incoming>) -> Response<Full<Bytes
 /// Refreshes the gauges that are read from the store or the clock.
 async fn refresh_gauges(state: &HttpState) -> Result<(), String> {
     let m = crate::metrics::metrics();
-    m.online.set((state.link.mode() == Mode::Online) as i64);
+    m.online
+        .set((state.shared.api.link.mode() == Mode::Online) as i64);
     m.clock_synced.set(crate::clock::clock_synced() as i64);
-    m.enrolled
-        .set(state.shared.enrolled.load(Ordering::Relaxed) as i64);
+    m.enrolled.set(state.shared.board.enrolled() as i64);
     m.reader_connected
-        .set(state.shared.all_readers_connected() as i64);
+        .set(state.shared.board.all_readers_connected() as i64);
     let counts = state
         .shared
         .store
-        .run(|s| s.counts())
+        .read(|s| s.outbox_counts())
         .await
         .map_err(|e| e.to_string())?;
     m.pending.set(counts.pending);
@@ -180,11 +181,11 @@ async fn metrics(state: &HttpState, openmetrics: bool) -> Response<Full<Bytes>> 
 }
 
 async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
-    if let Err(e) = state.shared.store.run(|s| s.pending_count()).await {
+    if let Err(e) = state.shared.store.read(|s| s.pending_count()).await {
         return text(StatusCode::SERVICE_UNAVAILABLE, format!("store: {e}\n"));
     }
-    if !state.shared.all_readers_connected() {
-        let (readers, down) = state.shared.disconnected_readers();
+    if !state.shared.board.all_readers_connected() {
+        let (readers, down) = state.shared.board.disconnected_readers();
         let msg = if readers <= 1 {
             "reader: not connected (retrying)\n".to_owned()
         } else {
@@ -198,41 +199,22 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
 async fn status_json(state: &HttpState) -> serde_json::Value {
     let store = refresh_gauges(state).await;
     let m = crate::metrics::metrics();
-    let recent: Vec<_> = state
-        .shared
-        .recent
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .rev()
-        .cloned()
-        .collect();
     let outputs: serde_json::Map<String, serde_json::Value> = state
         .feedback
         .states()
         .into_iter()
         .map(|(o, on)| (o, json!(on)))
         .collect();
-    let last_sync = state.shared.last_sync_ms.load(Ordering::Relaxed);
-    json!({
-        "device": state.device,
-        "mode": state.link.mode().as_str(),
-        "mode_since": crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(state.link.since_ms() as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)),
-        "reader_connected": state.shared.all_readers_connected(),
-        "readers": state.shared.readers.lock().map(|r| json!(*r)).unwrap_or(json!([])),
-        "door": state.shared.door.lock().map(|d| json!(*d)).unwrap_or(json!(null)),
-        "enrolled": state.shared.enrolled.load(Ordering::Relaxed),
-        "pending": m.pending.get(),
-        "oldest_pending_age_s": m.oldest_pending_age.get(),
-        "dead": m.dead.get(),
-        "store_ok": store.is_ok(),
-        "last_sync": (last_sync > 0).then(|| crate::scan::rfc3339_ms(time::OffsetDateTime::from_unix_timestamp_nanos(last_sync as i128 * 1_000_000).unwrap_or(time::OffsetDateTime::UNIX_EPOCH))),
-        "clock_synced": crate::clock::clock_synced(),
-        "auth_error": !state.shared.auth_error.lock().unwrap_or_else(|p| p.into_inner()).is_empty(),
-        "outputs": outputs,
-        "recent": recent,
-        "admin": state.admin_token.is_some(),
-        "version": env!("CARGO_PKG_VERSION"),
+    Status::now(&state.shared, state.max_pending).page_json(PageExtras {
+        device: state.device.clone(),
+        enrolled: state.shared.board.enrolled(),
+        pending: m.pending.get(),
+        oldest_pending_age_s: m.oldest_pending_age.get(),
+        dead: m.dead.get(),
+        store_ok: store.is_ok(),
+        outputs,
+        recent: state.shared.board.recent(),
+        admin: state.admin_token.is_some(),
     })
 }
 

@@ -92,7 +92,7 @@ impl Link {
         Link {
             state: Arc::new(Mutex::new(Connectivity::new(
                 threshold,
-                crate::store::now_ms(),
+                crate::clock::now_ms(),
             ))),
             tx: Arc::new(tx),
         }
@@ -115,14 +115,14 @@ impl Link {
     }
 
     pub fn success(&self) {
-        if let Some(m) = self.with(|c| c.success(crate::store::now_ms())) {
+        if let Some(m) = self.with(|c| c.success(crate::clock::now_ms())) {
             tracing::info!("API reachable again: back online");
             self.tx.send_replace(m);
         }
     }
 
     pub fn failure(&self, why: &str) {
-        if let Some(m) = self.with(|c| c.failure(crate::store::now_ms())) {
+        if let Some(m) = self.with(|c| c.failure(crate::clock::now_ms())) {
             tracing::warn!(
                 "API unreachable ({why}): offline, deciding scans without it until it answers"
             );

@@ -12,7 +12,6 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use backon::BackoffBuilder;
 use evdev::raw_stream::RawDevice;
 use tokio::sync::mpsc;
 
@@ -219,7 +218,7 @@ fn read_hid(dev: &mut RawDevice, layout: Layout, cfg: &ReaderConfig, tx: &Tx) ->
 /// like a live device. A FIFO is read for as long as the daemon runs; a file to its end.
 fn recording_loop(path: &Path, layout: Layout, cfg: &ReaderConfig, tx: &Tx) {
     use std::os::unix::fs::FileTypeExt;
-    let mut backoff = reconnect_backoff();
+    let mut backoff = crate::backoff::reconnect();
     let mut warned = false;
     let mut file = loop {
         let is_fifo = std::fs::metadata(path).map(|m| m.file_type().is_fifo());
@@ -313,17 +312,6 @@ fn recording_loop(path: &Path, layout: Layout, cfg: &ReaderConfig, tx: &Tx) {
     }
 }
 
-/// The delays between attempts to reopen a vanished port: 100 ms doubling to 5 s, jittered.
-pub fn reconnect_backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(100))
-        .with_max_delay(Duration::from_secs(5))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
 fn emit(frame: Frame, last_byte: Instant, tx: &Tx) -> bool {
     let ev = match frame {
         Frame::Code(code) => ReaderEvent::Code { code, last_byte },
@@ -363,7 +351,7 @@ fn reconnecting<D, E: std::fmt::Display>(
     mut open: impl FnMut() -> Result<(PathBuf, D), E>,
     mut read: impl FnMut(&mut D) -> Option<String>,
 ) {
-    let mut backoff = reconnect_backoff();
+    let mut backoff = crate::backoff::reconnect();
     let mut last_error: Option<String> = None;
     loop {
         if tx.is_closed() {
@@ -382,7 +370,7 @@ fn reconnecting<D, E: std::fmt::Display>(
             }
         };
         last_error = None;
-        backoff = reconnect_backoff();
+        backoff = crate::backoff::reconnect();
         if tx
             .blocking_send(ReaderEvent::Connected { path: path.clone() })
             .is_err()
@@ -477,26 +465,5 @@ fn stdin_loop(cfg: &ReaderConfig, tx: &Tx) {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reconnect_backoff_grows_to_a_cap_and_never_ends() {
-        let delays: Vec<Duration> = reconnect_backoff().take(50).collect();
-        assert_eq!(delays.len(), 50);
-        assert!(
-            delays[0] >= Duration::from_millis(100) && delays[0] <= Duration::from_millis(200),
-            "{:?}",
-            delays[0]
-        );
-        assert!(
-            delays.iter().all(|d| *d <= Duration::from_secs(10)),
-            "{delays:?}"
-        );
-        assert!(delays[20] >= Duration::from_secs(5));
     }
 }

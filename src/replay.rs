@@ -3,39 +3,27 @@
 //! - Batches of up to `BATCH` events in one GraphQL document with aliases (`e0`, `e1`...):
 //!   mutations in one document run in order and each alias is acknowledged or failed on its
 //!   own. One HTTP client of its own, so live scans keep their warm connection.
-//! - Retry with exponential backoff and jitter from 1 s to a 5 min cap; `Retry-After` (429,
-//!   503) replaces the next delay; a switch back online ends the wait at once.
+//! - Retry with [`crate::backoff::replay`] (1 s doubling to 5 min, jittered); `Retry-After`
+//!   (429, 503) replaces the next delay; a switch back online ends the wait at once.
 //! - Auth errors pause replay (nothing is dropped) and show in status.
 //! - Permanent errors (validation, mapping template, a refusal of a scan admitted offline)
 //!   move that row to the dead letters with the error; the rest go on. `Lambda:Unhandled` is
 //!   tried `AMBIGUOUS_TRIES` times, then dead-lettered. A whole batch refused as invalid is
 //!   retried one row at a time, so one bad row cannot hold the others back.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use backon::BackoffBuilder;
 use time::OffsetDateTime;
 
 use crate::api::classify::ErrorClass;
+use crate::api::scan_data;
 use crate::api::{AliasOutcome, ApiError, Client, ScanEventInput};
 use crate::link::Mode;
-use crate::scan::{scan_data, Shared};
+use crate::state::{Caller, Shared};
 use crate::store::PendingRow;
 
 pub const BATCH: usize = 100;
 pub const AMBIGUOUS_TRIES: i64 = 3;
-
-/// 1 s doubling to 5 min, with jitter, forever.
-pub fn replay_backoff() -> impl Iterator<Item = Duration> {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(Duration::from_secs(1))
-        .with_max_delay(Duration::from_secs(300))
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
 
 /// What to do with each row of a batch after the server's answer (pure).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -118,20 +106,20 @@ fn input_for(row: &PendingRow) -> ScanEventInput {
 
 /// Runs for the daemon's life.
 pub async fn run(client: Client, shared: Shared) {
-    let mut backoff = replay_backoff();
-    let mut link = shared.link.subscribe();
+    let mut backoff = crate::backoff::replay();
+    let mut link = shared.api.link.subscribe();
     let mut batch_size = BATCH;
     loop {
-        if shared.link.mode() == Mode::Offline {
+        if shared.api.link.mode() == Mode::Offline {
             // The link keeper probes the API; wait for it to come back.
             let _ = link.changed().await;
             continue;
         }
-        let exclude = shared.inflight_ids();
+        let exclude = shared.outbox.inflight_ids();
         let limit = batch_size;
         let rows = match shared
             .store
-            .run(move |s| s.pending_batch(limit, &exclude))
+            .read(move |s| s.pending_batch(limit, &exclude))
             .await
         {
             Ok(r) => r,
@@ -142,20 +130,20 @@ pub async fn run(client: Client, shared: Shared) {
             }
         };
         if rows.is_empty() {
-            if let Ok(n) = shared.store.run(|s| s.pending_count()).await {
-                shared.pending.store(n, Ordering::Relaxed);
+            if let Ok(n) = shared.store.read(|s| s.pending_count()).await {
+                shared.outbox.set_pending(n);
             }
             tokio::select! {
-                _ = shared.replay_wake.notified() => {}
+                _ = shared.outbox.replay_wake.notified() => {}
                 _ = tokio::time::sleep(Duration::from_secs(60)) => {}
             }
             continue;
         }
         let inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
-        let wait = match client.create_scan_events(&inputs).await {
+        let result = client.create_scan_events(&inputs).await;
+        shared.api.observe(Caller::Replay, &result);
+        let wait = match result {
             Ok(outcomes) => {
-                shared.link.success();
-                shared.note_auth_error(None);
                 let d = dispose(&rows, &outcomes);
 
                 for (id, err) in &d.dead {
@@ -176,10 +164,10 @@ pub async fn run(client: Client, shared: Shared) {
                 {
                     tracing::error!("replay cannot update the store: {e}");
                 }
-                if let Ok(n) = shared.store.run(|s| s.pending_count()).await {
-                    shared.pending.store(n, Ordering::Relaxed);
+                if let Ok(n) = shared.store.read(|s| s.pending_count()).await {
+                    shared.outbox.set_pending(n);
                 }
-                shared.synced();
+                shared.outbox.synced();
                 batch_size = BATCH;
                 wait.map(|class| ApiError {
                     class,
@@ -219,23 +207,17 @@ pub async fn run(client: Client, shared: Shared) {
                         detail: String::new(),
                     })
                 }
-                ErrorClass::Auth => {
-                    shared.note_auth_error(Some(&e));
-                    Some(e)
-                }
+                ErrorClass::Auth => Some(e),
                 ErrorClass::Retryable { .. } => {
-                    if e.status.is_none() {
-                        shared.link.failure(&e.to_string());
-                    }
                     tracing::info!(pending = rows.len(), "replay will retry: {e}");
                     Some(e)
                 }
             },
         };
         match wait {
-            None => backoff = replay_backoff(),
+            None => backoff = crate::backoff::replay(),
             Some(e) => {
-                let next = backoff.next().unwrap_or(Duration::from_secs(300));
+                let next = backoff.next().unwrap_or(crate::backoff::LONGEST);
                 let delay = match e.class {
                     ErrorClass::Retryable {
                         retry_after: Some(ra),
@@ -243,7 +225,7 @@ pub async fn run(client: Client, shared: Shared) {
                     ErrorClass::Auth => Duration::from_secs(300),
                     _ => next,
                 };
-                let was_offline = shared.link.mode() == Mode::Offline;
+                let was_offline = shared.api.link.mode() == Mode::Offline;
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     // Resume at once when the link comes back (not on a Retry-After wait).
@@ -333,18 +315,6 @@ mod tests {
             ["e", "f"]
         );
         assert_eq!(d.wait, Some(ErrorClass::Retryable { retry_after: None }));
-    }
-
-    #[test]
-    fn backoff_from_one_second_to_five_minutes() {
-        let d: Vec<Duration> = replay_backoff().take(30).collect();
-        assert!(
-            d[0] >= Duration::from_secs(1) && d[0] <= Duration::from_secs(2),
-            "{:?}",
-            d[0]
-        );
-        assert!(d.iter().all(|x| *x <= Duration::from_secs(600)));
-        assert!(d[25] >= Duration::from_secs(300));
     }
 
     #[test]

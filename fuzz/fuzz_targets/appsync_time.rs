@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
     let _ = scalars::parse_time(s);
     let parsed = scalars::parse_datetime(s);
     if let Some(t) = parsed {
-        let sent = tiketo_gate::scan::rfc3339_ms(t);
+        let sent = tiketo_gate::clock::rfc3339_ms(t);
         let back = scalars::parse_datetime(&sent).expect("what the daemon sends parses");
         let ms = |t: OffsetDateTime| t.unix_timestamp_nanos().div_euclid(1_000_000);
         assert_eq!(ms(back), ms(t), "{s} -> {sent}");

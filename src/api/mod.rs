@@ -5,8 +5,11 @@
 //! in `operations/` and is validated against `schema.graphql` by the tests (and by tiketo-sim
 //! on every request). Failures are classified by [`classify`].
 
+mod batch;
 pub mod classify;
 pub mod scalars;
+
+pub use batch::{replay_document, split_batch, AliasOutcome};
 
 use std::fmt;
 use std::path::Path;
@@ -383,125 +386,6 @@ impl Client {
     }
 }
 
-/// The outcome of one aliased `createScanEvent` in a replay batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AliasOutcome {
-    /// The server has it (`event_id` is `None` when another alias's error nulled `data`).
-    Sent {
-        event_id: Option<String>,
-        voided: bool,
-    },
-    Failed {
-        class: ErrorClass,
-        detail: String,
-    },
-    /// Not known to have run: an earlier alias failed and nulled the whole `data`, and the
-    /// server may have stopped there. Sent again (a duplicate is recognisable by its scanId).
-    NotRun,
-}
-
-/// `mutation Replay($i0: ScanEventInput!, ...) { e0: createScanEvent(input: $i0) { id voided } ... }`:
-/// several scan events in one request. Mutations in one document run in order, and each alias
-/// is acknowledged or failed on its own.
-pub fn replay_document(n: usize) -> String {
-    let vars: Vec<String> = (0..n).map(|i| format!("$i{i}: ScanEventInput!")).collect();
-    let fields: Vec<String> = (0..n)
-        .map(|i| format!("e{i}: createScanEvent(input: $i{i}) {{ id voided }}"))
-        .collect();
-    format!(
-        "mutation Replay({}) {{ {} }}",
-        vars.join(", "),
-        fields.join(" ")
-    )
-}
-
-/// Splits a batch response into one outcome per alias (`e0`, `e1`, ...).
-pub fn split_batch(resp: &GqlResponse, n: usize) -> Result<Vec<AliasOutcome>, ApiError> {
-    // Errors without a path concern the whole request.
-    let whole: Vec<GqlError> = resp
-        .errors
-        .iter()
-        .filter(|e| e.root_field().is_none())
-        .cloned()
-        .collect();
-    if !whole.is_empty() {
-        return Err(ApiError::from_gql(&whole, Some(200)));
-    }
-    let mut out = Vec::with_capacity(n);
-    let mut earlier_failed = false;
-    for i in 0..n {
-        let alias = format!("e{i}");
-        let errors: Vec<GqlError> = resp
-            .errors
-            .iter()
-            .filter(|e| e.root_field() == Some(alias.as_str()))
-            .cloned()
-            .collect();
-        if !errors.is_empty() {
-            let e = ApiError::from_gql(&errors, Some(200));
-            out.push(AliasOutcome::Failed {
-                class: e.class,
-                detail: e.detail,
-            });
-            earlier_failed = true;
-            continue;
-        }
-        match resp
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&alias))
-            .filter(|v| !v.is_null())
-        {
-            Some(v) => {
-                let ack = parse_scan_event(v)?;
-                out.push(AliasOutcome::Sent {
-                    event_id: Some(ack.id),
-                    voided: ack.voided,
-                });
-            }
-            None if resp.data.is_none() && !resp.errors.is_empty() => {
-                // An alias's error nulled the whole `data` (non-null propagation). Mutations
-                // run in order: the aliases before the first failure ran; the later ones may
-                // not have.
-                out.push(if earlier_failed {
-                    AliasOutcome::NotRun
-                } else {
-                    AliasOutcome::Sent {
-                        event_id: None,
-                        voided: false,
-                    }
-                });
-            }
-            None => return Err(bad_shape(&format!("no answer for {alias}"))),
-        }
-    }
-    Ok(out)
-}
-
-impl Client {
-    /// Sends several scan events in one request (see [`replay_document`]).
-    pub async fn create_scan_events(
-        &self,
-        inputs: &[ScanEventInput],
-    ) -> Result<Vec<AliasOutcome>, ApiError> {
-        let mut vars = serde_json::Map::new();
-        for (i, input) in inputs.iter().enumerate() {
-            vars.insert(
-                format!("i{i}"),
-                serde_json::to_value(input).unwrap_or(Value::Null),
-            );
-        }
-        let resp = self
-            .execute(
-                "Replay",
-                &replay_document(inputs.len()),
-                Value::Object(vars),
-            )
-            .await?;
-        split_batch(&resp, inputs.len())
-    }
-}
-
 fn transport_error(e: reqwest::Error) -> ApiError {
     // reqwest's message names the URL, never the headers.
     let what = if e.is_timeout() {
@@ -617,8 +501,54 @@ pub fn parse_scan_event(v: &Value) -> Result<ScanEventAck, ApiError> {
     })
 }
 
+/// `ScanEventInput.data`: what the server needs to recognise a replay and to know when the
+/// scan really happened.
+pub fn scan_data(
+    scan_id: uuid::Uuid,
+    scanned_at: time::OffsetDateTime,
+    clock_synced: bool,
+    offline: bool,
+    device: &str,
+    reader: &str,
+    direction: crate::decision::Direction,
+) -> String {
+    serde_json::json!({
+        "scanId": scan_id.to_string(),
+        "scannedAt": crate::clock::rfc3339_ms(scanned_at),
+        "clockSynced": clock_synced,
+        "offline": offline,
+        "device": device,
+        "reader": reader,
+        "direction": direction.as_str(),
+    })
+    .to_string()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scan_data_has_id_time_and_device() {
+        let id = uuid::Uuid::new_v4();
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(1_764_278_723_123_456_789).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&scan_data(
+            id,
+            t,
+            true,
+            true,
+            "front-door",
+            "lane-2",
+            crate::decision::Direction::Exit,
+        ))
+        .unwrap();
+        assert_eq!(v["scanId"], id.to_string());
+        assert_eq!(v["scannedAt"], "2025-11-27T21:25:23.123Z");
+        assert_eq!(v["device"], "front-door");
+        assert_eq!(v["offline"], true);
+        assert_eq!(v["clockSynced"], true);
+        assert_eq!(v["direction"], "exit");
+        assert_eq!(v["reader"], "lane-2");
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -9,7 +9,7 @@
 //!   extension, not ISO 8601's.
 //!
 //! Read leniently where nothing is lost by it (`t` and `z` in lower case); what the daemon
-//! sends is always `YYYY-MM-DDThh:mm:ss.sssZ` (`scan::rfc3339_ms`), the form every reader
+//! sends is always `YYYY-MM-DDThh:mm:ss.sssZ` (`clock::rfc3339_ms`), the form every reader
 //! takes. Pure: no IO.
 
 use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
@@ -247,7 +247,7 @@ mod tests {
     #[test]
     fn what_the_daemon_sends_parses_back_and_is_rfc3339() {
         let t = datetime!(2026-12-01 23:22:24.123456 +01:00);
-        let s = crate::scan::rfc3339_ms(t);
+        let s = crate::clock::rfc3339_ms(t);
         assert_eq!(s, "2026-12-01T22:22:24.123Z");
         assert_eq!(
             parse_datetime(&s),

@@ -29,7 +29,7 @@ use gpiocdev::line::{Bias as LineBias, EdgeDetection, EdgeKind, Value};
 use gpiocdev::request::{Config as RequestConfig, Request};
 use tokio::sync::mpsc;
 
-use super::inputs::{InputEvent, InputName, InputsHandle};
+use super::input_event::{InputEvent, InputName, InputsHandle};
 use super::OutputBackend;
 use crate::config::{Bias, InputSpec, LineRef, OutputsConfig};
 

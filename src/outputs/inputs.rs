@@ -14,37 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{Bias, InputSpec, InputsConfig, LineRef, OutputBackendKind, OutputsConfig};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InputName {
-    ExitButton,
-    DoorSensor,
-}
-
-impl InputName {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InputName::ExitButton => "exit_button",
-            InputName::DoorSensor => "door_sensor",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<InputName> {
-        match s {
-            "exit_button" => Some(InputName::ExitButton),
-            "door_sensor" => Some(InputName::DoorSensor),
-            _ => None,
-        }
-    }
-}
-
-/// An input's logical state: `active` is the button pressed, the door open.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InputEvent {
-    pub input: InputName,
-    pub active: bool,
-    /// The state read at start (not a change).
-    pub initial: bool,
-}
+pub use super::input_event::{InputEvent, InputName, InputsHandle};
 
 /// What the door contact's state means for the log and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,23 +93,6 @@ impl DoorMonitor {
         Some(DoorNote::HeldOpen {
             open_for: now - self.since.unwrap_or(now),
         })
-    }
-}
-
-/// Keeps the backend's input lines requested for as long as it lives.
-pub struct InputsHandle {
-    _keep: Vec<Box<dyn Send>>,
-}
-
-impl InputsHandle {
-    /// Nothing to keep (the lines live in their reading threads).
-    pub fn empty() -> Self {
-        InputsHandle { _keep: Vec::new() }
-    }
-
-    /// Keeps these (requests, or guards that stop a reading thread) until dropped.
-    pub fn keeping(keep: Vec<Box<dyn Send>>) -> Self {
-        InputsHandle { _keep: keep }
     }
 }
 
@@ -345,7 +298,7 @@ fn spawn_rppal(
         .map_err(|e| io::Error::other(format!("inputs.{}: {e}", name.as_str())))?;
         keep.push(Box::new(pin));
     }
-    Ok(InputsHandle { _keep: keep })
+    Ok(InputsHandle::keeping(keep))
 }
 
 /// How long an exit-button press is ignored after the last one (a held or bouncing button

@@ -7,6 +7,7 @@
 pub mod feedback;
 mod gpio;
 pub mod gpiod;
+pub mod input_event;
 pub mod inputs;
 
 use std::io::{self, Write};

@@ -875,7 +875,7 @@ fn busy(rt: &tokio::runtime::Runtime) {
     let t0 = Instant::now();
     let mut overhead = Vec::new();
     for i in 0..(20 + scans) {
-        let before = if online { sim.requests().len() } else { 0 };
+        let before = if online { sim.request_count() } else { 0 };
         let code = if online {
             codes[i % 3].to_owned()
         } else {
@@ -883,7 +883,7 @@ fn busy(rt: &tokio::runtime::Runtime) {
         };
         let l = rig.scan(&code).expect("accepted");
         let api = if online {
-            sim.requests()[before..]
+            sim.requests_since(before)
                 .iter()
                 .filter(|r| {
                     r.operation_name.as_deref() == Some("PassByScanCode")

@@ -373,6 +373,20 @@ impl Sim {
         self.state.lock().requests.clone()
     }
 
+    /// How many requests it has answered (or refused).
+    pub fn request_count(&self) -> usize {
+        self.state.lock().requests.len()
+    }
+
+    /// The requests from the `from`-th on (a benchmark's loop copies only its own).
+    pub fn requests_since(&self, from: usize) -> Vec<Recorded> {
+        let s = self.state.lock();
+        s.requests
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
     /// Requests whose executed operation has this root field.
     pub fn requests_for(&self, root_field: &str) -> Vec<Recorded> {
         self.requests()

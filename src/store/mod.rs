@@ -12,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -112,50 +111,6 @@ pub struct NewScan {
     pub pending: bool,
 }
 
-/// A row waiting in the outbox.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PendingRow {
-    pub seq: i64,
-    pub scan_id: String,
-    pub code: String,
-    pub online: bool,
-    pub scanned_at: String,
-    pub clock_synced: bool,
-    pub device: String,
-    pub reward_points: Option<i64>,
-    pub attempts: i64,
-    pub reader: String,
-    pub direction: crate::decision::Direction,
-}
-
-/// A row as `queue list` shows it (masked code only).
-#[derive(Debug, Clone, Serialize)]
-pub struct ListedRow {
-    pub seq: i64,
-    pub scan_id: String,
-    pub code: String,
-    pub verdict: String,
-    pub reason: String,
-    pub online: bool,
-    pub scanned_at: String,
-    pub clock_synced: bool,
-    pub outbox: Option<String>,
-    pub attempts: i64,
-    pub event_id: Option<String>,
-    pub last_error: Option<String>,
-    pub reader: String,
-    pub direction: String,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct Counts {
-    pub scans: i64,
-    pub pending: i64,
-    pub dead: i64,
-    pub sent: i64,
-    pub oldest_pending_ms: Option<i64>,
-}
-
 /// What the cache knows of a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
@@ -165,7 +120,7 @@ pub struct CacheEntry {
 }
 
 pub struct Store {
-    conn: Connection,
+    pub(super) conn: Connection,
     path: PathBuf,
     /// Whether commits wait for fsync now (`synchronous=FULL`).
     full_sync: bool,
@@ -178,9 +133,15 @@ enum Conflict {
     Override,
 }
 
-pub fn now_ms() -> i64 {
-    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
+use crate::clock::now_ms;
+
+mod handle;
+mod outbox;
+mod queue;
+
+pub use handle::StoreHandle;
+pub use outbox::{Counts, PendingRow};
+pub use queue::ListedRow;
 
 impl Store {
     /// The store file in a state directory.
@@ -356,7 +317,7 @@ impl Store {
     /// `synchronous=FULL` (the commit waits for fsync) or `NORMAL` (durable at the next FULL
     /// commit or checkpoint; a power cut may lose it). In WAL mode a FULL commit also makes
     /// every NORMAL commit before it durable.
-    fn sync(&mut self, full: bool) -> Result<()> {
+    pub(super) fn sync(&mut self, full: bool) -> Result<()> {
         if self.full_sync != full {
             self.conn
                 .pragma_update(None, "synchronous", if full { "FULL" } else { "NORMAL" })?;
@@ -397,7 +358,7 @@ impl Store {
                 s.verdict.as_str(),
                 s.reason.as_str(),
                 s.online,
-                crate::scan::rfc3339_ms(s.scanned_at),
+                crate::clock::rfc3339_ms(s.scanned_at),
                 (s.scanned_at.unix_timestamp_nanos() / 1_000_000) as i64,
                 s.boot_id,
                 s.mono_ms as i64,
@@ -424,142 +385,6 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
-    }
-
-    /// The server has the event.
-    pub fn mark_sent(&mut self, scan_id: &str, event_id: Option<&str>) -> Result<()> {
-        self.sync(false)?;
-        self.conn.execute(
-            "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, last_error = NULL WHERE scan_id = ?1",
-            params![scan_id, event_id, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// A live scan the server refused: it was not admitted.
-    pub fn mark_refused(&mut self, scan_id: &str, error: &str) -> Result<()> {
-        self.sync(false)?;
-        self.conn.execute(
-            "UPDATE scans SET verdict = 'reject', reason = 'refused', outbox = NULL, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
-            params![scan_id, error, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// A permanent failure: the row goes to the dead letters with the error.
-    pub fn mark_dead(&self, scan_id: &str, error: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE scans SET outbox = 'dead', attempts = attempts + 1, last_error = ?2, done_at_ms = ?3
-             WHERE scan_id = ?1 AND outbox = 'pending'",
-            params![scan_id, error, now_ms()],
-        )?;
-        Ok(())
-    }
-
-    /// A failed attempt that may succeed later; returns the attempts so far.
-    pub fn note_attempt(&self, scan_id: &str, error: &str) -> Result<i64> {
-        self.conn.execute(
-            "UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1",
-            params![scan_id, error],
-        )?;
-        Ok(self.conn.query_row(
-            "SELECT attempts FROM scans WHERE scan_id = ?1",
-            [scan_id],
-            |r| r.get(0),
-        )?)
-    }
-
-    /// Applies the outcome of one replay batch in one transaction (with fsync: a sent row
-    /// that came back after a power cut would be sent twice).
-    pub fn apply_replay(
-        &mut self,
-        sent: &[(String, Option<String>)],
-        dead: &[(String, String)],
-        retry: &[(String, String)],
-    ) -> Result<()> {
-        self.sync(true)?;
-        let tx = self.conn.transaction()?;
-        let now = now_ms();
-        for (id, event) in sent {
-            tx.execute(
-                "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, attempts = attempts + 1, last_error = NULL WHERE scan_id = ?1",
-                params![id, event, now],
-            )?;
-        }
-        for (id, err) in dead {
-            tx.execute(
-                "UPDATE scans SET outbox = 'dead', attempts = attempts + 1, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
-                params![id, err, now],
-            )?;
-        }
-        for (id, err) in retry {
-            tx.execute(
-                "UPDATE scans SET attempts = attempts + 1, last_error = ?2 WHERE scan_id = ?1",
-                params![id, err],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
-    /// The oldest pending rows, in scan order, skipping `exclude` (sends in flight).
-    pub fn pending_batch(&self, limit: usize, exclude: &[String]) -> Result<Vec<PendingRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, scan_id, code, online, scanned_at, clock_synced, device, reward_points, attempts,
-                    reader, direction
-             FROM scans WHERE outbox = 'pending' ORDER BY seq LIMIT ?1",
-        )?;
-        let rows = stmt
-            .query_map([(limit + exclude.len()) as i64], |r| {
-                Ok(PendingRow {
-                    seq: r.get(0)?,
-                    scan_id: r.get(1)?,
-                    code: r.get(2)?,
-                    online: r.get(3)?,
-                    scanned_at: r.get(4)?,
-                    clock_synced: r.get(5)?,
-                    device: r.get(6)?,
-                    reward_points: r.get(7)?,
-                    attempts: r.get(8)?,
-                    reader: r.get(9)?,
-                    direction: crate::decision::Direction::parse(&r.get::<_, String>(10)?)
-                        .unwrap_or_default(),
-                })
-            })?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows
-            .into_iter()
-            .filter(|r| !exclude.contains(&r.scan_id))
-            .take(limit)
-            .collect())
-    }
-
-    pub fn counts(&self) -> Result<Counts> {
-        Ok(self.conn.query_row(
-            "SELECT (SELECT count(*) FROM scans),
-                    (SELECT count(*) FROM scans WHERE outbox = 'pending'),
-                    (SELECT count(*) FROM scans WHERE outbox = 'dead'),
-                    (SELECT count(*) FROM scans WHERE outbox = 'sent'),
-                    (SELECT min(scanned_at_ms) FROM scans WHERE outbox = 'pending')",
-            [],
-            |r| {
-                Ok(Counts {
-                    scans: r.get(0)?,
-                    pending: r.get(1)?,
-                    dead: r.get(2)?,
-                    sent: r.get(3)?,
-                    oldest_pending_ms: r.get(4)?,
-                })
-            },
-        )?)
-    }
-
-    pub fn pending_count(&self) -> Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM scans WHERE outbox = 'pending'",
-            [],
-            |r| r.get(0),
-        )?)
     }
 
     /// Remembers what a successful lookup said (a fresh view resets the offline use count).
@@ -644,6 +469,25 @@ impl Store {
         Ok(())
     }
 
+    /// Writes several meta rows and `status_at_ms` in one transaction, without waiting for
+    /// fsync (status is not a record: the next commit or checkpoint makes it durable).
+    pub fn set_meta_all(&mut self, rows: &[(&str, String)], at_ms: i64) -> Result<()> {
+        self.sync(false)?;
+        let tx = self.conn.transaction()?;
+        for (k, v) in rows {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                params![k, v],
+            )?;
+        }
+        tx.execute(
+            "INSERT OR REPLACE INTO meta (key, value) VALUES ('status_at_ms', ?1)",
+            params![at_ms.to_string()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
     pub fn get_meta(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
@@ -658,71 +502,6 @@ impl Store {
             "DELETE FROM scans WHERE scanned_at_ms < ?1 AND (outbox IS NULL OR outbox = 'sent')",
             [cutoff],
         )?)
-    }
-
-    /// Rows for `queue list`: pending (or dead), oldest first.
-    pub fn list(&self, dead: bool, limit: usize) -> Result<Vec<ListedRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT seq, scan_id, code_masked, verdict, reason, online, scanned_at, clock_synced, outbox, attempts, event_id, last_error,
-                    reader, direction
-             FROM scans WHERE outbox = ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(
-                params![if dead { "dead" } else { "pending" }, limit as i64],
-                |r| {
-                    Ok(ListedRow {
-                        seq: r.get(0)?,
-                        scan_id: r.get(1)?,
-                        code: r.get(2)?,
-                        verdict: r.get(3)?,
-                        reason: r.get(4)?,
-                        online: r.get(5)?,
-                        scanned_at: r.get(6)?,
-                        clock_synced: r.get(7)?,
-                        outbox: r.get(8)?,
-                        attempts: r.get(9)?,
-                        event_id: r.get(10)?,
-                        last_error: r.get(11)?,
-                        reader: r.get(12)?,
-                        direction: r.get(13)?,
-                    })
-                },
-            )?
-            .collect::<std::result::Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Puts dead rows back in the outbox (`None`: every dead row). Returns how many.
-    pub fn retry(&self, id: Option<&str>) -> Result<usize> {
-        Ok(match id {
-            Some(id) => self.conn.execute(
-                "UPDATE scans SET outbox = 'pending', attempts = 0 WHERE outbox = 'dead' AND (scan_id = ?1 OR CAST(seq AS TEXT) = ?1)",
-                [id],
-            )?,
-            None => self.conn.execute("UPDATE scans SET outbox = 'pending', attempts = 0 WHERE outbox = 'dead'", [])?,
-        })
-    }
-
-    /// Removes one pending or dead row from the outbox for good (it stays as a record, marked
-    /// dropped). Returns whether a row matched.
-    pub fn drop_row(&self, id: &str) -> Result<bool> {
-        Ok(self.conn.execute(
-            "UPDATE scans SET outbox = NULL, last_error = 'dropped by hand', done_at_ms = ?2
-             WHERE outbox IN ('pending', 'dead') AND (scan_id = ?1 OR CAST(seq AS TEXT) = ?1)",
-            params![id, now_ms()],
-        )? > 0)
-    }
-
-    /// The full code of every scan id that is pending, for tests and the soak.
-    pub fn all_scan_ids(&self, outbox: &str) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT scan_id FROM scans WHERE outbox = ?1 ORDER BY seq")?;
-        let ids = stmt
-            .query_map([outbox], |r| r.get(0))?
-            .collect::<std::result::Result<Vec<String>, _>>()?;
-        Ok(ids)
     }
 }
 
@@ -982,101 +761,5 @@ mod tests {
         }
         let e = Store::open(&path).err().unwrap();
         assert!(e.0.contains("newer"), "{e}");
-    }
-}
-
-/// The async seam over the store: every call runs on a blocking thread, one at a time. When
-/// the store cannot be opened (or was lost), each call first tries to open it again (at most
-/// every 5 s) and otherwise fails with a clear error; the daemon keeps deciding meanwhile.
-#[derive(Clone)]
-pub struct StoreHandle {
-    inner: std::sync::Arc<std::sync::Mutex<HandleState>>,
-    path: PathBuf,
-}
-
-struct HandleState {
-    store: Option<Store>,
-    last_attempt: Option<std::time::Instant>,
-}
-
-impl StoreHandle {
-    /// Opens the store at `path` (moving a corrupt file aside); on failure the handle starts
-    /// without a store and retries later.
-    pub fn open(path: &Path) -> StoreHandle {
-        let store = Self::try_open(path);
-        StoreHandle {
-            inner: std::sync::Arc::new(std::sync::Mutex::new(HandleState {
-                store,
-                last_attempt: Some(std::time::Instant::now()),
-            })),
-            path: path.to_owned(),
-        }
-    }
-
-    fn try_open(path: &Path) -> Option<Store> {
-        match Store::open_or_quarantine(path) {
-            Ok((s, None)) => Some(s),
-            Ok((s, Some(aside))) => {
-                tracing::error!(
-                    "the scan store {} was damaged: moved aside to {} and started a new one",
-                    path.display(),
-                    aside.display()
-                );
-                Some(s)
-            }
-            Err(e) => {
-                tracing::error!(
-                    "cannot open the scan store {}: {e}; deciding by policy and retrying",
-                    path.display()
-                );
-                None
-            }
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    pub fn is_open(&self) -> bool {
-        self.inner
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .store
-            .is_some()
-    }
-
-    /// Runs `f` with the store on a blocking thread.
-    pub async fn run<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
-    {
-        let inner = self.inner.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-            if g.store.is_none()
-                && g.last_attempt
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-            {
-                g.last_attempt = Some(std::time::Instant::now());
-                g.store = Self::try_open(&path);
-                if g.store.is_some() {
-                    tracing::info!("scan store {} is open again", path.display());
-                }
-            }
-            let r = match g.store.as_mut() {
-                Some(s) => f(s),
-                None => Err(StoreError(format!(
-                    "the scan store {} is not available",
-                    path.display()
-                ))),
-            };
-            crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
-            r
-        })
-        .await
-        .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 }

@@ -1,0 +1,505 @@
+//! Validation: from the raw mirror to [`Config`], every problem collected with its key and line
+//! (the device, API, readers, rules, offline, store and HTTP sections; outputs and inputs are in
+//! `lines.rs`).
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) struct Validator<'a> {
+    pub(super) loc: &'a Locator<'a>,
+    pub(super) problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    pub(super) fn problem(&mut self, key: &str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            line: self.loc.line_of(key),
+            key: Some(key.to_owned()),
+            message: message.into(),
+        });
+    }
+
+    pub(super) fn range(
+        &mut self,
+        key: &str,
+        value: Option<u64>,
+        default: u64,
+        min: u64,
+        max: u64,
+    ) -> u64 {
+        let v = value.unwrap_or(default);
+        if v < min || v > max {
+            self.problem(key, format!("must be between {min} and {max} (got {v})"));
+            default
+        } else {
+            v
+        }
+    }
+
+    pub(super) fn choice<'c>(
+        &mut self,
+        key: &str,
+        value: Option<&str>,
+        default: &'c str,
+        allowed: &[&'c str],
+    ) -> &'c str {
+        match value {
+            None => default,
+            Some(v) => match allowed.iter().find(|a| **a == v) {
+                Some(a) => a,
+                None => {
+                    self.problem(
+                        key,
+                        format!("must be one of {} (got \"{v}\")", quoted(allowed)),
+                    );
+                    default
+                }
+            },
+        }
+    }
+
+    pub(super) fn config(&mut self, raw: RawConfig, file: &Path) -> Config {
+        let device = self.device(raw.device);
+        let api = self.api(raw.api);
+        let multi_reader = raw.readers.is_some();
+        let outputs = self.outputs(raw.outputs);
+        let readers = self.readers(raw.reader, raw.readers, &outputs);
+        let rules = self.rules(raw.rules);
+        let offline = self.offline(raw.offline);
+        let store = StoreConfig {
+            retention: Duration::from_secs(
+                86_400
+                    * self.range(
+                        "store.retention_days",
+                        raw.store.retention_days,
+                        30,
+                        1,
+                        3650,
+                    ),
+            ),
+            max_pending: self.range(
+                "store.max_pending",
+                raw.store.max_pending,
+                1_000_000,
+                1,
+                100_000_000,
+            ),
+        };
+        let inputs = self.inputs(raw.inputs, &outputs);
+        self.check_wiring(&readers, &outputs, &inputs);
+        let http = self.http(raw.http);
+        Config {
+            source: file.to_owned(),
+            device,
+            api,
+            readers,
+            multi_reader,
+            rules,
+            offline,
+            store,
+            outputs,
+            inputs,
+            http,
+        }
+    }
+
+    /// `[reader]` or `[[readers]]` (not both); none at all: one serial reader with defaults.
+    pub(super) fn readers(
+        &mut self,
+        single: Option<RawReader>,
+        many: Option<Vec<RawReader>>,
+        outputs: &OutputsConfig,
+    ) -> Vec<ReaderConfig> {
+        let readers: Vec<ReaderConfig> = match (single, many) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "readers",
+                    "use either [reader] (one reader) or [[readers]] (several), not both",
+                );
+                Vec::new()
+            }
+            (Some(r), None) => vec![self.reader(r, "reader".into(), false, outputs)],
+            (None, None) => {
+                vec![self.reader(RawReader::default(), "reader".into(), false, outputs)]
+            }
+            (None, Some(list)) => {
+                if list.is_empty() {
+                    self.problem("readers", "needs at least one reader");
+                }
+                list.into_iter()
+                    .enumerate()
+                    .map(|(i, r)| self.reader(r, format!("readers[{i}]"), true, outputs))
+                    .collect()
+            }
+        };
+        for (i, r) in readers.iter().enumerate() {
+            if let Some(first) = readers[..i].iter().find(|o| o.name == r.name) {
+                self.problem(
+                    &format!("{}.name", r.key),
+                    format!("\"{}\" is already the name of {}", r.name, first.key),
+                );
+            }
+            if let Some(p) = r.kind.path() {
+                let same = readers[..i].iter().find(|o| o.kind.path() == Some(p));
+                if let Some(o) = same {
+                    self.problem(
+                        &format!("{}.path", r.key),
+                        format!("{} is already read by {}", p.display(), o.key),
+                    );
+                }
+            }
+            if let ReaderKind::Hid {
+                source: HidSource::UsbId { vendor, product },
+                ..
+            } = &r.kind
+            {
+                let same = readers[..i].iter().find(|o| {
+                    matches!(&o.kind, ReaderKind::Hid { source: HidSource::UsbId { vendor: v, product: p }, .. } if v == vendor && p == product)
+                });
+                if let Some(o) = same {
+                    self.problem(
+                        &format!("{}.usb_id", r.key),
+                        format!(
+                            "{vendor:04x}:{product:04x} is already read by {} (two readers of one model: use their /dev/input/by-path/... links)",
+                            o.key
+                        ),
+                    );
+                }
+            }
+            if r.kind == ReaderKind::Stdin
+                && readers[..i].iter().any(|o| o.kind == ReaderKind::Stdin)
+            {
+                self.problem(&format!("{}.kind", r.key), "only one reader can read stdin");
+            }
+        }
+        readers
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn http(&mut self, raw: RawHttp) -> HttpConfig {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|l| match l.parse::<std::net::SocketAddr>() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        "http.listen",
+                        format!(
+                            "must be an address and port like \"127.0.0.1:9180\" (got \"{l}\")"
+                        ),
+                    );
+                    None
+                }
+            });
+        let admin_token = match raw.admin_token {
+            Some(t) if t.trim().len() < 12 => {
+                self.problem(
+                    "http.admin_token",
+                    "must be at least 12 characters (it opens the door)",
+                );
+                None
+            }
+            Some(t) => Some(crate::mask::Secret::new(t.trim())),
+            None => None,
+        };
+        if admin_token.is_some() && listen.is_none() {
+            self.problem("http.admin_token", "needs http.listen");
+        }
+        HttpConfig {
+            listen,
+            admin_token,
+        }
+    }
+
+    pub(super) fn offline(&mut self, raw: RawOffline) -> OfflineConfig {
+        let policy = match self.choice(
+            "offline.policy",
+            raw.policy.as_deref(),
+            "cache",
+            &["reject", "accept", "cache"],
+        ) {
+            "accept" => OfflinePolicy::Accept,
+            "reject" => OfflinePolicy::Reject,
+            _ => OfflinePolicy::Cache,
+        };
+        let default_ttl = Duration::from_secs(24 * 3600);
+        let cache_ttl = match &raw.cache_ttl {
+            None => default_ttl,
+            Some(v) => match parse_duration(v) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    self.problem("offline.cache_ttl", "must be at least 1s");
+                    default_ttl
+                }
+                Err(e) => {
+                    self.problem("offline.cache_ttl", e);
+                    default_ttl
+                }
+            },
+        };
+        let max_offline_uses = self.range(
+            "offline.max_offline_uses",
+            raw.max_offline_uses,
+            1,
+            1,
+            1_000_000,
+        ) as u32;
+        let unknown_accepts = self.choice(
+            "offline.unknown",
+            raw.unknown.as_deref(),
+            "reject",
+            &["reject", "accept"],
+        ) == "accept";
+        OfflineConfig {
+            policy,
+            cache_ttl,
+            max_offline_uses,
+            unknown_accepts,
+        }
+    }
+
+    pub(super) fn device(&mut self, raw: RawDevice) -> DeviceConfig {
+        let name = match raw.name {
+            Some(n) if n.trim().is_empty() => {
+                self.problem(
+                    "device.name",
+                    "must not be empty (leave it out to use the hostname)",
+                );
+                default_device_name()
+            }
+            Some(n) => n,
+            None => default_device_name(),
+        };
+        let state_dir = raw
+            .state_dir
+            .unwrap_or_else(|| PathBuf::from("/var/lib/tiketo-gate"));
+        if state_dir.as_os_str().is_empty() {
+            self.problem("device.state_dir", "must not be empty");
+        }
+        DeviceConfig { name, state_dir }
+    }
+
+    pub(super) fn api(&mut self, raw: RawApi) -> ApiConfig {
+        const DEFAULT_URL: &str = "https://api.tiketo.eu/graphql";
+        let url_text = raw.url.as_deref().unwrap_or(DEFAULT_URL);
+        let url = match check_api_url(url_text) {
+            Ok(u) => u,
+            Err(msg) => {
+                self.problem("api.url", msg);
+                Url::parse(DEFAULT_URL).expect("default url parses")
+            }
+        };
+        let timeout_ms = self.range("api.timeout_ms", raw.timeout_ms, 800, 50, 60_000);
+        ApiConfig {
+            url,
+            token_file: raw
+                .token_file
+                .unwrap_or_else(|| PathBuf::from("/etc/tiketo-gate/token")),
+            timeout: Duration::from_millis(timeout_ms),
+            ca_file: raw.ca_file,
+        }
+    }
+
+    pub(super) fn reader(
+        &mut self,
+        raw: RawReader,
+        key: String,
+        multi: bool,
+        wired: &OutputsConfig,
+    ) -> ReaderConfig {
+        let k = |s: &str| format!("{key}.{s}");
+        let kind_name = self.choice(
+            &k("kind"),
+            raw.kind.as_deref(),
+            "serial",
+            &["serial", "stdin", "hid"],
+        );
+        // Keys that belong to another kind are mistakes, not silently ignored settings.
+        let only = |v: &mut Self, name: &str, given: bool, kinds: &str| {
+            if given {
+                v.problem(&k(name), format!("only for kind = {kinds}"));
+            }
+        };
+        let kind = match kind_name {
+            "stdin" => {
+                only(self, "path", raw.path.is_some(), "\"serial\" or \"hid\"");
+                only(self, "baud", raw.baud.is_some(), "\"serial\"");
+                ReaderKind::Stdin
+            }
+            "hid" => {
+                only(self, "baud", raw.baud.is_some(), "\"serial\"");
+                let layout = match raw.layout.as_deref() {
+                    None => crate::hid::Layout::Us,
+                    Some(l) => match crate::hid::Layout::parse(l) {
+                        Some(l) => l,
+                        None => {
+                            self.problem(
+                                &k("layout"),
+                                format!(
+                                    "must be one of {} (got \"{l}\")",
+                                    quoted(crate::hid::Layout::NAMES)
+                                ),
+                            );
+                            crate::hid::Layout::Us
+                        }
+                    },
+                };
+                let recording = self.choice(
+                    &k("hid_source"),
+                    raw.hid_source.as_deref(),
+                    "device",
+                    &["device", "recording"],
+                ) == "recording";
+                let source = match (raw.path.clone(), raw.usb_id.as_deref()) {
+                    (Some(_), Some(_)) => {
+                        self.problem(&k("usb_id"), "give either path or usb_id, not both");
+                        HidSource::Path(PathBuf::new())
+                    }
+                    (Some(p), None) => {
+                        if p.as_os_str().is_empty() {
+                            self.problem(&k("path"), "must not be empty");
+                        }
+                        if recording {
+                            HidSource::Recording(p)
+                        } else {
+                            HidSource::Path(p)
+                        }
+                    }
+                    (None, Some(id)) => {
+                        if recording {
+                            self.problem(&k("usb_id"), "a recording is read from a path");
+                        }
+                        match parse_usb_id(id) {
+                            Some((vendor, product)) => HidSource::UsbId { vendor, product },
+                            None => {
+                                self.problem(
+                                    &k("usb_id"),
+                                    format!("must be vendor:product in hex, like \"0c2e:0b61\" (got \"{id}\")"),
+                                );
+                                HidSource::Path(PathBuf::new())
+                            }
+                        }
+                    }
+                    (None, None) => {
+                        self.problem(
+                            &key,
+                            "a hid reader needs a path (/dev/input/by-id/...-event-kbd) or a usb_id",
+                        );
+                        HidSource::Path(PathBuf::new())
+                    }
+                };
+                ReaderKind::Hid {
+                    source,
+                    layout,
+                    grab: raw.grab.unwrap_or(true),
+                }
+            }
+            _ => {
+                let path = raw
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("/dev/ttyACM0"));
+                if path.as_os_str().is_empty() {
+                    self.problem(&k("path"), "must not be empty");
+                }
+                let baud = self.range(&k("baud"), raw.baud, 9600, 50, 4_000_000) as u32;
+                ReaderKind::Serial { path, baud }
+            }
+        };
+        if kind_name != "hid" {
+            let hid = "\"hid\"";
+            only(self, "layout", raw.layout.is_some(), hid);
+            only(self, "usb_id", raw.usb_id.is_some(), hid);
+            only(self, "grab", raw.grab.is_some(), hid);
+            only(self, "hid_source", raw.hid_source.is_some(), hid);
+        }
+        let name = match raw.name {
+            Some(n) if n.trim().is_empty() || n.len() > 64 || n.chars().any(|c| c.is_control()) => {
+                self.problem(&k("name"), "must be 1 to 64 printable characters");
+                key.clone()
+            }
+            Some(n) => n,
+            None if multi => {
+                self.problem(
+                    &key,
+                    "needs a name (shown in logs, status and each scan event)",
+                );
+                key.clone()
+            }
+            None => "reader".into(),
+        };
+        let direction = match raw.direction.as_deref() {
+            None => Direction::Entry,
+            Some(d) => Direction::parse(d).unwrap_or_else(|| {
+                self.problem(
+                    &k("direction"),
+                    format!("must be one of \"entry\", \"exit\" (got \"{d}\")"),
+                );
+                Direction::Entry
+            }),
+        };
+        let outputs = match raw.outputs {
+            // Unless it says otherwise, a reader drives the standard outputs that are wired.
+            None => {
+                let std = LaneOutputs::standard();
+                let wired = |o: Option<String>| o.filter(|n| wired.get(n).is_some());
+                LaneOutputs {
+                    relay: wired(std.relay),
+                    green: wired(std.green),
+                    red: wired(std.red),
+                    buzzer: wired(std.buzzer),
+                }
+            }
+            Some(o) => LaneOutputs {
+                relay: o.relay,
+                green: o.green,
+                red: o.red,
+                buzzer: o.buzzer,
+            },
+        };
+        let max_len = self.range(&k("max_len"), raw.max_len, 512, 1, 65_536) as usize;
+        let debounce_ms = self.range(&k("debounce_ms"), raw.debounce_ms, 1500, 0, 600_000);
+        let frame_timeout_ms = self.range(
+            &k("frame_timeout_ms"),
+            raw.frame_timeout_ms,
+            300,
+            10,
+            60_000,
+        );
+        ReaderConfig {
+            name,
+            key,
+            kind,
+            direction,
+            outputs,
+            max_len,
+            debounce: Duration::from_millis(debounce_ms),
+            frame_timeout: Duration::from_millis(frame_timeout_ms),
+        }
+    }
+
+    pub(super) fn rules(&mut self, raw: RawRules) -> Rules {
+        for (key, list) in [
+            ("rules.projects", &raw.projects),
+            ("rules.templates", &raw.templates),
+        ] {
+            if list.iter().any(|s| s.trim().is_empty()) {
+                self.problem(key, "ids must not be empty strings");
+            }
+        }
+        let reward_points = raw.reward_points.unwrap_or(0);
+        if !(0..=i32::MAX as i64).contains(&reward_points) {
+            self.problem(
+                "rules.reward_points",
+                format!("must be between 0 and {} (got {reward_points})", i32::MAX),
+            );
+        }
+        Rules {
+            projects: raw.projects,
+            templates: raw.templates,
+            reward_points: reward_points.clamp(0, i32::MAX as i64),
+        }
+    }
+}

@@ -1,0 +1,434 @@
+//! What the lanes, the replay, the keep-alive, enrolment, the door and the HTTP endpoint
+//! share, split by what it is:
+//!
+//! - [`ApiState`]: the API as this device sees it, reachable or not ([`Link`]) and whether it
+//!   takes the token; [`ApiState::observe`] is the one place where the result of an API call
+//!   becomes that state (the rule itself, [`effect`], is pure).
+//! - [`Outbox`]: the scan events still to send: the pending count, the ids on their way from
+//!   the live path, the replay's wake-up, the last acknowledgement.
+//! - [`Board`]: what status shows about the device itself: its readers, its door, whether it is
+//!   enrolled, the last scans, and the status writer's wake-up.
+//!
+//! [`Shared`] bundles the three with the store handle; each is cheap to clone.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::api::classify::ErrorClass;
+use crate::api::ApiError;
+use crate::clock::now_ms;
+use crate::link::Link;
+use crate::store::StoreHandle;
+
+/// How many scans the status page lists.
+pub const RECENT: usize = 20;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Everything the daemon's tasks share.
+#[derive(Clone)]
+pub struct Shared {
+    pub store: StoreHandle,
+    pub api: ApiState,
+    pub outbox: Outbox,
+    pub board: Board,
+}
+
+impl Shared {
+    pub fn new(store: StoreHandle, link: Link) -> Self {
+        let board = Board::default();
+        Shared {
+            store,
+            api: ApiState::new(link, board.status_wake.clone()),
+            outbox: Outbox::new(board.status_wake.clone()),
+            board,
+        }
+    }
+}
+
+/// Who made an API call: the same answer means a little more or less for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// A live scan's lookup or scan event.
+    Scan,
+    /// A replay batch.
+    Replay,
+    /// The keep-alive or the offline probe.
+    KeepAlive,
+    /// `registerDevice`, with the workspace token.
+    Enrolment,
+}
+
+/// What one API call's result does to the API state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// The API answered and took the token: online, no auth error.
+    Reachable,
+    /// The API could not be reached: one failure towards going offline.
+    Unreachable,
+    /// The API (its authorizer) refused the token.
+    AuthRefused,
+    /// Nothing to learn about the link or the token.
+    Nothing,
+}
+
+/// The rule, in one place (pure):
+/// - an answer is `Reachable`;
+/// - an auth error is `AuthRefused`, whoever asked;
+/// - a retryable failure (transport, timeout, 5xx, 429) is `Unreachable` for the live scan
+///   and the keep-alive; for a replay batch only a transport failure is (a throttled or
+///   failing bulk request says nothing about the live path's next request); enrolment runs
+///   before the link is watched, and its retries are its own;
+/// - a refusal of the request itself (permanent, ambiguous) is `Nothing`: the API answered,
+///   but about this request, not about the link or the token.
+pub fn effect(caller: Caller, result: Result<(), &ApiError>) -> Effect {
+    let e = match result {
+        Ok(()) => return Effect::Reachable,
+        Err(e) => e,
+    };
+    match (e.class, caller) {
+        (ErrorClass::Auth, _) => Effect::AuthRefused,
+        (ErrorClass::Retryable { .. }, Caller::Scan | Caller::KeepAlive) => Effect::Unreachable,
+        (ErrorClass::Retryable { .. }, Caller::Replay) if e.status.is_none() => Effect::Unreachable,
+        (ErrorClass::Retryable { .. }, _) => Effect::Nothing,
+        (ErrorClass::Permanent | ErrorClass::Ambiguous, _) => Effect::Nothing,
+    }
+}
+
+/// The API as this device sees it.
+#[derive(Clone)]
+pub struct ApiState {
+    pub link: Link,
+    /// The last auth error, for status (empty: none).
+    auth_error: Arc<Mutex<String>>,
+    status_wake: Arc<Notify>,
+}
+
+impl ApiState {
+    fn new(link: Link, status_wake: Arc<Notify>) -> Self {
+        ApiState {
+            link,
+            auth_error: Default::default(),
+            status_wake,
+        }
+    }
+
+    /// An API call's result, read into link and auth state by [`effect`].
+    pub fn observe<T>(&self, caller: Caller, result: &Result<T, ApiError>) -> Effect {
+        let effect = effect(caller, result.as_ref().map(|_| ()));
+        match (&effect, result) {
+            (Effect::Reachable, _) => {
+                if caller != Caller::Enrolment {
+                    self.link.success();
+                }
+                self.set_auth_error(None);
+            }
+            (Effect::Unreachable, Err(e)) => self.link.failure(&e.to_string()),
+            (Effect::AuthRefused, Err(e)) => self.set_auth_error(Some(e)),
+            _ => {}
+        }
+        effect
+    }
+
+    /// No answer within a scan's budget: one failure towards going offline.
+    pub fn no_answer(&self, why: &str) {
+        self.link.failure(why);
+    }
+
+    /// The last auth error's text (empty: none).
+    pub fn auth_error(&self) -> String {
+        lock(&self.auth_error).clone()
+    }
+
+    pub fn has_auth_error(&self) -> bool {
+        !lock(&self.auth_error).is_empty()
+    }
+
+    fn set_auth_error(&self, e: Option<&ApiError>) {
+        let mut a = lock(&self.auth_error);
+        match e {
+            Some(e) => {
+                if a.is_empty() {
+                    tracing::error!("the API refuses the token: {e}; scans are decided offline and replay is paused");
+                    self.status_wake.notify_one();
+                }
+                *a = e.to_string();
+            }
+            None => {
+                if !a.is_empty() {
+                    a.clear();
+                    self.status_wake.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// The scan events still to send.
+#[derive(Clone)]
+pub struct Outbox {
+    /// Unsent scan events: counted from the store at start and by the replay worker, raised
+    /// by each pending row a lane writes.
+    pending: Arc<AtomicI64>,
+    /// Scan ids whose `createScanEvent` is on its way from the live path: replay skips them.
+    inflight: Arc<Mutex<HashSet<String>>>,
+    /// Wakes the replay worker.
+    pub replay_wake: Arc<Notify>,
+    /// When the server last acknowledged a scan event (unix ms; 0: never).
+    last_sync_ms: Arc<AtomicI64>,
+    status_wake: Arc<Notify>,
+}
+
+impl Outbox {
+    fn new(status_wake: Arc<Notify>) -> Self {
+        Outbox {
+            pending: Default::default(),
+            inflight: Default::default(),
+            replay_wake: Default::default(),
+            last_sync_ms: Default::default(),
+            status_wake,
+        }
+    }
+
+    pub fn pending(&self) -> i64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// The count the store gives (at start, and after each replay batch).
+    pub fn set_pending(&self, n: i64) {
+        self.pending.store(n, Ordering::Relaxed);
+    }
+
+    /// A lane wrote one more pending row: counted, and the replay worker woken.
+    pub fn admitted(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.replay_wake.notify_one();
+    }
+
+    /// Whether the queue is at `max_pending` (nothing more is admitted offline).
+    pub fn is_full(&self, max_pending: u64) -> bool {
+        self.pending() >= max_pending as i64
+    }
+
+    /// The server acknowledged scan events just now.
+    pub fn synced(&self) {
+        let now = now_ms();
+        let before = self.last_sync_ms.swap(now, Ordering::Relaxed);
+        // Status shows the first sync at once; later ones ride the writer's 10 s round
+        // (one meta write per scan would double the scan path's fsyncs).
+        if now - before > 10_000 {
+            self.status_wake.notify_one();
+        }
+    }
+
+    pub fn last_sync_ms(&self) -> i64 {
+        self.last_sync_ms.load(Ordering::Relaxed)
+    }
+
+    pub fn inflight_ids(&self) -> Vec<String> {
+        lock(&self.inflight).iter().cloned().collect()
+    }
+
+    /// Marks a scan id as on its way from the live path (or no longer).
+    pub fn set_inflight(&self, id: &str, on: bool) {
+        let mut s = lock(&self.inflight);
+        if on {
+            s.insert(id.to_owned());
+        } else {
+            s.remove(id);
+        }
+    }
+}
+
+/// A reader as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReaderState {
+    pub name: String,
+    pub direction: String,
+    pub connected: bool,
+}
+
+/// The door contact as status shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DoorState {
+    /// `closed`, `open` or `unknown` (not read yet).
+    pub state: String,
+    /// Since when (unix ms; 0: since start).
+    pub since_ms: i64,
+    /// Open longer than `held_open_secs`.
+    pub held_open: bool,
+}
+
+/// A scan as the status page shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecentScan {
+    pub at: String,
+    pub code: String,
+    pub verdict: &'static str,
+    pub reason: &'static str,
+    pub mode: &'static str,
+    pub latency_ms: f64,
+    pub reader: String,
+    pub direction: &'static str,
+}
+
+/// What status shows about the device itself.
+#[derive(Clone, Default)]
+pub struct Board {
+    readers: Arc<Mutex<Vec<ReaderState>>>,
+    door: Arc<Mutex<Option<DoorState>>>,
+    enrolled: Arc<AtomicBool>,
+    recent: Arc<Mutex<VecDeque<RecentScan>>>,
+    /// Wakes the status writer (something `status` shows changed).
+    pub status_wake: Arc<Notify>,
+}
+
+impl Board {
+    /// Registers the readers (all disconnected until they say otherwise).
+    pub fn set_readers(&self, readers: &[crate::config::ReaderConfig]) {
+        *lock(&self.readers) = readers
+            .iter()
+            .map(|r| ReaderState {
+                name: r.name.clone(),
+                direction: r.direction.as_str().to_owned(),
+                connected: false,
+            })
+            .collect();
+    }
+
+    pub fn readers(&self) -> Vec<ReaderState> {
+        lock(&self.readers).clone()
+    }
+
+    /// Reader `index` is connected or not.
+    pub fn set_reader_connected(&self, index: usize, on: bool) {
+        if let Some(r) = lock(&self.readers).get_mut(index) {
+            r.connected = on;
+        }
+        crate::metrics::metrics()
+            .reader_connected
+            .set(self.all_readers_connected() as i64);
+        self.status_wake.notify_one();
+    }
+
+    /// How many readers there are, and the names of those that are not connected.
+    pub fn disconnected_readers(&self) -> (usize, Vec<String>) {
+        let r = lock(&self.readers);
+        let down = r.iter().filter(|r| !r.connected).map(|r| r.name.clone());
+        (r.len(), down.collect())
+    }
+
+    /// Every reader is connected (what `/healthz` and the metric say).
+    pub fn all_readers_connected(&self) -> bool {
+        let (n, down) = self.disconnected_readers();
+        n > 0 && down.is_empty()
+    }
+
+    pub fn door(&self) -> Option<DoorState> {
+        lock(&self.door).clone()
+    }
+
+    pub fn set_door(&self, door: Option<DoorState>) {
+        *lock(&self.door) = door;
+        self.status_wake.notify_one();
+    }
+
+    pub fn enrolled(&self) -> bool {
+        self.enrolled.load(Ordering::Relaxed)
+    }
+
+    pub fn set_enrolled(&self) {
+        self.enrolled.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds a decided scan to the recent list (the oldest goes at [`RECENT`]).
+    pub fn push_recent(&self, scan: RecentScan) {
+        let mut r = lock(&self.recent);
+        if r.len() == RECENT {
+            r.pop_front();
+        }
+        r.push_back(scan);
+    }
+
+    /// The recent scans, newest first.
+    pub fn recent(&self) -> Vec<RecentScan> {
+        lock(&self.recent).iter().rev().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn err(class: ErrorClass, status: Option<u16>) -> ApiError {
+        ApiError {
+            class,
+            status,
+            detail: "x".into(),
+        }
+    }
+
+    #[test]
+    fn one_rule_for_every_caller() {
+        use Caller::*;
+        let transport = err(ErrorClass::Retryable { retry_after: None }, None);
+        let throttled = err(
+            ErrorClass::Retryable {
+                retry_after: Some(Duration::from_secs(2)),
+            },
+            Some(429),
+        );
+        let auth = err(ErrorClass::Auth, Some(401));
+        let permanent = err(ErrorClass::Permanent, Some(200));
+        let ambiguous = err(ErrorClass::Ambiguous, Some(200));
+        for c in [Scan, Replay, KeepAlive, Enrolment] {
+            assert_eq!(effect(c, Ok(())), Effect::Reachable, "{c:?}");
+            assert_eq!(effect(c, Err(&auth)), Effect::AuthRefused, "{c:?}");
+            assert_eq!(effect(c, Err(&permanent)), Effect::Nothing, "{c:?}");
+            assert_eq!(effect(c, Err(&ambiguous)), Effect::Nothing, "{c:?}");
+        }
+        assert_eq!(effect(Scan, Err(&transport)), Effect::Unreachable);
+        assert_eq!(effect(Scan, Err(&throttled)), Effect::Unreachable);
+        assert_eq!(effect(KeepAlive, Err(&transport)), Effect::Unreachable);
+        assert_eq!(effect(Replay, Err(&transport)), Effect::Unreachable);
+        assert_eq!(
+            effect(Replay, Err(&throttled)),
+            Effect::Nothing,
+            "a throttled batch"
+        );
+        assert_eq!(effect(Enrolment, Err(&transport)), Effect::Nothing);
+    }
+
+    #[test]
+    fn an_answer_clears_the_auth_error_and_brings_the_link_back() {
+        let link = Link::new(2);
+        let api = ApiState::new(link.clone(), Default::default());
+        let auth = err(ErrorClass::Auth, Some(401));
+        let transport = err(ErrorClass::Retryable { retry_after: None }, None);
+        api.observe::<()>(Caller::Scan, &Err(auth));
+        assert!(api.has_auth_error());
+        api.observe::<()>(Caller::KeepAlive, &Err(transport.clone()));
+        api.observe::<()>(Caller::Scan, &Err(transport));
+        assert!(link.is_offline());
+        api.observe(Caller::KeepAlive, &Ok(()));
+        assert!(!link.is_offline());
+        assert!(!api.has_auth_error());
+    }
+
+    #[test]
+    fn the_pending_count_and_the_full_queue() {
+        let o = Outbox::new(Default::default());
+        o.set_pending(2);
+        assert!(!o.is_full(3));
+        o.admitted();
+        assert!(o.is_full(3));
+        assert_eq!(o.pending(), 3);
+    }
+}

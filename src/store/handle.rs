@@ -1,0 +1,151 @@
+//! The async seam over the store (see [`StoreHandle`]).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{Result, Store, StoreError};
+
+/// The async seam over the store: every call runs on a blocking thread. Writes go one at a
+/// time through the main connection ([`StoreHandle::run`]); reads that only look (counts for
+/// the status page and the metrics, the replay's next batch) and the WAL checkpoint go
+/// through a second connection ([`StoreHandle::read`]), so that a scan's write never waits
+/// behind them (WAL: a reader and a checkpoint do not hold the writer up). When the store
+/// cannot be opened (or was lost), each call first tries to open it again (at most every
+/// 5 s) and otherwise fails with a clear error; the daemon keeps deciding meanwhile.
+#[derive(Clone)]
+pub struct StoreHandle {
+    inner: std::sync::Arc<std::sync::Mutex<HandleState>>,
+    side: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
+    path: PathBuf,
+}
+
+struct HandleState {
+    store: Option<Store>,
+    last_attempt: Option<std::time::Instant>,
+}
+
+impl StoreHandle {
+    /// Opens the store at `path` (moving a corrupt file aside); on failure the handle starts
+    /// without a store and retries later.
+    pub fn open(path: &Path) -> StoreHandle {
+        let store = Self::try_open(path);
+        StoreHandle {
+            inner: std::sync::Arc::new(std::sync::Mutex::new(HandleState {
+                store,
+                last_attempt: Some(std::time::Instant::now()),
+            })),
+            side: Default::default(),
+            path: path.to_owned(),
+        }
+    }
+
+    fn try_open(path: &Path) -> Option<Store> {
+        match Store::open_or_quarantine(path) {
+            Ok((s, None)) => Some(s),
+            Ok((s, Some(aside))) => {
+                tracing::error!(
+                    "the scan store {} was damaged: moved aside to {} and started a new one",
+                    path.display(),
+                    aside.display()
+                );
+                Some(s)
+            }
+            Err(e) => {
+                tracing::error!(
+                    "cannot open the scan store {}: {e}; deciding by policy and retrying",
+                    path.display()
+                );
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .store
+            .is_some()
+    }
+
+    /// Runs `f` with the store on a blocking thread.
+    pub async fn run<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let side = self.side.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+            if g.store.is_none()
+                && g.last_attempt
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+            {
+                g.last_attempt = Some(std::time::Instant::now());
+                g.store = Self::try_open(&path);
+                // The file may be a new one: the second connection opens it afresh.
+                *side.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                if g.store.is_some() {
+                    tracing::info!("scan store {} is open again", path.display());
+                }
+            }
+            let r = match g.store.as_mut() {
+                Some(s) => f(s),
+                None => Err(StoreError(format!(
+                    "the scan store {} is not available",
+                    path.display()
+                ))),
+            };
+            crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
+            r
+        })
+        .await
+        .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on the second connection: for reads and the checkpoint, never for a write a
+    /// scan waits for. Opened when first needed (after the main connection made the file);
+    /// while it cannot be opened, `f` runs on the main connection instead.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Store) -> Result<T> + Send + 'static,
+    {
+        let side = self.side.clone();
+        let path = self.path.clone();
+        let main = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = side.lock().unwrap_or_else(|p| p.into_inner());
+            if g.is_none() && path.exists() {
+                *g = Store::open_existing(&path, true).ok();
+            }
+            if let Some(s) = g.as_ref() {
+                let r = f(s);
+                if r.as_ref()
+                    .is_err_and(|e| e.0.contains("malformed") || e.0.contains("not a database"))
+                {
+                    // The file was replaced (moved aside): open it again next time.
+                    *g = None;
+                }
+                return r;
+            }
+            drop(g);
+            let m = main.lock().unwrap_or_else(|p| p.into_inner());
+            match m.store.as_ref() {
+                Some(s) => f(s),
+                None => Err(StoreError(format!(
+                    "the scan store {} is not available",
+                    path.display()
+                ))),
+            }
+        })
+        .await
+        .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+}
