@@ -45,9 +45,10 @@ pub async fn run(
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)).await }, if deadline.is_some() => {
                 if let Some(d) = door.as_mut() {
                     if let Some(DoorNote::HeldOpen { open_for }) = d.tick(Instant::now()) {
-                        tracing::warn!(open_s = open_for.as_secs(), held_open_secs = held_secs, "door held open");
+                        // Status and the metric first: whoever reads the log line finds them.
                         crate::metrics::metrics().door_held_open.set(1);
                         publish(&shared, d, door_since_ms);
+                        tracing::warn!(open_s = open_for.as_secs(), held_open_secs = held_secs, "door held open");
                     }
                 }
                 continue;

@@ -1,5 +1,7 @@
 //! The replay worker: sends the pending scan events, oldest first, until the outbox is empty.
 //!
+//! - A batch waits while a lane is deciding a scan (up to [`GIVE_WAY_AT_MOST`]): a guest at
+//!   the door never shares the CPU or the connection with a replay that can wait.
 //! - Batches of up to `BATCH` events in one GraphQL document with aliases (`e0`, `e1`...):
 //!   mutations in one document run in order and each alias is acknowledged or failed on its
 //!   own. One HTTP client of its own, so live scans keep their warm connection.
@@ -24,6 +26,8 @@ use crate::store::PendingRow;
 
 pub const BATCH: usize = 100;
 pub const AMBIGUOUS_TRIES: i64 = 3;
+/// How long a batch waits for the lanes to finish their scans before it goes anyway.
+pub const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(500);
 
 /// What to do with each row of a batch after the server's answer (pure).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -115,14 +119,21 @@ pub async fn run(client: Client, shared: Shared) {
             let _ = link.changed().await;
             continue;
         }
-        let exclude = shared.outbox.inflight_ids();
+        // A guest at the door goes first.
+        shared.outbox.wait_quiet(GIVE_WAY_AT_MOST).await;
+        // Events on their way from the live path are skipped; so is one that finished while
+        // the batch was read (its row may have been read as pending just before it was marked
+        // sent).
+        let mark = shared.outbox.inflight_mark();
         let limit = batch_size;
-        let rows = match shared
-            .store
-            .read(move |s| s.pending_batch(limit, &exclude))
-            .await
-        {
-            Ok(r) => r,
+        let read = limit + shared.outbox.inflight_count();
+        let rows = match shared.store.read(move |s| s.pending_batch(read, &[])).await {
+            Ok(mut r) => {
+                let skip = shared.outbox.skip_for_replay(mark);
+                r.retain(|row| !skip.contains(&row.scan_id));
+                r.truncate(limit);
+                r
+            }
             Err(e) => {
                 tracing::error!("replay cannot read the store: {e}");
                 tokio::time::sleep(Duration::from_secs(5)).await;

@@ -177,11 +177,14 @@ pub struct Outbox {
     /// by each pending row a lane writes.
     pending: Arc<AtomicI64>,
     /// Scan ids whose `createScanEvent` is on its way from the live path: replay skips them.
-    inflight: Arc<Mutex<HashSet<String>>>,
+    inflight: Arc<Mutex<Inflight>>,
     /// Wakes the replay worker.
     pub replay_wake: Arc<Notify>,
     /// When the server last acknowledged a scan event (unix ms; 0: never).
     last_sync_ms: Arc<AtomicI64>,
+    /// Lanes deciding a scan now: the replay gives way to them ([`Outbox::wait_quiet`]).
+    live: Arc<AtomicI64>,
+    quiet: Arc<Notify>,
     status_wake: Arc<Notify>,
 }
 
@@ -192,7 +195,34 @@ impl Outbox {
             inflight: Default::default(),
             replay_wake: Default::default(),
             last_sync_ms: Default::default(),
+            live: Default::default(),
+            quiet: Default::default(),
             status_wake,
+        }
+    }
+
+    /// A lane starts (`true`) or ends (`false`) work on a reader event.
+    pub fn set_live(&self, on: bool) {
+        if on {
+            self.live.fetch_add(1, Ordering::AcqRel);
+        } else if self.live.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.quiet.notify_waiters();
+        }
+    }
+
+    /// Returns when no lane is deciding a scan (at once if none is): a replay batch never
+    /// competes with a guest at the door for the CPU or the connection. Waits at most
+    /// `at_most`, so that a door that never pauses still drains its queue.
+    pub async fn wait_quiet(&self, at_most: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + at_most;
+        loop {
+            let quiet = self.quiet.notified();
+            if self.live.load(Ordering::Acquire) <= 0 {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, quiet).await.is_err() {
+                return;
+            }
         }
     }
 
@@ -231,19 +261,59 @@ impl Outbox {
         self.last_sync_ms.load(Ordering::Relaxed)
     }
 
-    pub fn inflight_ids(&self) -> Vec<String> {
-        lock(&self.inflight).iter().cloned().collect()
+    /// Where the in-flight marks stand now, for [`Outbox::skip_for_replay`].
+    pub fn inflight_mark(&self) -> u64 {
+        lock(&self.inflight).seq
+    }
+
+    /// How many events are on their way from the live path now.
+    pub fn inflight_count(&self) -> usize {
+        lock(&self.inflight).live.len()
+    }
+
+    /// The ids a replay batch read after `mark` must skip: those on their way from the live
+    /// path, and those that finished since `mark` (the batch may have read such a row while it
+    /// was still pending, just before the live path marked it sent).
+    pub fn skip_for_replay(&self, mark: u64) -> HashSet<String> {
+        let f = lock(&self.inflight);
+        let mut skip = f.live.clone();
+        skip.extend(
+            f.cleared
+                .iter()
+                .filter(|(seq, _)| *seq > mark)
+                .map(|(_, id)| id.clone()),
+        );
+        skip
     }
 
     /// Marks a scan id as on its way from the live path (or no longer).
     pub fn set_inflight(&self, id: &str, on: bool) {
-        let mut s = lock(&self.inflight);
+        let mut f = lock(&self.inflight);
         if on {
-            s.insert(id.to_owned());
-        } else {
-            s.remove(id);
+            f.live.insert(id.to_owned());
+        } else if f.live.remove(id) {
+            f.seq += 1;
+            let seq = f.seq;
+            if f.cleared.len() == Inflight::REMEMBER {
+                f.cleared.pop_front();
+            }
+            f.cleared.push_back((seq, id.to_owned()));
         }
     }
+}
+
+/// The live path's events on their way, and the last ones that finished.
+#[derive(Default)]
+struct Inflight {
+    live: HashSet<String>,
+    /// (sequence number, id) of the last events that finished, oldest first.
+    cleared: VecDeque<(u64, String)>,
+    seq: u64,
+}
+
+impl Inflight {
+    /// Finished ids remembered: far more than can finish while one batch is read.
+    const REMEMBER: usize = 1024;
 }
 
 /// A reader as status shows it.
@@ -420,6 +490,41 @@ mod tests {
         api.observe(Caller::KeepAlive, &Ok(()));
         assert!(!link.is_offline());
         assert!(!api.has_auth_error());
+    }
+
+    #[tokio::test]
+    async fn the_replay_waits_for_the_lanes_but_not_forever() {
+        let o = Outbox::new(Default::default());
+        o.wait_quiet(Duration::from_secs(60)).await;
+        o.set_live(true);
+        let t = tokio::time::Instant::now();
+        o.wait_quiet(Duration::from_millis(30)).await;
+        assert!(
+            t.elapsed() >= Duration::from_millis(30),
+            "waited for the lane"
+        );
+        let o2 = o.clone();
+        let waiter = tokio::spawn(async move { o2.wait_quiet(Duration::from_secs(60)).await });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        o.set_live(false);
+        tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("woken when the lane is done")
+            .unwrap();
+    }
+
+    #[test]
+    fn a_batch_skips_what_is_in_flight_and_what_finished_while_it_was_read() {
+        let o = Outbox::new(Default::default());
+        o.set_inflight("a", true);
+        let mark = o.inflight_mark();
+        o.set_inflight("b", true);
+        o.set_inflight("a", false);
+        let skip = o.skip_for_replay(mark);
+        assert!(skip.contains("a"), "finished after the mark");
+        assert!(skip.contains("b"), "still on its way");
+        let later = o.inflight_mark();
+        assert!(!o.skip_for_replay(later).contains("a"), "finished before");
     }
 
     #[test]

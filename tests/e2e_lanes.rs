@@ -363,6 +363,8 @@ async fn exit_button_releases_the_door_and_the_door_sensor_warns_when_held_open(
     h.wait_log("door opened", T);
     assert!(wait_until(T, || h.status_json()["door"]["state"] == "open"));
     h.wait_log("door held open", Duration::from_secs(5));
+    // The status writer writes it a moment later (in another task than the log line).
+    wait_until(T, || h.status_json()["door"]["held_open"] == true);
     let st = h.status_json();
     assert_eq!(st["door"]["held_open"], true, "{st}");
     let text = String::from_utf8_lossy(&h.cli(&["status"]).stdout).into_owned();

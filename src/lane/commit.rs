@@ -566,20 +566,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_malformed_read_stores_nothing_and_is_recorded_with_no_code() {
-        let c = Commit {
-            code: None,
-            scan_id: None,
-            last_byte: Instant::now(),
-            mode: Mode::Local,
-            decision: Decision::Decided {
-                verdict: Verdict::Reject,
-                reason: Reason::Malformed,
-                row: None,
-            },
-            tidy: None,
-            event_id: None,
-            detail: Some("too long".into()),
-        };
+        let c = crate::lane::scan::malformed("too long".into(), Instant::now());
         let (out, steps, shared) = run(c, false).await;
         assert_eq!(steps, ["feedback reject"]);
         assert_eq!(out.reason, Reason::Malformed);

@@ -111,6 +111,15 @@ impl ApiSlot {
     }
 }
 
+/// Ends the lane's live mark however its work on an event ends.
+struct Live(crate::state::Outbox);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.set_live(false);
+    }
+}
+
 /// One reader's lane.
 pub struct Lane {
     settings: LaneSettings,
@@ -162,6 +171,8 @@ impl Lane {
             // Monotonic (+1 so that 0 stays "idle"): a clock step at boot is no wedge.
             self.busy
                 .store(crate::clock::mono_ms() as i64 + 1, Ordering::Relaxed);
+            self.shared.outbox.set_live(true);
+            let _live = Live(self.shared.outbox.clone());
             let decided = tokio::select! {
                 c = self.decide_event(ev) => c,
                 _ = shutdown.recv() => return,

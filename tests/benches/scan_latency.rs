@@ -18,9 +18,13 @@
 //! - `idle [--secs 20]`: resident memory, CPU time and wake-ups per second of an idle daemon.
 //! - `rss [--scans 100000]`: resident memory after N (offline) scans.
 //! - `ready [--rows 100000]`: start to systemd READY with N rows in the store.
-//! - `busy [--path online|offline] [--scans 10000] [--backlog 30000]`: the tail under the
-//!   background work of a door at work: a `/metrics` scrape every second, `status` and
-//!   `queue list` run from another process in a loop, (online) the replay draining a backlog
+//!
+//! `--state-on tmpfs` puts the daemon's state directory in /dev/shm (fsync costs nothing
+//! there): the daemon's own figures without the disk's tail.
+//! - `busy [--path online|offline] [--scans 10000] [--backlog 30000] [--cli-every-ms 250]`: the
+//!   tail under the background work of a door at work: a `/metrics` scrape every second,
+//!   `status` and `queue list` run from another process in a loop (a pause of
+//!   `cli-every-ms` after each pair; 0: back to back), (online) the replay draining a backlog
 //!   of N pending events, and the daemon's own WAL checkpoints. Reports p99 and p99.9 of the
 //!   overhead (online: latency minus the fake API's time; offline: the latency itself).
 
@@ -151,7 +155,12 @@ struct RigOpts<'a> {
 
 impl Rig {
     fn daemon(sim: &Sim, o: RigOpts<'_>, prepare: impl FnOnce(&Path)) -> Rig {
-        let dir = tempfile::tempdir().unwrap();
+        // `--state-on tmpfs`: the store in /dev/shm, where fsync costs nothing: the daemon's
+        // own tail without the disk's.
+        let dir = match arg_str("--state-on", "disk").as_str() {
+            "tmpfs" => tempfile::tempdir_in("/dev/shm").unwrap(),
+            _ => tempfile::tempdir().unwrap(),
+        };
         let state = dir.path().join("state");
         prepare(&state);
         let (mut master, slave) = pty();
@@ -356,7 +365,7 @@ fn online(rt: &tokio::runtime::Runtime) {
 fn report(latency_label: &str, (latency, api, overhead): (Vec<f64>, Vec<f64>, Vec<f64>)) {
     println!("{}", summary(latency_label, latency));
     println!("{}", summary("fake API time (2 requests)", api));
-    println!("{}", summary("daemon overhead", overhead));
+    println!("{}", tail_summary("daemon overhead", overhead));
 }
 
 /// The online path with a keyboard-mode reader: a German-layout scanner's key events for
@@ -514,7 +523,7 @@ fn offline(rt: &tokio::runtime::Runtime) {
         }
     }
     println!("offline (policy accept, after the offline switch): {scans} scans");
-    println!("{}", summary("last byte -> relay on", latency));
+    println!("{}", tail_summary("last byte -> relay on", latency));
 }
 
 fn drain(rt: &tokio::runtime::Runtime) {
@@ -592,18 +601,24 @@ fn write() {
     let dir =
         tempfile::tempdir_in(std::env::var("TMPDIR").unwrap_or_else(|_| "target".into())).unwrap();
     let mut store = Store::open(&dir.path().join("bench.db")).unwrap();
+    // As the daemon does: checkpoints between writes (every `checkpoint-every` writes; 0: none).
+    let every = arg("--checkpoint-every", 0) as usize;
+    let side = Store::open_existing(&dir.path().join("bench.db"), true).unwrap();
     let mut times = Vec::new();
     for i in 0..n {
         let scan = pending_row(i, &format!("CODE-{i:06}"), true);
         let t = Instant::now();
         store.insert_scan(&scan, true).unwrap();
         times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if every > 0 && i % every == every - 1 {
+            side.checkpoint().unwrap();
+        }
     }
     println!(
         "durable write of one scan (WAL, synchronous=FULL, in {}): {n} writes",
         dir.path().display()
     );
-    println!("{}", summary("insert + commit (fsync)", times));
+    println!("{}", tail_summary("insert + commit (fsync)", times));
 }
 
 fn proc_status(pid: u32, key: &str) -> u64 {
@@ -780,6 +795,7 @@ fn ready(rt: &tokio::runtime::Runtime) {
 fn background(
     cfg: PathBuf,
     metrics: std::net::SocketAddr,
+    cli_every: Duration,
 ) -> (
     std::sync::Arc<std::sync::atomic::AtomicBool>,
     Vec<std::thread::JoinHandle<u64>>,
@@ -806,12 +822,13 @@ fn background(
             n
         }
     }));
-    // `status` and `queue list` from another process, in a loop.
+    // `status` and `queue list` from another process, in a loop (none: `cli-every-ms` of
+    // a day).
     threads.push(std::thread::spawn({
         let stop = stop.clone();
         move || {
             let mut n = 0;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) && cli_every < Duration::from_secs(86_400) {
                 for args in [&["status"][..], &["queue", "list"][..]] {
                     let _ = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
                         .args(args)
@@ -821,6 +838,10 @@ fn background(
                         .stderr(Stdio::null())
                         .status();
                     n += 1;
+                }
+                let until = Instant::now() + cli_every;
+                while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(10));
                 }
             }
             n
@@ -871,7 +892,8 @@ fn busy(rt: &tokio::runtime::Runtime) {
             rig.scan("VALID-0001");
         }
     }
-    let (stop, threads) = background(rig.dir.path().join("config.toml"), addr);
+    let cli_every = Duration::from_millis(arg("--cli-every-ms", 250));
+    let (stop, threads) = background(rig.dir.path().join("config.toml"), addr, cli_every);
     let t0 = Instant::now();
     let mut overhead = Vec::new();
     for i in 0..(20 + scans) {
@@ -911,10 +933,11 @@ fn busy(rt: &tokio::runtime::Runtime) {
         0
     };
     println!(
-        "busy {path}: {scans} scans in {:.1} s beside {} metrics scrapes, {} status/queue list runs{}",
+        "busy {path}: {scans} scans in {:.1} s beside {} metrics scrapes, {} status/queue list runs ({} ms apart){}",
         took.as_secs_f64(),
         counts[0],
         counts[1],
+        cli_every.as_millis(),
         if online {
             format!(", {replayed} replay requests draining a backlog of {backlog}")
         } else {
