@@ -16,8 +16,6 @@ use super::{Result, Store, StoreError};
 pub struct StoreHandle {
     inner: std::sync::Arc<std::sync::Mutex<HandleState>>,
     side: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
-    /// Told after every call on the main connection (the checkpointer listens).
-    written: std::sync::Arc<tokio::sync::Notify>,
     path: PathBuf,
 }
 
@@ -37,7 +35,6 @@ impl StoreHandle {
                 last_attempt: Some(std::time::Instant::now()),
             })),
             side: Default::default(),
-            written: Default::default(),
             path: path.to_owned(),
         }
     }
@@ -67,11 +64,6 @@ impl StoreHandle {
         &self.path
     }
 
-    /// Notified after each call on the main connection (a write, most likely).
-    pub fn written(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.written.clone()
-    }
-
     pub fn is_open(&self) -> bool {
         self.inner
             .lock()
@@ -89,7 +81,6 @@ impl StoreHandle {
         let inner = self.inner.clone();
         let side = self.side.clone();
         let path = self.path.clone();
-        let written = self.written.clone();
         tokio::task::spawn_blocking(move || {
             let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
             if g.store.is_none()
@@ -112,8 +103,6 @@ impl StoreHandle {
                 ))),
             };
             crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
-            drop(g);
-            written.notify_one();
             r
         })
         .await

@@ -240,9 +240,8 @@ impl Store {
         // No checkpoint inside a scan's commit: the daemon checkpoints in the background
         // (`checkpoint`), between scans.
         self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        // After a checkpoint the WAL starts again from its beginning and is overwritten, not
-        // extended (a commit that extends the file waits for the filesystem's journal too);
-        // a burst (a long replay) may grow it, and the next reset cuts it back to this.
+        // After a checkpoint the WAL starts again from its beginning; a burst (a long replay,
+        // 30 s of scans) may have grown it, and the reset cuts it back to this.
         self.conn
             .pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)?;
         let version: i64 = self
