@@ -7,7 +7,8 @@
 //!   own. One HTTP client of its own, so live scans keep their warm connection.
 //! - Retry with [`crate::backoff::replay`] (1 s doubling to 5 min, jittered); `Retry-After`
 //!   (429, 503) replaces the next delay; a switch back online ends the wait at once.
-//! - Auth errors pause replay (nothing is dropped) and show in status.
+//! - Auth errors pause replay (nothing is dropped) and show in status; the first call the API
+//!   takes again (a live scan, the keep-alive, a probe) resumes it at once.
 //! - Permanent errors (validation, mapping template, a refusal of a scan admitted offline)
 //!   move that row to the dead letters with the error; the rest go on. `Lambda:Unhandled` is
 //!   tried `AMBIGUOUS_TRIES` times, then dead-lettered. A whole batch refused as invalid is
@@ -112,6 +113,7 @@ fn input_for(row: &PendingRow) -> ScanEventInput {
 pub async fn run(client: Client, shared: Shared) {
     let mut backoff = crate::backoff::replay();
     let mut link = shared.api.link.subscribe();
+    let auth_back = shared.api.auth_back();
     let mut batch_size = BATCH;
     loop {
         if shared.api.link.mode() == Mode::Offline {
@@ -241,6 +243,9 @@ pub async fn run(client: Client, shared: Shared) {
                     _ = tokio::time::sleep(delay) => {}
                     // Resume at once when the link comes back (not on a Retry-After wait).
                     _ = wait_online(&mut link), if was_offline || !matches!(e.class, ErrorClass::Retryable { retry_after: Some(_) }) && e.class != ErrorClass::Auth => {}
+                    // Paused by an auth error: resume as soon as any call is taken again (a
+                    // live scan, the keep-alive, a probe: `ApiState::observe`).
+                    _ = auth_back.notified(), if e.class == ErrorClass::Auth => {}
                 }
             }
         }

@@ -43,10 +43,12 @@ pub struct Shared {
 impl Shared {
     pub fn new(store: StoreHandle, link: Link) -> Self {
         let board = Board::default();
+        let outbox = Outbox::new(board.status_wake.clone());
+        let api = ApiState::new(link, board.status_wake.clone());
         Shared {
             store,
-            api: ApiState::new(link, board.status_wake.clone()),
-            outbox: Outbox::new(board.status_wake.clone()),
+            api,
+            outbox,
             board,
         }
     }
@@ -108,6 +110,8 @@ pub struct ApiState {
     /// The last auth error, for status (empty: none).
     auth_error: Arc<Mutex<String>>,
     status_wake: Arc<Notify>,
+    /// Told when the token is taken again after an auth error (the paused replay resumes).
+    auth_back: Arc<Notify>,
 }
 
 impl ApiState {
@@ -116,6 +120,7 @@ impl ApiState {
             link,
             auth_error: Default::default(),
             status_wake,
+            auth_back: Default::default(),
         }
     }
 
@@ -141,6 +146,11 @@ impl ApiState {
         self.link.failure(why);
     }
 
+    /// Notified when the token is taken again after an auth error.
+    pub fn auth_back(&self) -> Arc<Notify> {
+        self.auth_back.clone()
+    }
+
     /// The last auth error's text (empty: none).
     pub fn auth_error(&self) -> String {
         lock(&self.auth_error).clone()
@@ -163,7 +173,9 @@ impl ApiState {
             None => {
                 if !a.is_empty() {
                     a.clear();
+                    tracing::info!("the API takes the token again; replay resumes");
                     self.status_wake.notify_one();
+                    self.auth_back.notify_one();
                 }
             }
         }

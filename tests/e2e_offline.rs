@@ -192,6 +192,51 @@ async fn retry_after_on_429_is_respected() {
     h.check_invariants();
 }
 
+/// The authorizer refuses the token for a while (401 to every replay batch): replay pauses,
+/// nothing is dropped, status says so. Once the API takes the token again, the first call
+/// that succeeds (here a live scan) resumes the replay at once, not after the 5 min pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_auth_outage_the_first_call_taken_resumes_the_replay_at_once() {
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    for i in 1..=3 {
+        h.write(format!("VALID-000{i}\r\n").as_bytes());
+        h.wait_scan(i);
+    }
+    h.sim.push_fault(
+        FaultRule::always(Fault::Status {
+            status: 401,
+            retry_after: None,
+        })
+        .for_operation("Replay"),
+    );
+    h.sim.restart().await.unwrap();
+    h.wait_log("the API refuses the token", T);
+    assert!(wait_until(T, || h.status_json()["auth_error"].is_string()));
+    assert_eq!(h.sim.scan_events().len(), 0);
+    assert_eq!(h.status_json()["pending"], 3);
+    // The token is taken again; a guest's scan is the first call to find out.
+    h.sim.clear_faults();
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(4);
+    assert_eq!(field(&line, "mode"), Some("online"), "{line}");
+    let back = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || h.sim.scan_events().len() == 4),
+        "{}",
+        h.logs()
+    );
+    let took = back.elapsed();
+    eprintln!(
+        "token taken again -> queue delivered: {} ms",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert!(wait_until(T, || h.status_json()["auth_error"].is_null()
+        && h.status_json()["pending"] == 0));
+    h.check_invariants();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_replay_goes_to_the_dead_letters_and_the_rest_is_delivered() {
     let mut h = Harness::start(opts("accept")).await;
