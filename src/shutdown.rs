@@ -25,10 +25,6 @@ pub struct Shutdown {
 }
 
 impl Shutdown {
-    pub fn is_shutdown(&self) -> bool {
-        *self.rx.borrow()
-    }
-
     /// Returns once the daemon is stopping (at once if it already is).
     pub async fn recv(&mut self) {
         // An error means the sender is gone: that is a stop too.

@@ -72,6 +72,8 @@ pub enum Caller {
 pub enum Effect {
     /// The API answered and took the token: online, no auth error.
     Reachable,
+    /// The workspace token was taken (enrolment): no auth error; the link is not watched yet.
+    TokenTaken,
     /// The API could not be reached: one failure towards going offline.
     Unreachable,
     /// The API (its authorizer) refused the token.
@@ -81,7 +83,8 @@ pub enum Effect {
 }
 
 /// The rule, in one place (pure):
-/// - an answer is `Reachable`;
+/// - an answer is `Reachable` (`TokenTaken` for enrolment, which runs before the link is
+///   watched);
 /// - an auth error is `AuthRefused`, whoever asked;
 /// - a retryable failure (transport, timeout, 5xx, 429) is `Unreachable` for the live scan
 ///   and the keep-alive; for a replay batch only a transport failure is (a throttled or
@@ -91,6 +94,7 @@ pub enum Effect {
 ///   but about this request, not about the link or the token.
 pub fn effect(caller: Caller, result: Result<(), &ApiError>) -> Effect {
     let e = match result {
+        Ok(()) if caller == Caller::Enrolment => return Effect::TokenTaken,
         Ok(()) => return Effect::Reachable,
         Err(e) => e,
     };
@@ -129,11 +133,10 @@ impl ApiState {
         let effect = effect(caller, result.as_ref().map(|_| ()));
         match (&effect, result) {
             (Effect::Reachable, _) => {
-                if caller != Caller::Enrolment {
-                    self.link.success();
-                }
+                self.link.success();
                 self.set_auth_error(None);
             }
+            (Effect::TokenTaken, _) => self.set_auth_error(None),
             (Effect::Unreachable, Err(e)) => self.link.failure(&e.to_string()),
             (Effect::AuthRefused, Err(e)) => self.set_auth_error(Some(e)),
             _ => {}
@@ -470,8 +473,11 @@ mod tests {
         let auth = err(ErrorClass::Auth, Some(401));
         let permanent = err(ErrorClass::Permanent, Some(200));
         let ambiguous = err(ErrorClass::Ambiguous, Some(200));
+        assert_eq!(effect(Enrolment, Ok(())), Effect::TokenTaken);
         for c in [Scan, Replay, KeepAlive, Enrolment] {
-            assert_eq!(effect(c, Ok(())), Effect::Reachable, "{c:?}");
+            if c != Enrolment {
+                assert_eq!(effect(c, Ok(())), Effect::Reachable, "{c:?}");
+            }
             assert_eq!(effect(c, Err(&auth)), Effect::AuthRefused, "{c:?}");
             assert_eq!(effect(c, Err(&permanent)), Effect::Nothing, "{c:?}");
             assert_eq!(effect(c, Err(&ambiguous)), Effect::Nothing, "{c:?}");

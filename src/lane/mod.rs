@@ -4,7 +4,7 @@
 //! lanes decide concurrently, each in order. One [`Lane`] owns one dispatcher and one
 //! debouncer for its whole life, enrolled or not:
 //!
-//! 1. [`Lane::handle`] takes a reader event: a code, a malformed read, the reader coming or
+//! 1. [`Lane::run`] takes a reader event: a code, a malformed read, the reader coming or
 //!    going.
 //! 2. A code is debounced (a repeat within `debounce_ms` is not a new scan).
 //! 3. [`scan`] decides it: not enrolled yet (a state of the lane: [`ApiSlot`]) is a local
@@ -182,13 +182,6 @@ impl Lane {
             }
             self.busy.store(0, Ordering::Relaxed);
         }
-    }
-
-    /// One reader event, decided and committed. Returns the outcome of a scan (None for a
-    /// repeat and for the reader's own events).
-    pub async fn handle(&mut self, ev: ReaderEvent) -> Option<Outcome> {
-        let c = self.decide_event(ev).await?;
-        Some(self.commit(c).await)
     }
 
     /// What one reader event comes to: a commit, or nothing (a repeat, the reader's own

@@ -78,35 +78,42 @@ impl StoreHandle {
         T: Send + 'static,
         F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        let side = self.side.clone();
-        let path = self.path.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
-            if g.store.is_none()
-                && g.last_attempt
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-            {
-                g.last_attempt = Some(std::time::Instant::now());
-                g.store = Self::try_open(&path);
-                // The file may be a new one: the second connection opens it afresh.
-                *side.lock().unwrap_or_else(|p| p.into_inner()) = None;
-                if g.store.is_some() {
-                    tracing::info!("scan store {} is open again", path.display());
-                }
+        let (inner, side, path) = (self.inner.clone(), self.side.clone(), self.path.clone());
+        tokio::task::spawn_blocking(move || Self::on_main(&inner, &side, &path, f))
+            .await
+            .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+
+    /// Runs `f` on the main connection, first trying to open it again (at most every 5 s)
+    /// while it is missing.
+    fn on_main<T>(
+        inner: &std::sync::Mutex<HandleState>,
+        side: &std::sync::Mutex<Option<Store>>,
+        path: &Path,
+        f: impl FnOnce(&mut Store) -> Result<T>,
+    ) -> Result<T> {
+        let mut g = inner.lock().unwrap_or_else(|p| p.into_inner());
+        if g.store.is_none()
+            && g.last_attempt
+                .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            g.last_attempt = Some(std::time::Instant::now());
+            g.store = Self::try_open(path);
+            // The file may be a new one: the second connection opens it afresh.
+            *side.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            if g.store.is_some() {
+                tracing::info!("scan store {} is open again", path.display());
             }
-            let r = match g.store.as_mut() {
-                Some(s) => f(s),
-                None => Err(StoreError(format!(
-                    "the scan store {} is not available",
-                    path.display()
-                ))),
-            };
-            crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
-            r
-        })
-        .await
-        .map_err(|e| StoreError(format!("store task failed: {e}")))?
+        }
+        let r = match g.store.as_mut() {
+            Some(s) => f(s),
+            None => Err(StoreError(format!(
+                "the scan store {} is not available",
+                path.display()
+            ))),
+        };
+        crate::metrics::metrics().store_ok.set(r.is_ok() as i64);
+        r
     }
 
     /// Runs `f` on the second connection: for reads and the checkpoint, never for a write a
@@ -136,14 +143,7 @@ impl StoreHandle {
                 return r;
             }
             drop(g);
-            let m = main.lock().unwrap_or_else(|p| p.into_inner());
-            match m.store.as_ref() {
-                Some(s) => f(s),
-                None => Err(StoreError(format!(
-                    "the scan store {} is not available",
-                    path.display()
-                ))),
-            }
+            Self::on_main(&main, &side, &path, |s| f(s))
         })
         .await
         .map_err(|e| StoreError(format!("store task failed: {e}")))?

@@ -465,14 +465,6 @@ impl Store {
             .unwrap_or(0))
     }
 
-    pub fn set_meta(&self, key: &str, value: &str) -> Result<()> {
-        self.conn.execute(
-            "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
-            params![key, value],
-        )?;
-        Ok(())
-    }
-
     /// Writes several meta rows and `status_at_ms` in one transaction, without waiting for
     /// fsync (status is not a record: the next commit or checkpoint makes it durable).
     pub fn set_meta_all(&mut self, rows: &[(&str, String)], at_ms: i64) -> Result<()> {
