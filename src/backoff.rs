@@ -39,6 +39,12 @@ pub fn replay() -> impl Iterator<Item = Duration> {
     schedule(Duration::from_secs(1), Duration::from_secs(300))
 }
 
+/// Probing an API whose schema did not fit (a mismatch): 1 s doubling to 1 min, so a fixed
+/// server is taken again within a minute without a restart.
+pub fn mismatch() -> impl Iterator<Item = Duration> {
+    schedule(Duration::from_secs(1), Duration::from_secs(60))
+}
+
 /// Enrolment until it succeeds: 1 s doubling to 5 min.
 pub fn enrolment() -> impl Iterator<Item = Duration> {
     replay()

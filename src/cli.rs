@@ -161,6 +161,9 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
     if let Some(e) = s("auth_error") {
         println!("AUTH ERROR:    {e}");
     }
+    if let Some(e) = s("api_mismatch") {
+        println!("API MISMATCH:  {e}");
+    }
     println!(
         "store:         {} ({} scans)",
         v["store"].as_str().unwrap_or("?"),

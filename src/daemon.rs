@@ -339,8 +339,12 @@ fn go_online(
     drop(creds);
     tasks.spawn("keep-alive", keep_link(client.clone(), shared.clone()));
     tasks.spawn(
+        "mismatch probe",
+        probe_lookups(client.clone(), shared.clone()),
+    );
+    tasks.spawn(
         "status LED",
-        follow_link_with_status_led(shared.api.link.clone(), feedback.clone()),
+        follow_link_with_status_led(shared.clone(), feedback.clone()),
     );
     tasks.spawn("replay", crate::replay::run(replay_client, shared.clone()));
     tasks.spawn("SIGUSR1", wake_replay_on_sigusr1(shared.clone()));
@@ -438,11 +442,11 @@ async fn keep_link(client: Client, shared: Shared) {
     let check = |client: Client| async move {
         match tokio::time::timeout(Duration::from_secs(5), client.warmup()).await {
             Ok(r) => r,
-            Err(_) => Err(crate::api::ApiError {
-                class: crate::api::classify::ErrorClass::Retryable { retry_after: None },
-                status: None,
-                detail: "no answer within 5 s".into(),
-            }),
+            Err(_) => Err(crate::api::ApiError::new(
+                crate::api::classify::ErrorClass::Retryable { retry_after: None },
+                None,
+                "no answer within 5 s",
+            )),
         }
     };
     let mut changes = link.subscribe();
@@ -476,6 +480,45 @@ async fn keep_link(client: Client, shared: Shared) {
     }
 }
 
+/// The code the mismatch probe looks up: no pass has it; the lookup costs the API a read.
+pub const PROBE_CODE: &str = "tiketo-gate-schema-probe";
+
+/// While the lookup does not fit the API's schema (a mismatch met by `passByScanCode`), the
+/// lanes decide offline and do not ask; this asks instead, on [`crate::backoff::mismatch`],
+/// so a fixed server is taken again without a restart. (A mismatch of `createScanEvent` is
+/// probed by the replay worker with the oldest pending event.)
+async fn probe_lookups(client: Client, shared: Shared) {
+    let mut watch = shared.api.watch_mismatch();
+    loop {
+        let by_lookup =
+            |m: &Option<crate::state::Mismatch>| m.as_ref().is_some_and(|m| m.by == Caller::Lookup);
+        if watch.wait_for(by_lookup).await.is_err() {
+            return;
+        }
+        let mut delays = crate::backoff::mismatch();
+        while by_lookup(&shared.api.mismatch()) {
+            tokio::time::sleep(delays.next().unwrap_or(crate::backoff::LONGEST)).await;
+            let result = match tokio::time::timeout(
+                Duration::from_secs(5),
+                client.pass_by_scan_code(PROBE_CODE),
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(crate::api::ApiError::new(
+                    crate::api::classify::ErrorClass::Retryable { retry_after: None },
+                    None,
+                    "no answer within 5 s",
+                )),
+            };
+            if let Err(e) = &result {
+                tracing::debug!("the lookup still does not fit: {e}");
+            }
+            shared.api.observe(Caller::Lookup, &result);
+        }
+    }
+}
+
 /// `tiketo-gate queue retry` sends SIGUSR1: look at the queue now.
 async fn wake_replay_on_sigusr1(shared: Shared) {
     use tokio::signal::unix::{signal, SignalKind};
@@ -488,24 +531,35 @@ async fn wake_replay_on_sigusr1(shared: Shared) {
     }
 }
 
-/// Status LED: steady on while online, slow blink while offline (and the systemd STATUS).
-async fn follow_link_with_status_led(link: Link, feedback: Feedback) {
-    let mut rx = link.subscribe();
+/// Status LED: steady on while online, slow blink (1 s) while offline, fast blink (150 ms)
+/// while the API's schema does not fit this daemon (and the systemd STATUS).
+async fn follow_link_with_status_led(shared: Shared, feedback: Feedback) {
+    let mut rx = shared.api.link.subscribe();
+    let mut mismatch = shared.api.watch_mismatch();
     loop {
-        match *rx.borrow_and_update() {
-            Mode::Online => {
+        let mode = *rx.borrow_and_update();
+        let m = mismatch.borrow_and_update().clone();
+        match (mode, m) {
+            (_, Some(_)) => {
+                feedback.set_status_blink(Duration::from_millis(150));
+                crate::service::notify_status(
+                    "API MISMATCH: the API's schema does not fit this daemon; deciding by the offline policy",
+                );
+            }
+            (Mode::Online, None) => {
                 feedback.set_status(true);
                 crate::service::notify_status("online");
             }
-            Mode::Offline => {
+            (Mode::Offline, None) => {
                 feedback.set_status_blink(Duration::from_secs(1));
                 crate::service::notify_status(
                     "offline: deciding by the offline policy, probing the API",
                 );
             }
         }
-        if rx.changed().await.is_err() {
-            return;
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            r = mismatch.changed() => if r.is_err() { return },
         }
     }
 }

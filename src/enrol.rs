@@ -59,14 +59,8 @@ pub async fn register(
     workspace: &Secret,
     name: &str,
 ) -> Result<Credentials, ApiError> {
-    let client =
-        Client::new(cfg.api.url.clone(), workspace, cfg.api.ca_file.as_deref()).map_err(|e| {
-            ApiError {
-                class: crate::api::classify::ErrorClass::Permanent,
-                status: None,
-                detail: e,
-            }
-        })?;
+    let client = Client::new(cfg.api.url.clone(), workspace, cfg.api.ca_file.as_deref())
+        .map_err(|e| ApiError::new(crate::api::classify::ErrorClass::Permanent, None, e))?;
     let r = client.register_device(name).await?;
     Ok(Credentials {
         token: r.token,

@@ -142,6 +142,7 @@ async fn refresh_gauges(state: &HttpState) -> Result<(), String> {
         .set((state.shared.api.link.mode() == Mode::Online) as i64);
     m.clock_synced.set(crate::clock::clock_synced() as i64);
     m.enrolled.set(state.shared.board.enrolled() as i64);
+    m.api_mismatch.set(state.shared.api.has_mismatch() as i64);
     m.reader_connected
         .set(state.shared.board.all_readers_connected() as i64);
     let counts = state
@@ -192,6 +193,12 @@ async fn healthz(state: &HttpState) -> Response<Full<Bytes>> {
             format!("reader: not connected (retrying): {}\n", down.join(", "))
         };
         return text(StatusCode::SERVICE_UNAVAILABLE, msg);
+    }
+    if let Some(m) = state.shared.api.mismatch() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("api: mismatch: {}\n", m.detail),
+        );
     }
     text(StatusCode::OK, "ok\n")
 }

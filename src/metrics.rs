@@ -54,6 +54,7 @@ pub struct Metrics {
     pub exit_requests: Counter,
     pub door_open: Gauge,
     pub door_held_open: Gauge,
+    pub api_mismatch: Gauge,
 }
 
 pub fn metrics() -> &'static Metrics {
@@ -152,6 +153,11 @@ pub fn metrics() -> &'static Metrics {
             "door_held_open",
             "1 while the door has been open longer than inputs.door_sensor.held_open_secs",
         );
+        let api_mismatch = g(
+            &mut registry,
+            "api_mismatch",
+            "1 while the Tiketo API's schema does not fit this daemon's documents (tiketo-gate status says why)",
+        );
         // The conventional `*_build_info` gauge (always 1), which every Prometheus text parser
         // understands (OpenMetrics' `info` type is not).
         let build = Family::<BuildLabels, Gauge>::default();
@@ -178,6 +184,7 @@ pub fn metrics() -> &'static Metrics {
             exit_requests,
             door_open,
             door_held_open,
+            api_mismatch,
         }
     })
 }

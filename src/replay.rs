@@ -115,7 +115,9 @@ pub async fn run(client: Client, shared: Shared) {
     let mut link = shared.api.link.subscribe();
     let auth_back = shared.api.auth_back();
     let mut batch_size = BATCH;
+    let mut mismatch_backoff = crate::backoff::mismatch();
     loop {
+        let mut mismatch_wait = false;
         if shared.api.link.mode() == Mode::Offline {
             // The link keeper probes the API; wait for it to come back.
             let _ = link.changed().await;
@@ -152,12 +154,33 @@ pub async fn run(client: Client, shared: Shared) {
             }
             continue;
         }
-        let inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
-        let result = client.create_scan_events(&inputs).await;
+        let mut rows = rows;
+        let mut inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
+        let mut result = send(&client, &rows, &inputs).await;
+        // A whole batch refused because the server would not take one event's value: one
+        // request more, without it. If the others go through, that value was the fault (a
+        // dead letter); if they are refused too, the schema changed (an alarm, nothing dead).
+        let mut refused_value = None;
+        if let Err(e) = &result {
+            if let Some(k) = suspect(e, rows.len()) {
+                tracing::info!(
+                    scan_id = %rows[k].scan_id,
+                    "a replay batch was refused over one event's value ({e}); sending the others without it"
+                );
+                let bad = rows.remove(k);
+                inputs.remove(k);
+                let first = e.clone();
+                result = send(&client, &rows, &inputs).await;
+                if result.is_ok() {
+                    refused_value = Some((bad.scan_id, format!("refused: {first}")));
+                }
+            }
+        }
         shared.api.observe(Caller::Replay, &result);
         let wait = match result {
             Ok(outcomes) => {
-                let d = dispose(&rows, &outcomes);
+                let mut d = dispose(&rows, &outcomes);
+                d.dead.extend(refused_value);
 
                 for (id, err) in &d.dead {
                     tracing::warn!(scan_id = %id, "scan event moved to the dead letters: {err}");
@@ -182,13 +205,15 @@ pub async fn run(client: Client, shared: Shared) {
                 }
                 shared.outbox.synced();
                 batch_size = BATCH;
-                wait.map(|class| ApiError {
-                    class,
-                    status: None,
-                    detail: String::new(),
-                })
+                wait.map(|class| ApiError::new(class, None, String::new()))
             }
             Err(e) => match e.class {
+                ErrorClass::Mismatch => {
+                    // `ApiState::observe` raised the alarm; the events stay pending and this
+                    // worker is the probe: it tries again on its schedule.
+                    mismatch_wait = true;
+                    Some(e)
+                }
                 ErrorClass::Permanent | ErrorClass::Ambiguous if rows.len() > 1 => {
                     tracing::warn!(
                         "a replay batch was refused as a whole ({e}); sending one at a time"
@@ -214,11 +239,8 @@ pub async fn run(client: Client, shared: Shared) {
                         .run(move |s| s.apply_replay(&sent, &dead, &retry))
                         .await;
                     batch_size = BATCH;
-                    d.wait.map(|class| ApiError {
-                        class,
-                        status: None,
-                        detail: String::new(),
-                    })
+                    d.wait
+                        .map(|class| ApiError::new(class, None, String::new()))
                 }
                 ErrorClass::Auth => Some(e),
                 ErrorClass::Retryable { .. } => {
@@ -227,10 +249,17 @@ pub async fn run(client: Client, shared: Shared) {
                 }
             },
         };
+        if !mismatch_wait {
+            mismatch_backoff = crate::backoff::mismatch();
+        }
         match wait {
             None => backoff = crate::backoff::replay(),
             Some(e) => {
-                let next = backoff.next().unwrap_or(crate::backoff::LONGEST);
+                let next = if mismatch_wait {
+                    mismatch_backoff.next().unwrap_or(crate::backoff::LONGEST)
+                } else {
+                    backoff.next().unwrap_or(crate::backoff::LONGEST)
+                };
                 let delay = match e.class {
                     ErrorClass::Retryable {
                         retry_after: Some(ra),
@@ -244,12 +273,37 @@ pub async fn run(client: Client, shared: Shared) {
                     // Resume at once when the link comes back (not on a Retry-After wait).
                     _ = wait_online(&mut link), if was_offline || !matches!(e.class, ErrorClass::Retryable { retry_after: Some(_) }) && e.class != ErrorClass::Auth => {}
                     // Paused by an auth error: resume as soon as any call is taken again (a
-                    // live scan, the keep-alive, a probe: `ApiState::observe`).
-                    _ = auth_back.notified(), if e.class == ErrorClass::Auth => {}
+                    // live scan, the keep-alive, a probe: `ApiState::observe`); by a
+                    // mismatch: when the schema is seen to fit again.
+                    _ = auth_back.notified(), if matches!(e.class, ErrorClass::Auth | ErrorClass::Mismatch) => {}
                 }
             }
         }
     }
+}
+
+/// One batch, its error's text scrubbed of the batch's pass codes (a server message may
+/// quote a variable's value).
+async fn send(
+    client: &Client,
+    rows: &[PendingRow],
+    inputs: &[ScanEventInput],
+) -> Result<Vec<AliasOutcome>, ApiError> {
+    client
+        .create_scan_events(inputs)
+        .await
+        .map_err(|e| rows.iter().fold(e, |e, r| e.scrub(&r.code)))
+}
+
+/// The row of a batch of `n` whose value the server refused, when a mismatch names one of
+/// the batch's variables (`Variable 'i3' has an invalid value ...`) and there are others to
+/// send without it (pure).
+pub fn suspect(e: &ApiError, n: usize) -> Option<usize> {
+    if e.class != ErrorClass::Mismatch || n < 2 {
+        return None;
+    }
+    let k: usize = e.variable.as_deref()?.strip_prefix('i')?.parse().ok()?;
+    (k < n).then_some(k)
 }
 
 async fn wait_online(rx: &mut tokio::sync::watch::Receiver<Mode>) {

@@ -57,7 +57,9 @@ impl Shared {
 /// Who made an API call: the same answer means a little more or less for each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
-    /// A live scan's lookup or scan event.
+    /// A live scan's lookup (`passByScanCode`).
+    Lookup,
+    /// A live scan's scan event (`createScanEvent`).
     Scan,
     /// A replay batch.
     Replay,
@@ -78,6 +80,9 @@ pub enum Effect {
     Unreachable,
     /// The API (its authorizer) refused the token.
     AuthRefused,
+    /// The API answered that the request does not fit its schema, or with an answer the
+    /// daemon cannot read: reachable, but an alarm (see [`ApiState::mismatch`]).
+    Mismatch,
     /// Nothing to learn about the link or the token.
     Nothing,
 }
@@ -90,6 +95,8 @@ pub enum Effect {
 ///   and the keep-alive; for a replay batch only a transport failure is (a throttled or
 ///   failing bulk request says nothing about the live path's next request); enrolment runs
 ///   before the link is watched, and its retries are its own;
+/// - a schema mismatch is `Mismatch`, whoever asked: the API answered (it is reachable), but
+///   not in the language this daemon speaks;
 /// - a refusal of the request itself (permanent, ambiguous) is `Nothing`: the API answered,
 ///   but about this request, not about the link or the token.
 pub fn effect(caller: Caller, result: Result<(), &ApiError>) -> Effect {
@@ -100,11 +107,37 @@ pub fn effect(caller: Caller, result: Result<(), &ApiError>) -> Effect {
     };
     match (e.class, caller) {
         (ErrorClass::Auth, _) => Effect::AuthRefused,
-        (ErrorClass::Retryable { .. }, Caller::Scan | Caller::KeepAlive) => Effect::Unreachable,
+        (ErrorClass::Mismatch, _) => Effect::Mismatch,
+        (ErrorClass::Retryable { .. }, Caller::Lookup | Caller::Scan | Caller::KeepAlive) => {
+            Effect::Unreachable
+        }
         (ErrorClass::Retryable { .. }, Caller::Replay) if e.status.is_none() => Effect::Unreachable,
         (ErrorClass::Retryable { .. }, _) => Effect::Nothing,
         (ErrorClass::Permanent | ErrorClass::Ambiguous, _) => Effect::Nothing,
     }
+}
+
+/// Whether a call by `ok` that succeeded shows that the operation a mismatch was raised by
+/// (`by`) fits the server again (pure): the same operation answered. A live scan event and a
+/// replay batch send the same mutation.
+pub fn clears_mismatch(by: Caller, ok: Caller) -> bool {
+    use Caller::*;
+    matches!(
+        (by, ok),
+        (Lookup, Lookup)
+            | (Scan | Replay, Scan | Replay)
+            | (KeepAlive, KeepAlive)
+            | (Enrolment, Enrolment)
+    )
+}
+
+/// A schema mismatch, while it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Who met it: what must succeed again to end it ([`clears_mismatch`]).
+    pub by: Caller,
+    /// The server's message (pass codes scrubbed by the caller).
+    pub detail: String,
 }
 
 /// The API as this device sees it.
@@ -113,6 +146,8 @@ pub struct ApiState {
     pub link: Link,
     /// The last auth error, for status (empty: none).
     auth_error: Arc<Mutex<String>>,
+    /// The schema mismatch, while it lasts (a watch: the status LED follows it).
+    mismatch: Arc<tokio::sync::watch::Sender<Option<Mismatch>>>,
     status_wake: Arc<Notify>,
     /// Told when the token is taken again after an auth error (the paused replay resumes).
     auth_back: Arc<Notify>,
@@ -123,6 +158,7 @@ impl ApiState {
         ApiState {
             link,
             auth_error: Default::default(),
+            mismatch: Arc::new(tokio::sync::watch::channel(None).0),
             status_wake,
             auth_back: Default::default(),
         }
@@ -135,13 +171,79 @@ impl ApiState {
             (Effect::Reachable, _) => {
                 self.link.success();
                 self.set_auth_error(None);
+                self.mismatch_answered(caller);
             }
-            (Effect::TokenTaken, _) => self.set_auth_error(None),
+            (Effect::TokenTaken, _) => {
+                self.set_auth_error(None);
+                self.mismatch_answered(caller);
+            }
             (Effect::Unreachable, Err(e)) => self.link.failure(&e.to_string()),
             (Effect::AuthRefused, Err(e)) => self.set_auth_error(Some(e)),
+            (Effect::Mismatch, Err(e)) => {
+                self.link.success();
+                self.set_auth_error(None);
+                self.set_mismatch(caller, e);
+            }
             _ => {}
         }
         effect
+    }
+
+    /// The schema mismatch, while it lasts: scans are decided by the offline policy, events
+    /// wait, status and `/healthz` say so.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        self.mismatch.borrow().clone()
+    }
+
+    pub fn has_mismatch(&self) -> bool {
+        self.mismatch.borrow().is_some()
+    }
+
+    /// Follows the mismatch (the status LED).
+    pub fn watch_mismatch(&self) -> tokio::sync::watch::Receiver<Option<Mismatch>> {
+        self.mismatch.subscribe()
+    }
+
+    fn set_mismatch(&self, by: Caller, e: &ApiError) {
+        let detail = e.detail.clone();
+        let new = self.mismatch.send_if_modified(|m| match m {
+            Some(old) if old.detail == detail => false,
+            Some(old) => {
+                old.detail = detail.clone();
+                true
+            }
+            None => {
+                *m = Some(Mismatch {
+                    by,
+                    detail: detail.clone(),
+                });
+                true
+            }
+        });
+        if new {
+            tracing::error!(
+                caller = ?by,
+                "API MISMATCH: the API's schema does not fit this daemon: {detail}; scans are decided by the offline policy and scan events wait (nothing is dropped) until it fits again"
+            );
+            self.status_wake.notify_one();
+        }
+    }
+
+    fn mismatch_answered(&self, ok: Caller) {
+        let cleared = self.mismatch.send_if_modified(|m| match m {
+            Some(old) if clears_mismatch(old.by, ok) => {
+                *m = None;
+                true
+            }
+            _ => false,
+        });
+        if cleared {
+            tracing::info!(
+                "the API's schema fits this daemon again; scans go online and the queue resumes"
+            );
+            self.status_wake.notify_one();
+            self.auth_back.notify_one();
+        }
     }
 
     /// No answer within a scan's budget: one failure towards going offline.
@@ -453,11 +555,7 @@ mod tests {
     use std::time::Duration;
 
     fn err(class: ErrorClass, status: Option<u16>) -> ApiError {
-        ApiError {
-            class,
-            status,
-            detail: "x".into(),
-        }
+        ApiError::new(class, status, "x")
     }
 
     #[test]
@@ -473,8 +571,10 @@ mod tests {
         let auth = err(ErrorClass::Auth, Some(401));
         let permanent = err(ErrorClass::Permanent, Some(200));
         let ambiguous = err(ErrorClass::Ambiguous, Some(200));
+        let mismatch = err(ErrorClass::Mismatch, Some(200));
         assert_eq!(effect(Enrolment, Ok(())), Effect::TokenTaken);
-        for c in [Scan, Replay, KeepAlive, Enrolment] {
+        for c in [Lookup, Scan, Replay, KeepAlive, Enrolment] {
+            assert_eq!(effect(c, Err(&mismatch)), Effect::Mismatch, "{c:?}");
             if c != Enrolment {
                 assert_eq!(effect(c, Ok(())), Effect::Reachable, "{c:?}");
             }
@@ -483,6 +583,7 @@ mod tests {
             assert_eq!(effect(c, Err(&ambiguous)), Effect::Nothing, "{c:?}");
         }
         assert_eq!(effect(Scan, Err(&transport)), Effect::Unreachable);
+        assert_eq!(effect(Lookup, Err(&transport)), Effect::Unreachable);
         assert_eq!(effect(Scan, Err(&throttled)), Effect::Unreachable);
         assert_eq!(effect(KeepAlive, Err(&transport)), Effect::Unreachable);
         assert_eq!(effect(Replay, Err(&transport)), Effect::Unreachable);
@@ -508,6 +609,38 @@ mod tests {
         api.observe(Caller::KeepAlive, &Ok(()));
         assert!(!link.is_offline());
         assert!(!api.has_auth_error());
+    }
+
+    #[test]
+    fn a_mismatch_lasts_until_the_operation_it_met_answers() {
+        use Caller::*;
+        let api = ApiState::new(Link::new(2), Default::default());
+        let mismatch = err(ErrorClass::Mismatch, Some(200));
+        api.observe::<()>(Scan, &Err(mismatch.clone()));
+        assert_eq!(
+            api.mismatch(),
+            Some(Mismatch {
+                by: Scan,
+                detail: "x".into()
+            })
+        );
+        assert!(!api.link.is_offline(), "the API answered");
+        // A lookup or the keep-alive says nothing about the mutation.
+        api.observe(Lookup, &Ok(()));
+        api.observe(KeepAlive, &Ok(()));
+        assert!(api.has_mismatch());
+        // A replay batch sends the same mutation.
+        api.observe(Replay, &Ok(()));
+        assert!(!api.has_mismatch());
+        api.observe::<()>(Lookup, &Err(mismatch));
+        api.observe(Scan, &Ok(()));
+        assert!(api.has_mismatch());
+        api.observe(Lookup, &Ok(()));
+        assert!(!api.has_mismatch());
+        for by in [Lookup, Scan, Replay, KeepAlive, Enrolment] {
+            assert!(clears_mismatch(by, by), "{by:?}");
+        }
+        assert!(!clears_mismatch(Enrolment, Lookup));
     }
 
     #[tokio::test]

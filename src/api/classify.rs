@@ -20,6 +20,11 @@ pub enum ErrorClass {
     Permanent,
     /// `Lambda:Unhandled`: may be a passing fault or a refusal. Retry a few times, then give up.
     Ambiguous,
+    /// The server's schema does not fit this daemon's documents or variables (AppSync:
+    /// HTTP 200, `data: null`, errors without `errorType` such as "Validation error of type
+    /// FieldUndefined ..."), or its answer has a shape the daemon cannot read. Neither the
+    /// guest's fault nor the event's: an alarm; the offline policy decides and events wait.
+    Mismatch,
 }
 
 impl ErrorClass {
@@ -29,12 +34,16 @@ impl ErrorClass {
             ErrorClass::Auth => "auth",
             ErrorClass::Permanent => "permanent",
             ErrorClass::Ambiguous => "ambiguous",
+            ErrorClass::Mismatch => "mismatch",
         }
     }
 
     /// The API could not give an answer (the offline policy decides instead).
     pub fn is_unavailable(self) -> bool {
-        matches!(self, ErrorClass::Retryable { .. } | ErrorClass::Auth)
+        matches!(
+            self,
+            ErrorClass::Retryable { .. } | ErrorClass::Auth | ErrorClass::Mismatch
+        )
     }
 }
 
@@ -57,8 +66,37 @@ impl GqlError {
     }
 }
 
+/// Whether an error without `errorType` says the request does not fit the server's schema:
+/// AppSync's validation ("Validation error of type FieldUndefined: ...", "... WrongType ...")
+/// and variable coercion ("Variable 'input' has coerced Null value for NonNull type ...",
+/// "Variable 'i3' has an invalid value ...") messages.
+pub fn is_schema_error(e: &GqlError) -> bool {
+    if e.error_type.as_deref().is_some_and(|t| !t.is_empty()) {
+        return false;
+    }
+    let m = e.message.trim_start();
+    m.starts_with("Validation error")
+        || (m.starts_with("Variable '")
+            && (m.contains("has coerced Null value")
+                || m.contains("has an invalid value")
+                || m.contains("is undefined")))
+        || m.contains("Variable of type")
+}
+
+/// The variable a schema error names (`Variable 'i3' has an invalid value ...`: `i3`), when
+/// it names one: in a replay batch, the event whose value the server refused.
+pub fn named_variable(e: &GqlError) -> Option<&str> {
+    let rest = e.message.trim_start().strip_prefix("Variable '")?;
+    let (name, _) = rest.split_once('\'')?;
+    (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        .then_some(name)
+}
+
 /// The class of one GraphQL error.
 pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
+    if is_schema_error(e) {
+        return ErrorClass::Mismatch;
+    }
     let ty = e.error_type.as_deref().unwrap_or("");
     let lower = ty.to_ascii_lowercase();
     if lower.starts_with("unauthorized")
@@ -87,15 +125,17 @@ pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
     }
 }
 
-/// The class of a response's `errors[]` as a whole: auth beats retryable beats ambiguous
-/// beats permanent (an auth problem must be seen; a passing fault must not drop a scan).
+/// The class of a response's `errors[]` as a whole: auth beats retryable beats mismatch beats
+/// ambiguous beats permanent (an auth problem must be seen; a passing fault must not drop a
+/// scan; a schema that changed must not turn into per-event refusals).
 pub fn classify_gql_errors(errors: &[GqlError]) -> Option<ErrorClass> {
     errors
         .iter()
         .map(classify_gql_error)
         .max_by_key(|c| match c {
-            ErrorClass::Auth => 3,
-            ErrorClass::Retryable { .. } => 2,
+            ErrorClass::Auth => 4,
+            ErrorClass::Retryable { .. } => 3,
+            ErrorClass::Mismatch => 2,
             ErrorClass::Ambiguous => 1,
             ErrorClass::Permanent => 0,
         })
@@ -190,11 +230,41 @@ mod tests {
         ] {
             assert_eq!(classify_gql_error(&err(Some(ty), "x")), class, "{ty}");
         }
-        let validation = err(
-            None,
-            "Validation error of type FieldUndefined: Field 'x' in type 'Query' is undefined",
+        // AppSync's validation and coercion errors: HTTP 200, no errorType, no path.
+        for msg in [
+            "Validation error of type FieldUndefined: Field 'x' in type 'Query' is undefined @ 'x'",
+            "Validation error of type WrongType: argument 'input.venue' with value 'x' is missing required fields '[venue]' @ 'createScanEvent'",
+            "Validation error of type UnknownType: Unknown type AWSTimestamp",
+            "Variable 'input' has coerced Null value for NonNull type 'String!'",
+            "Variable 'i3' has an invalid value: Unable to parse `{` as valid JSON.",
+        ] {
+            assert_eq!(classify_gql_error(&err(None, msg)), ErrorClass::Mismatch, "{msg}");
+        }
+        // The same words with an errorType are that type's.
+        assert_eq!(
+            classify_gql_error(&err(Some("MappingTemplate"), "Validation error of x")),
+            ErrorClass::Permanent
         );
-        assert_eq!(classify_gql_error(&validation), ErrorClass::Permanent);
+        // AppSync's second error beside a thrown Lambda error is not a schema error.
+        assert_eq!(
+            classify_gql_error(&err(
+                None,
+                "Cannot return null for non-nullable type: 'ID' within parent 'ScanEvent' (/e0/id)"
+            )),
+            ErrorClass::Permanent
+        );
+    }
+
+    #[test]
+    fn the_variable_a_schema_error_names() {
+        let e = err(
+            None,
+            "Variable 'i3' has an invalid value: Expected type 'Int' but was 'Long'.",
+        );
+        assert_eq!(named_variable(&e), Some("i3"));
+        let e = err(None, "Validation error of type FieldUndefined: Field 'x'");
+        assert_eq!(named_variable(&e), None);
+        assert_eq!(named_variable(&err(None, "Variable '' has")), None);
     }
 
     #[test]
@@ -217,6 +287,11 @@ mod tests {
             err(Some("Lambda:Unhandled"), "b"),
         ];
         assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Ambiguous));
+        let errors = [
+            err(Some("Lambda:Unhandled"), "a"),
+            err(None, "Validation error of type WrongType: b"),
+        ];
+        assert_eq!(classify_gql_errors(&errors), Some(ErrorClass::Mismatch));
         assert_eq!(classify_gql_errors(&[]), None);
     }
 
@@ -224,6 +299,7 @@ mod tests {
     fn unavailable_means_the_offline_policy_decides() {
         assert!(ErrorClass::Retryable { retry_after: None }.is_unavailable());
         assert!(ErrorClass::Auth.is_unavailable());
+        assert!(ErrorClass::Mismatch.is_unavailable());
         assert!(!ErrorClass::Permanent.is_unavailable());
         assert!(!ErrorClass::Ambiguous.is_unavailable());
     }

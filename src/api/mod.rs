@@ -75,6 +75,8 @@ pub struct ApiError {
     pub class: ErrorClass,
     pub status: Option<u16>,
     pub detail: String,
+    /// The variable a schema error names (`i3` of a replay batch), when it names one.
+    pub variable: Option<String>,
 }
 
 impl fmt::Display for ApiError {
@@ -90,11 +92,19 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {}
 
 impl ApiError {
-    fn new(class: ErrorClass, status: Option<u16>, detail: impl Into<String>) -> Self {
+    /// The same error with every occurrence of `code` masked (a server message may quote a
+    /// variable's value).
+    pub fn scrub(mut self, code: &str) -> Self {
+        self.detail = crate::mask::scrub(&self.detail, code);
+        self
+    }
+
+    pub fn new(class: ErrorClass, status: Option<u16>, detail: impl Into<String>) -> Self {
         ApiError {
             class,
             status,
             detail: detail.into(),
+            variable: None,
         }
     }
 
@@ -109,7 +119,13 @@ impl ApiError {
             })
             .collect::<Vec<_>>()
             .join("; ");
-        ApiError::new(class, status, detail)
+        let mut e = ApiError::new(class, status, detail);
+        e.variable = errors
+            .iter()
+            .filter(|e| classify::is_schema_error(e))
+            .find_map(classify::named_variable)
+            .map(str::to_owned);
+        e
     }
 }
 
@@ -284,12 +300,24 @@ impl Client {
         let bytes = resp.bytes().await.map_err(transport_error)?;
         let parsed = parse_response(&bytes);
         if !(200..300).contains(&status) {
-            let class = classify_status(status, retry_after);
+            let mut class = classify_status(status, retry_after);
+            // A 400 that says the document does not fit the schema is a mismatch too.
+            if let Some(ErrorClass::Mismatch) =
+                parsed.as_ref().and_then(|r| classify_gql_errors(&r.errors))
+            {
+                if status == 400 {
+                    class = ErrorClass::Mismatch;
+                }
+            }
             let detail = match &parsed {
                 Some(r) if !r.errors.is_empty() => ApiError::from_gql(&r.errors, None).detail,
                 _ => format!("HTTP {status}"),
             };
-            return Err(ApiError::new(class, Some(status), detail));
+            let mut e = ApiError::new(class, Some(status), detail);
+            if let Some(r) = &parsed {
+                e.variable = ApiError::from_gql(&r.errors, None).variable;
+            }
+            return Err(e);
         }
         match parsed {
             Some(r) => Ok(r),
@@ -307,13 +335,8 @@ impl Client {
         if !r.errors.is_empty() {
             return Err(ApiError::from_gql(&r.errors, Some(200)));
         }
-        r.data.ok_or_else(|| {
-            ApiError::new(
-                ErrorClass::Permanent,
-                Some(200),
-                "response has neither data nor errors",
-            )
-        })
+        r.data
+            .ok_or_else(|| bad_shape("the response has neither data nor errors"))
     }
 
     /// Opens (or checks) the connection with a request that costs the API nothing.
@@ -408,9 +431,11 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     )
 }
 
+/// An answer the daemon cannot read (a field missing, a scalar in no form it knows): the
+/// server and this daemon disagree on the schema, whoever is right.
 fn bad_shape(what: &str) -> ApiError {
     ApiError::new(
-        ErrorClass::Permanent,
+        ErrorClass::Mismatch,
         Some(200),
         format!("unexpected response: {what}"),
     )
@@ -581,8 +606,15 @@ mod tests {
         }
         let e = parse_pass(&json!({"id": "x", "templateId": "t", "expirationDate": "tomorrow"}))
             .unwrap_err();
-        assert_eq!(e.class, ErrorClass::Permanent);
-        assert!(parse_pass(&json!({"templateId": "t"})).is_err());
+        assert_eq!(
+            e.class,
+            ErrorClass::Mismatch,
+            "an answer the daemon cannot read"
+        );
+        assert_eq!(
+            parse_pass(&json!({"templateId": "t"})).unwrap_err().class,
+            ErrorClass::Mismatch
+        );
     }
 
     #[test]

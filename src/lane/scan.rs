@@ -107,11 +107,15 @@ pub async fn decide(
 ) -> Commit {
     let base = RowBase::new(code, last_byte, s);
     let left = s.budget.left(last_byte);
-    if shared.api.link.is_offline() || left.is_zero() {
-        // Offline, or the code waited behind earlier scans at this reader until its budget
-        // was gone: the offline policy decides, and the API is not to blame.
+    let mismatch = shared.api.has_mismatch();
+    if shared.api.link.is_offline() || mismatch || left.is_zero() {
+        // Offline, the API's schema does not fit this daemon, or the code waited behind
+        // earlier scans at this reader until its budget was gone: the offline policy decides,
+        // and the API is not to blame.
         let detail = if left.is_zero() {
             "the budget ran out while earlier scans at this reader were decided"
+        } else if mismatch {
+            "api mismatch: the API's schema does not fit this daemon (see status)"
         } else {
             "offline: the API was unreachable on earlier requests"
         };
@@ -137,11 +141,11 @@ pub async fn decide(
     ));
     let answer = match tokio::time::timeout_at(s.budget.deadline(last_byte), &mut task).await {
         Ok(Ok(answer)) => answer,
-        Ok(Err(join)) => Found::Failed(ApiError {
-            class: ErrorClass::Permanent,
-            status: None,
-            detail: format!("scan task failed: {join}"),
-        }),
+        Ok(Err(join)) => Found::Failed(ApiError::new(
+            ErrorClass::Permanent,
+            None,
+            format!("scan task failed: {join}"),
+        )),
         Err(_elapsed) => {
             if phase
                 .compare_exchange(LOOKING_UP, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
@@ -282,8 +286,11 @@ async fn online(
     rules: Rules,
     phase: Arc<AtomicU8>,
 ) -> Found {
-    let looked_up = client.pass_by_scan_code(&base.code).await;
-    shared.api.observe(Caller::Scan, &looked_up);
+    let looked_up = client
+        .pass_by_scan_code(&base.code)
+        .await
+        .map_err(|e| e.scrub(&base.code));
+    shared.api.observe(Caller::Lookup, &looked_up);
     let pass = match looked_up {
         Ok(p) => p,
         Err(e) if e.class.is_unavailable() => {
@@ -328,6 +335,7 @@ async fn online(
     };
     let write = shared.store.run(move |st| st.insert_scan_if_absent(&row));
     let (stored, result) = tokio::join!(write, client.create_scan_event(&input));
+    let result = result.map_err(|e| e.scrub(&base.code));
     shared.api.observe(Caller::Scan, &result);
     let late = phase.load(Ordering::Acquire) == LATE;
     let answer = match result {

@@ -126,6 +126,15 @@ pub enum Fault {
     GraphqlError { error_type: String, message: String },
     /// Never answer (the connection stays open).
     Hang,
+    /// The Lambda authorizer refuses the token: HTTP 401 `UnauthorizedException` with the
+    /// `x-amzn-ErrorType` header, whatever the token (use `for_ms` or `times` to end it).
+    Unauthorized,
+    /// The resolver of each matching root field fails with this `errorType` (`Unauthorized`,
+    /// `Lambda:Unhandled`, ...): HTTP 200, the error with its `path`, the field null (and
+    /// `data: null` when the field is non-null, as AppSync propagates it; a thrown Lambda
+    /// error also gets AppSync's second, `errorType`-less "Cannot return null" error). In a
+    /// document of aliased mutations the ones before run, the ones after do not.
+    Resolver { error_type: String, message: String },
 }
 
 /// A fault and when it applies.
@@ -139,6 +148,15 @@ pub struct FaultRule {
     /// Only requests with this operation name (e.g. `CreateScanEvent`); `None`: every request.
     #[serde(default)]
     pub operation: Option<String>,
+    /// A `resolver` fault: only fields whose `code` argument (or `input.code`) is this.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// For this long after it was added (ms); `None`: by `times`, or until cleared.
+    #[serde(default)]
+    pub for_ms: Option<u64>,
+    /// When a `for_ms` rule ends (set when it is added).
+    #[serde(skip)]
+    pub until: Option<Instant>,
 }
 
 impl FaultRule {
@@ -147,14 +165,37 @@ impl FaultRule {
             fault,
             times: None,
             operation: None,
+            code: None,
+            for_ms: None,
+            until: None,
         }
     }
     pub fn times(fault: Fault, n: u32) -> Self {
         FaultRule {
-            fault,
             times: Some(n),
-            operation: None,
+            ..FaultRule::always(fault)
         }
+    }
+    /// For this long from when it is pushed, then the sim answers as before.
+    pub fn lasting(fault: Fault, d: Duration) -> Self {
+        FaultRule {
+            for_ms: Some(d.as_millis() as u64),
+            ..FaultRule::always(fault)
+        }
+    }
+    /// A `resolver` fault only for this pass code.
+    pub fn for_code(mut self, code: &str) -> Self {
+        self.code = Some(code.to_owned());
+        self
+    }
+    fn expired(&self, now: Instant) -> bool {
+        self.until.is_some_and(|u| now >= u)
+    }
+    fn armed(mut self) -> Self {
+        if let Some(ms) = self.for_ms {
+            self.until = Some(Instant::now() + Duration::from_millis(ms));
+        }
+        self
     }
     pub fn for_operation(mut self, op: &str) -> Self {
         self.operation = Some(op.to_owned());
@@ -219,6 +260,7 @@ struct Mutable {
     requests: Vec<Recorded>,
     faults: Vec<FaultRule>,
     delay: Duration,
+    field_delay: Duration,
     device_tokens: Vec<(String, String)>,
     revoked_tokens: Vec<String>,
     registrations: Vec<String>,
@@ -228,6 +270,8 @@ struct Mutable {
 
 struct SimState {
     schema: Valid<Schema>,
+    introspection: bool,
+    request_limit: Duration,
     token: String,
     inner: Mutex<Mutable>,
 }
@@ -248,6 +292,12 @@ pub struct SimOptions {
     /// Serve HTTPS (HTTP/2 and HTTP/1.1 by ALPN) with a certificate for 127.0.0.1 and
     /// localhost from a CA made at start ([`Sim::ca_pem`]).
     pub tls: bool,
+    /// The SDL to serve instead of the project's (a schema that changed, for drift tests).
+    pub schema: Option<String>,
+    /// Answer `__schema` and `__type` (AppSync can switch introspection off).
+    pub introspection: bool,
+    /// How long a request may run before it is answered 504 (AppSync: 30 s).
+    pub request_limit: Duration,
 }
 
 impl Default for SimOptions {
@@ -257,6 +307,9 @@ impl Default for SimOptions {
             token: "sim-workspace-token".into(),
             seed: Seed::demo(),
             tls: false,
+            schema: None,
+            introspection: true,
+            request_limit: APPSYNC_LIMIT,
         }
     }
 }
@@ -313,9 +366,9 @@ impl Sim {
     /// Starts listening; the server runs on the current tokio runtime.
     pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
         let tls = if opts.tls { Some(Tls::new()?) } else { None };
-        let schema = Schema::parse_and_validate(SCHEMA_SDL, "schema.graphql").map_err(|e| {
-            std::io::Error::other(format!("schema.graphql is invalid: {}", e.errors))
-        })?;
+        let sdl = opts.schema.as_deref().unwrap_or(SCHEMA_SDL);
+        let schema = Schema::parse_and_validate(sdl, "schema.graphql")
+            .map_err(|e| std::io::Error::other(format!("the schema is invalid: {}", e.errors)))?;
         let entries_left = opts
             .seed
             .passes
@@ -324,6 +377,8 @@ impl Sim {
             .collect();
         let state = Arc::new(SimState {
             schema,
+            introspection: opts.introspection,
+            request_limit: opts.request_limit,
             token: opts.token,
             inner: Mutex::new(Mutable {
                 seed: opts.seed,
@@ -332,6 +387,7 @@ impl Sim {
                 requests: Vec::new(),
                 faults: Vec::new(),
                 delay: Duration::ZERO,
+                field_delay: Duration::ZERO,
                 device_tokens: Vec::new(),
                 revoked_tokens: Vec::new(),
                 registrations: Vec::new(),
@@ -404,7 +460,7 @@ impl Sim {
     }
 
     pub fn push_fault(&self, rule: FaultRule) {
-        self.state.lock().faults.push(rule);
+        self.state.lock().faults.push(rule.armed());
     }
 
     pub fn clear_faults(&self) {
@@ -414,6 +470,13 @@ impl Sim {
     /// Added to every answer.
     pub fn set_delay(&self, d: Duration) {
         self.state.lock().delay = d;
+    }
+
+    /// A further delay for each root field of a document (a slow Lambda behind each
+    /// `createScanEvent` of a batch). A request whose delays add up past AppSync's 30 s
+    /// limit is answered 504 at 30 s, its mutations run all the same.
+    pub fn set_field_delay(&self, d: Duration) {
+        self.state.lock().field_delay = d;
     }
 
     /// Revokes every device token issued so far (they get 401 from now on).
@@ -558,7 +621,7 @@ async fn route(
         }
         (Method::POST, "/__sim/faults") => match serde_json::from_slice::<FaultRule>(&body) {
             Ok(rule) => {
-                state.lock().faults.push(rule);
+                state.lock().faults.push(rule.armed());
                 json_response(StatusCode::OK, &json!({"ok": true}))
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
@@ -629,6 +692,18 @@ struct GraphqlBody {
     variables: Option<Value>,
 }
 
+/// How long AppSync lets a request run before it answers 504.
+pub const APPSYNC_LIMIT: Duration = Duration::from_secs(30);
+
+/// What AppSync answers when the Lambda authorizer refuses the token.
+fn unauthorized() -> (u16, Vec<(&'static str, String)>, Value) {
+    (
+        401,
+        vec![("x-amzn-errortype", "UnauthorizedException".to_owned())],
+        json!({"errors": [appsync_error(Some("UnauthorizedException"), "You are not authorized to make this call.")]}),
+    )
+}
+
 fn appsync_error(error_type: Option<&str>, message: &str) -> Value {
     let mut e = json!({"path": null, "locations": null, "message": message});
     if let Some(t) = error_type {
@@ -680,13 +755,16 @@ async fn graphql(
     };
 
     // Faults first: they stand for the network and the service in front of the resolvers.
-    let (fault, delay) = {
+    let (fault, delay, field_delay) = {
         let mut m = state.lock();
         let delay = m.delay;
-        let pos = m
-            .faults
-            .iter()
-            .position(|r| r.operation.is_none() || r.operation == op_name);
+        let field_delay = m.field_delay;
+        let now = Instant::now();
+        m.faults.retain(|r| !r.expired(now));
+        let pos = m.faults.iter().position(|r| {
+            (r.operation.is_none() || r.operation == op_name)
+                && !matches!(r.fault, Fault::Resolver { .. })
+        });
         let fault = pos.map(|i| {
             let rule = &mut m.faults[i];
             let fault = rule.fault.clone();
@@ -698,7 +776,7 @@ async fn graphql(
             }
             fault
         });
-        (fault, delay)
+        (fault, delay, field_delay)
     };
 
     let mut record = Recorded {
@@ -757,16 +835,14 @@ async fn graphql(
             Vec::new(),
             json!({"data": null, "errors": [appsync_error(Some(error_type), message)]}),
         ),
-        (None, _) if token_kind != "workspace" && token_kind != "device" => (
-            401,
-            Vec::new(),
-            json!({"errors": [appsync_error(Some("UnauthorizedException"), "You are not authorized to make this call.")]}),
-        ),
+        (Some(Fault::Unauthorized), _) => unauthorized(),
+        (None, _) if token_kind != "workspace" && token_kind != "device" => unauthorized(),
         (None, Err(e)) => (
             400,
             Vec::new(),
             json!({"errors": [appsync_error(Some("MalformedHttpRequestException"), &format!("Unable to parse the JSON document: {e}"))]}),
         ),
+        (Some(Fault::Resolver { .. }), _) => unreachable!("resolver faults act in the resolvers"),
         (None, Ok(_)) => {
             let (status, body, valid, roots) =
                 execute(state, &query, op_name.as_deref(), &variables, token_kind);
@@ -775,8 +851,20 @@ async fn graphql(
             (status, Vec::new(), body)
         }
     };
+    let delay = delay + field_delay * record.root_fields.len() as u32;
+    // AppSync ends a request at 30 s with a 504; what its resolvers did meanwhile stands.
+    let (status, headers, body) = if delay > state.request_limit {
+        (
+            504,
+            Vec::new(),
+            json!({"errors": [appsync_error(Some("ExecutionTimeout"), "Execution timed out.")]}),
+        )
+    } else {
+        (status, headers, body)
+    };
     record.status = status;
     record.handling_us = started.elapsed().as_micros() as u64;
+    let delay = delay.min(state.request_limit);
     if !delay.is_zero() {
         let slept = Instant::now();
         tokio::time::sleep(delay).await;
@@ -813,9 +901,11 @@ fn execute(
     token_kind: &str,
 ) -> (u16, Value, bool, Vec<String>) {
     let schema = &state.schema;
+    // AppSync answers a document or variables that do not fit the schema with HTTP 200,
+    // `data: null` and errors without `errorType` or `path`.
     let invalid = |errors: Vec<Value>| {
         (
-            400,
+            200,
             json!({"data": null, "errors": errors}),
             false,
             Vec::new(),
@@ -873,26 +963,45 @@ fn execute(
         Err(e) => {
             return invalid(vec![appsync_error(
                 None,
-                &format!("Validation error of type WrongType: {}", e.message()),
+                &variable_error(schema, op, vars_map, &e.message().to_string()),
             )])
         }
     };
     // AppSync checks its own scalars: AWSJSON must be a string of JSON, AWSDateTime a date.
-    if let Some(msg) = check_aws_scalars(variables) {
+    if let Value::Object(vars) = variables {
+        for (name, value) in vars {
+            if let Some(msg) = check_aws_scalars(value) {
+                return invalid(vec![appsync_error(
+                    None,
+                    &format!("Variable '{name}' has an invalid value: {msg}"),
+                )]);
+            }
+        }
+    }
+    if !state.introspection
+        && doc
+            .operations
+            .iter()
+            .flat_map(|o| o.selection_set.fields())
+            .any(|f| f.name == "__schema" || f.name == "__type")
+    {
         return invalid(vec![appsync_error(
             None,
-            &format!("Validation error of type WrongType: {msg}"),
+            "Validation error of type FieldUndefined: Field '__schema' in type 'Query' is undefined @ '__schema' (introspection is disabled)",
         )]);
     }
+
     let mut m = state.lock();
     let response = {
         let ctx = Ctx {
             m: std::cell::RefCell::new(&mut m),
             token_kind,
+            op_name,
         };
         let exec = Execution::new(schema, &doc)
             .operation(op)
-            .coerced_variable_values(&coerced);
+            .coerced_variable_values(&coerced)
+            .enable_schema_introspection(state.introspection);
         match op.operation_type {
             apollo_compiler::executable::OperationType::Mutation => exec.execute_sync(&Root {
                 ctx: &ctx,
@@ -912,9 +1021,21 @@ fn execute(
                 body["data"] = Value::Null;
             }
             if let Some(errors) = body.get_mut("errors").and_then(Value::as_array_mut) {
-                for e in errors {
+                let mut second = Vec::new();
+                for e in errors.iter_mut() {
                     to_appsync_error(e);
+                    // A thrown Lambda error on a non-null field: AppSync adds its own.
+                    if e["errorType"] == "Lambda:Unhandled" {
+                        if let Some(msg) = non_null_message(schema, op, e) {
+                            second.push(json!({
+                                "path": e["path"].clone(),
+                                "locations": e.get("locations").cloned().unwrap_or(Value::Null),
+                                "message": msg,
+                            }));
+                        }
+                    }
                 }
+                errors.extend(second);
             }
             (200, body, true, roots)
         }
@@ -923,6 +1044,62 @@ fn execute(
             &format!("Validation error: {}", e.message()),
         )]),
     }
+}
+
+/// AppSync's "Cannot return null" error for a resolver error on a non-null root field.
+fn non_null_message(
+    schema: &Valid<Schema>,
+    op: &apollo_compiler::executable::Operation,
+    e: &Value,
+) -> Option<String> {
+    let alias = e["path"].as_array()?.first()?.as_str()?;
+    let field = op
+        .selection_set
+        .fields()
+        .find(|f| f.response_key().as_str() == alias)?;
+    let parent = op.object_type();
+    let def = schema.type_field(parent, &field.name).ok()?;
+    def.ty.is_non_null().then(|| {
+        format!(
+            "Cannot return null for non-nullable type: '{}' within parent '{parent}' (/{alias})",
+            def.ty.inner_named_type()
+        )
+    })
+}
+
+/// A variable that does not fit, in AppSync's words: `Variable 'i3' has an invalid value:
+/// ...`, or `... has coerced Null value for NonNull type 'T!'` for a missing one. The
+/// variables are coerced in order, so the first failing one is found by coercing a growing
+/// prefix of them.
+fn variable_error(
+    schema: &Valid<Schema>,
+    op: &apollo_compiler::executable::Operation,
+    vars: &serde_json_bytes::Map<serde_json_bytes::ByteString, serde_json_bytes::Value>,
+    message: &str,
+) -> String {
+    for def in &op.variables {
+        let name = def.name.as_str();
+        let Some(value) = vars.get(name) else {
+            return format!(
+                "Variable '{name}' has coerced Null value for NonNull type '{}'",
+                def.ty
+            );
+        };
+        if value.is_null() && def.ty.is_non_null() {
+            return format!(
+                "Variable '{name}' has coerced Null value for NonNull type '{}'",
+                def.ty
+            );
+        }
+        let mut single = op.clone();
+        single.variables = vec![def.clone()];
+        let mut one = serde_json_bytes::Map::new();
+        one.insert(name, value.clone());
+        if let Err(e) = apollo_compiler::request::coerce_variable_values(schema, &single, &one) {
+            return format!("Variable '{name}' has an invalid value: {}", e.message());
+        }
+    }
+    format!("Validation error of type WrongType: {message}")
 }
 
 /// Resolver errors carry their AppSync `errorType` as a `[Type] ` prefix of the message.
@@ -1058,6 +1235,8 @@ fn short(v: &Value) -> String {
 // ---- resolvers --------------------------------------------------------------------------
 
 struct Ctx<'m, 'g> {
+    /// The request's operation name (resolver faults may be for one operation).
+    op_name: Option<&'g str>,
     m: std::cell::RefCell<&'m mut MutexGuard<'g, Mutable>>,
     token_kind: &'m str,
 }
@@ -1189,6 +1368,9 @@ impl ObjectValue for Root<'_, '_, '_> {
         let schema = info.schema();
         let mut guard = self.ctx.m.borrow_mut();
         let m: &mut Mutable = &mut guard;
+        if let Some(e) = resolver_fault(m, self.ctx.op_name, info) {
+            return Err(e);
+        }
         let value = match info.field_name() {
             "passByScanCode" => {
                 let code = arg_str(info, "code").unwrap_or_default();
@@ -1252,6 +1434,39 @@ impl ObjectValue for Root<'_, '_, '_> {
         };
         drop(guard);
         Ok(resolve_json(schema, ty, value))
+    }
+}
+
+/// The first resolver fault that applies to this field (its `times` counted down).
+fn resolver_fault(
+    m: &mut Mutable,
+    op_name: Option<&str>,
+    info: &ResolveInfo<'_>,
+) -> Option<FieldError> {
+    let code = arg_str(info, "code").map(str::to_owned).or_else(|| {
+        info.arguments()
+            .get("input")
+            .and_then(|i| i.as_object()?.get("code")?.as_str())
+            .map(str::to_owned)
+    });
+    let pos = m.faults.iter().position(|r| {
+        matches!(r.fault, Fault::Resolver { .. })
+            && (r.operation.is_none() || r.operation.as_deref() == op_name)
+            && (r.code.is_none() || r.code == code)
+    })?;
+    let fault = m.faults[pos].fault.clone();
+    if let Some(n) = &mut m.faults[pos].times {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.faults.remove(pos);
+        }
+    }
+    match &fault {
+        Fault::Resolver {
+            error_type,
+            message,
+        } => Some(field_error(error_type, message)),
+        _ => None,
     }
 }
 

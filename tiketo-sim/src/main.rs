@@ -34,6 +34,14 @@ enum Command {
         /// With --tls: write the CA's PEM here (for the daemon's api.ca_file).
         #[arg(long, requires = "tls")]
         ca_out: Option<PathBuf>,
+        /// Serve this SDL instead of the project's (a schema that changed: drift tests,
+        /// `tiketo-gate doctor`).
+        #[arg(long)]
+        schema: Option<PathBuf>,
+        /// Answer introspection (`__schema`, `__type`) with an error, as an AppSync API with
+        /// introspection switched off does.
+        #[arg(long)]
+        no_introspection: bool,
     },
     /// The README demo: the fake API and the daemon, codes typed on stdin, outputs shown.
     Demo {
@@ -69,7 +77,17 @@ fn main() -> ExitCode {
             seed,
             tls,
             ca_out,
+            schema,
+            no_introspection,
         } => {
+            let schema = match schema.as_deref().map(std::fs::read_to_string) {
+                None => None,
+                Some(Ok(s)) => Some(s),
+                Some(Err(e)) => {
+                    eprintln!("tiketo-sim: --schema: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             let seed = match load_seed(seed.as_deref()) {
                 Ok(s) => s,
                 Err(e) => {
@@ -83,12 +101,15 @@ fn main() -> ExitCode {
                     token,
                     seed,
                     tls,
+                    schema,
+                    introspection: !no_introspection,
+                    ..SimOptions::default()
                 })
                 .await
                 {
                     Ok(s) => s,
                     Err(e) => {
-                        eprintln!("tiketo-sim: cannot listen on {listen}: {e}");
+                        eprintln!("tiketo-sim: cannot start on {listen}: {e}");
                         return ExitCode::from(1);
                     }
                 };
