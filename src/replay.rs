@@ -13,6 +13,10 @@
 //!   move that row to the dead letters with the error; the rest go on. `Lambda:Unhandled` is
 //!   tried `AMBIGUOUS_TRIES` times, then dead-lettered. A whole batch refused as invalid is
 //!   retried one row at a time, so one bad row cannot hold the others back.
+//! - A schema mismatch (`api_mismatch`) keeps every event pending and raises the alarm; this
+//!   worker then probes with the oldest events on [`crate::backoff::mismatch`]. A batch
+//!   refused over one event's value (the server names the variable) is sent again without
+//!   it: if the others go through, only that event is a dead letter.
 
 use std::time::Duration;
 
@@ -27,6 +31,9 @@ use crate::store::PendingRow;
 
 pub const BATCH: usize = 100;
 pub const AMBIGUOUS_TRIES: i64 = 3;
+/// How many events of one batch may be set aside over a refused value before the refusal is
+/// taken for a schema that changed.
+pub const SET_ASIDE_AT_MOST: usize = 5;
 /// How long a batch waits for the lanes to finish their scans before it goes anyway.
 pub const GIVE_WAY_AT_MOST: Duration = Duration::from_millis(500);
 
@@ -157,30 +164,39 @@ pub async fn run(client: Client, shared: Shared) {
         let mut rows = rows;
         let mut inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
         let mut result = send(&client, &rows, &inputs).await;
-        // A whole batch refused because the server would not take one event's value: one
-        // request more, without it. If the others go through, that value was the fault (a
-        // dead letter); if they are refused too, the schema changed (an alarm, nothing dead).
-        let mut refused_value = None;
-        if let Err(e) = &result {
-            if let Some(k) = suspect(e, rows.len()) {
-                tracing::info!(
-                    scan_id = %rows[k].scan_id,
-                    "a replay batch was refused over one event's value ({e}); sending the others without it"
-                );
-                let bad = rows.remove(k);
-                inputs.remove(k);
-                let first = e.clone();
-                result = send(&client, &rows, &inputs).await;
-                if result.is_ok() {
-                    refused_value = Some((bad.scan_id, format!("refused: {first}")));
-                }
+        // A whole batch refused because the server would not take one event's value (AppSync
+        // names the variable): one request more, without it. If the others go through, the
+        // values were the fault (dead letters); if they are refused too (after at most
+        // `SET_ASIDE_AT_MOST` values), the schema changed: an alarm, and nothing is dead.
+        let mut refused_values = Vec::new();
+        while let Err(e) = &result {
+            let Some(k) = suspect(e, rows.len()) else {
+                break;
+            };
+            if refused_values.len() >= SET_ASIDE_AT_MOST {
+                break;
             }
+            tracing::info!(
+                scan_id = %rows[k].scan_id,
+                "a replay batch was refused over one event's value ({e}); sending the others without it"
+            );
+            let bad = rows.remove(k);
+            inputs.remove(k);
+            refused_values.push((
+                bad.scan_id,
+                format!("refused: the server would not take its value: {}", e.detail),
+            ));
+            result = send(&client, &rows, &inputs).await;
+        }
+        if result.is_err() {
+            // Not shown to be the values' fault: they stay pending.
+            refused_values.clear();
         }
         shared.api.observe(Caller::Replay, &result);
         let wait = match result {
             Ok(outcomes) => {
                 let mut d = dispose(&rows, &outcomes);
-                d.dead.extend(refused_value);
+                d.dead.extend(refused_values);
 
                 for (id, err) in &d.dead {
                     tracing::warn!(scan_id = %id, "scan event moved to the dead letters: {err}");

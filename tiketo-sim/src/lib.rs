@@ -13,7 +13,15 @@
 //!
 //! Control it in-process through [`Sim`], or over HTTP: `GET /__sim/requests`,
 //! `GET /__sim/events`, `POST /__sim/faults` (a [`FaultRule`] as JSON), `DELETE /__sim/faults`,
-//! `POST /__sim/delay` (`{"ms": 50}`), `POST /__sim/reset`.
+//! `POST /__sim/delay` (`{"ms": 50, "field_ms": 300}`), `POST /__sim/schema` (an SDL; empty:
+//! the project's), `POST /__sim/reset`.
+//!
+//! AppSync's ways, played as AppSync documents them: a document or variables that do not fit
+//! the schema get HTTP 200, `data: null` and errors without `errorType` or `path`; the
+//! authorizer's refusal is a 401 with `x-amzn-ErrorType`; a thrown Lambda error is
+//! `Lambda:Unhandled` (plus "Cannot return null ..." on a non-null field); aliased mutations
+//! run in order and stop at the first failing non-null field; a request past 30 s is a 504;
+//! introspection comes from the SDL (or is switched off).
 #![forbid(unsafe_code)]
 
 use std::collections::HashMap;
@@ -269,14 +277,27 @@ struct Mutable {
 }
 
 struct SimState {
-    schema: Valid<Schema>,
+    /// The schema served (replaced by [`Sim::set_schema`] or `POST /__sim/schema`).
+    schema: Mutex<Arc<Valid<Schema>>>,
     introspection: bool,
     request_limit: Duration,
     token: String,
     inner: Mutex<Mutable>,
 }
 
+fn parse_schema(sdl: &str) -> Result<Valid<Schema>, String> {
+    Schema::parse_and_validate(sdl, "schema.graphql")
+        .map_err(|e| format!("the schema is invalid: {}", e.errors))
+}
+
 impl SimState {
+    fn schema(&self) -> Arc<Valid<Schema>> {
+        self.schema
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     fn lock(&self) -> MutexGuard<'_, Mutable> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -367,8 +388,7 @@ impl Sim {
     pub async fn start(opts: SimOptions) -> std::io::Result<Sim> {
         let tls = if opts.tls { Some(Tls::new()?) } else { None };
         let sdl = opts.schema.as_deref().unwrap_or(SCHEMA_SDL);
-        let schema = Schema::parse_and_validate(sdl, "schema.graphql")
-            .map_err(|e| std::io::Error::other(format!("the schema is invalid: {}", e.errors)))?;
+        let schema = Mutex::new(Arc::new(parse_schema(sdl).map_err(std::io::Error::other)?));
         let entries_left = opts
             .seed
             .passes
@@ -468,6 +488,13 @@ impl Sim {
     }
 
     /// Added to every answer.
+    /// Serves another SDL from now on (Tiketo changed its API, or changed it back).
+    pub fn set_schema(&self, sdl: &str) -> Result<(), String> {
+        let schema = parse_schema(sdl)?;
+        *self.state.schema.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(schema);
+        Ok(())
+    }
+
     pub fn set_delay(&self, d: Duration) {
         self.state.lock().delay = d;
     }
@@ -626,21 +653,42 @@ async fn route(
             }
             Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
         },
+        (Method::POST, "/__sim/schema") => {
+            let sdl = String::from_utf8_lossy(&body);
+            let sdl = if sdl.trim().is_empty() {
+                SCHEMA_SDL.into()
+            } else {
+                sdl
+            };
+            match parse_schema(&sdl) {
+                Ok(s) => {
+                    *state.schema.lock().unwrap_or_else(|p| p.into_inner()) = Arc::new(s);
+                    json_response(StatusCode::OK, &json!({"ok": true}))
+                }
+                Err(e) => json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+            }
+        }
         (Method::DELETE, "/__sim/faults") => {
             state.lock().faults.clear();
             json_response(StatusCode::OK, &json!({"ok": true}))
         }
         (Method::POST, "/__sim/delay") => match serde_json::from_slice::<Value>(&body)
             .ok()
-            .and_then(|v| v.get("ms")?.as_u64())
+            .filter(|v| v.get("ms").is_some() || v.get("field_ms").is_some())
         {
-            Some(ms) => {
-                state.lock().delay = Duration::from_millis(ms);
+            Some(v) => {
+                let mut m = state.lock();
+                if let Some(ms) = v.get("ms").and_then(Value::as_u64) {
+                    m.delay = Duration::from_millis(ms);
+                }
+                if let Some(ms) = v.get("field_ms").and_then(Value::as_u64) {
+                    m.field_delay = Duration::from_millis(ms);
+                }
                 json_response(StatusCode::OK, &json!({"ok": true}))
             }
             None => json_response(
                 StatusCode::BAD_REQUEST,
-                &json!({"error": "expected {\"ms\": N}"}),
+                &json!({"error": "expected {\"ms\": N} and/or {\"field_ms\": N}"}),
             ),
         },
         (Method::POST, "/__sim/revoke") => {
@@ -653,6 +701,7 @@ async fn route(
             let mut m = state.lock();
             m.faults.clear();
             m.delay = Duration::ZERO;
+            m.field_delay = Duration::ZERO;
             m.requests.clear();
             m.events.clear();
             m.entries_left = m
@@ -900,7 +949,7 @@ fn execute(
     variables: &Value,
     token_kind: &str,
 ) -> (u16, Value, bool, Vec<String>) {
-    let schema = &state.schema;
+    let schema = &*state.schema();
     // AppSync answers a document or variables that do not fit the schema with HTTP 200,
     // `data: null` and errors without `errorType` or `path`.
     let invalid = |errors: Vec<Value>| {

@@ -1,0 +1,217 @@
+//! The daemon against AppSync's ways, as tiketo-sim plays them: a schema that changed is an
+//! alarm (guests decided by the offline policy, events kept, status and /healthz loud) that
+//! ends by itself when the schema fits again; a value the server refuses costs one request.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{field, free_port, http_get, wait_until, Harness, Opts, TOKEN};
+use tiketo_sim::{Seed, Sim, SimOptions};
+
+const T: Duration = Duration::from_secs(20);
+
+/// The project's SDL with one more required field on `ScanEventInput`: Tiketo changed its API.
+fn drifted_schema() -> String {
+    let s = tiketo_sim::SCHEMA_SDL.replace(
+        "input ScanEventInput {\n  code: String!",
+        "input ScanEventInput {\n  venue: String!\n  code: String!",
+    );
+    assert_ne!(s, tiketo_sim::SCHEMA_SDL, "the SDL changed shape");
+    s
+}
+
+async fn sim_with(schema: Option<String>, seed: Seed) -> Sim {
+    Sim::start(SimOptions {
+        token: TOKEN.into(),
+        schema,
+        seed,
+        ..SimOptions::default()
+    })
+    .await
+    .expect("sim starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_changed_is_an_alarm_not_a_wall_of_rejects() {
+    let sim = sim_with(Some(drifted_schema()), Seed::demo()).await;
+    let port = free_port();
+    let mut h = Harness::start_with_sim(
+        sim,
+        Opts {
+            policy: "accept",
+            budget_ms: 800,
+            tail: format!("[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+            ..Opts::default()
+        },
+    )
+    .await;
+    // The lookup fits; the scan event does not: the offline policy decides, with the pass
+    // the lookup found, and the event waits.
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(1);
+    assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
+    assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    h.wait_log("API MISMATCH", T);
+    assert!(
+        h.logs().contains("venue"),
+        "the server's message names the field: {}",
+        h.logs()
+    );
+    // The next guest does not wait for the API at all.
+    h.write(b"VALID-0002\r\n");
+    let line = h.wait_scan(2);
+    assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    assert!(line.contains("api mismatch"), "{line}");
+    assert!(wait_until(T, || h.status_json()["api_mismatch"]
+        .as_str()
+        .is_some_and(|m| m.contains("venue"))));
+    let st = h.status_json();
+    assert_eq!(st["pending"], 2, "{st}");
+    assert_eq!(st["dead"], 0, "nothing dead-lettered: {st}");
+    let (code, body) = http_get(port, "/healthz").await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("api: mismatch:"), "{body}");
+    let (_, page) = http_get(port, "/api/status").await;
+    assert!(page.contains("\"api_mismatch\":true"), "{page}");
+    let (_, metrics) = http_get(port, "/metrics").await;
+    assert!(metrics.contains("tiketo_gate_api_mismatch 1"), "{metrics}");
+    let text = h.cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("API MISMATCH:"), "{text}");
+    assert!(h.sim.scan_events().is_empty());
+    // Tiketo fixes its API: the replay's next probe finds the schema fits, the queue goes,
+    // the alarm ends, and the next guest is decided online. No restart.
+    h.sim.set_schema(tiketo_sim::SCHEMA_SDL).unwrap();
+    let fixed = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(90), || h.sim.scan_events().len() == 2),
+        "{}",
+        h.logs()
+    );
+    eprintln!(
+        "schema fixed -> queue delivered: {} ms",
+        fixed.elapsed().as_millis()
+    );
+    h.wait_log("fits this daemon again", T);
+    assert!(wait_until(T, || h.status_json()["api_mismatch"].is_null()));
+    assert_eq!(http_get(port, "/healthz").await.0, 200);
+    h.write(b"VALID-0003\r\n");
+    let line = h.wait_scan(3);
+    assert_eq!(field(&line, "mode"), Some("online"), "{line}");
+    assert!(wait_until(T, || h.status_json()["pending"] == 0));
+    assert_eq!(h.status_json()["dead"], 0);
+    h.check_invariants_with(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_no_longer_fits_is_probed_until_it_does() {
+    // Tiketo renamed a field the lookup selects.
+    let drifted = tiketo_sim::SCHEMA_SDL.replacen("  templateId: ID!", "  passTemplateId: ID!", 1);
+    assert_ne!(drifted, tiketo_sim::SCHEMA_SDL);
+    let sim = sim_with(None, Seed::demo()).await;
+    let mut h = Harness::start_with_sim(
+        sim,
+        Opts {
+            policy: "reject",
+            offline_extra: "cache_ttl = \"1h\"",
+            ..Opts::default()
+        },
+    )
+    .await;
+    // Known while the lookup fitted: cached.
+    h.write(b"VALID-0001\r\n");
+    assert_eq!(field(&h.wait_scan(1), "mode"), Some("online"));
+    h.sim.set_schema(&drifted).unwrap();
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(2);
+    assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    h.wait_log("API MISMATCH", T);
+    assert_eq!(h.status_json()["dead"], 0);
+    h.sim.set_schema(tiketo_sim::SCHEMA_SDL).unwrap();
+    h.wait_log("fits this daemon again", Duration::from_secs(90));
+    assert!(h
+        .sim
+        .requests()
+        .iter()
+        .any(|r| r.variables["code"] == tiketo_gate::daemon::PROBE_CODE));
+    h.write(b"VALID-0002\r\n");
+    assert_eq!(field(&h.wait_scan(3), "mode"), Some("online"));
+    h.check_invariants_with(false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_value_the_server_refuses_costs_one_request_not_the_batch() {
+    let sim = sim_with(None, Seed::demo()).await;
+    let mut h = Harness::start_with_sim(
+        sim,
+        Opts {
+            policy: "cache",
+            budget_ms: 400,
+            offline_extra: "cache_ttl = \"1h\"\nmax_offline_uses = 3",
+            ..Opts::default()
+        },
+    )
+    .await;
+    h.sim.stop().await;
+    // A pass the cache knows with reward points that do not fit a GraphQL Int (as a project's
+    // scanConfig could say): its events carry a value the server cannot take.
+    let facts = |id: &str, scan_config: Option<&str>| tiketo_gate::decision::PassFacts {
+        id: id.into(),
+        template_id: "tpl-entry".into(),
+        project_id: Some("proj-main".into()),
+        expires: None,
+        voided: false,
+        scan_config: scan_config.map(Into::into),
+    };
+    let path = tiketo_gate::store::Store::path_in(&h.dir.path().join("state"));
+    let mut store = tiketo_gate::store::Store::open_existing(&path, true).unwrap();
+    let now = tiketo_gate::clock::now_ms();
+    for (code, f) in [
+        ("VALID-0001", facts("pass-valid-1", None)),
+        ("VALID-0002", facts("pass-valid-2", None)),
+        (
+            "VALID-0003",
+            facts("pass-valid-3", Some(r#"{"rewardPoints": 5000000000}"#)),
+        ),
+    ] {
+        store.cache_put(code, Some(&f), now).unwrap();
+    }
+    drop(store);
+    let codes = ["VALID-0001", "VALID-0003", "VALID-0002", "VALID-0003"];
+    for (i, c) in codes.iter().enumerate() {
+        h.write(format!("{c}\r\n").as_bytes());
+        let line = h.wait_scan(i + 1);
+        assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
+    }
+    assert_eq!(h.status_json()["pending"], 4);
+    let before = h.sim.request_count();
+    h.sim.restart().await.unwrap();
+    assert!(
+        wait_until(T, || h.status_json()["pending"] == 0),
+        "{}",
+        h.logs()
+    );
+    let delivered: Vec<String> = h.sim.scan_events().iter().map(|e| e.code.clone()).collect();
+    assert_eq!(delivered, ["VALID-0001", "VALID-0002"], "{}", h.logs());
+    let st = h.status_json();
+    assert_eq!(
+        st["dead"], 2,
+        "the two events with the value, nothing else: {st}"
+    );
+    let replays = h
+        .sim
+        .requests_since(before)
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref() == Some("Replay"))
+        .count();
+    eprintln!("replay requests for 4 events, two with a refused value: {replays}");
+    assert_eq!(replays, 3, "one request more for each refused value");
+    assert!(st["api_mismatch"].is_null(), "{st}");
+    assert!(!h.logs().contains("API MISMATCH"), "no alarm: {}", h.logs());
+    let out = h.cli(&["queue", "list", "--dead"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("would not take its value"), "{text}");
+    assert!(!text.contains("VALID-0003"), "{text}");
+    h.check_invariants_with(false);
+}
