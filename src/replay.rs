@@ -4,14 +4,17 @@
 //!   the door never shares the CPU or the connection with a replay that can wait.
 //! - Batches of up to `BATCH` events in one GraphQL document with aliases (`e0`, `e1`...):
 //!   mutations in one document run in order and each alias is acknowledged or failed on its
-//!   own. One HTTP client of its own, so live scans keep their warm connection.
+//!   own. One HTTP client of its own, so live scans keep their warm connection. The size
+//!   adapts ([`BatchSize`]): small at first, towards `BATCH` while requests stay short, down
+//!   when the server is slow or a request times out (AppSync ends a request at 30 s).
 //! - Retry with [`crate::backoff::replay`] (1 s doubling to 5 min, jittered); `Retry-After`
 //!   (429, 503) replaces the next delay; a switch back online ends the wait at once.
 //! - Auth errors pause replay (nothing is dropped) and show in status; the first call the API
 //!   takes again (a live scan, the keep-alive, a probe) resumes it at once.
 //! - Permanent errors (validation, mapping template, a refusal of a scan admitted offline)
 //!   move that row to the dead letters with the error; the rest go on. `Lambda:Unhandled` is
-//!   tried `AMBIGUOUS_TRIES` times, then dead-lettered. A whole batch refused as invalid is
+//!   tried `AMBIGUOUS_TRIES` times, then dead-lettered; between its tries it is set aside
+//!   ([`Aside`]: 1 s, then 2 s) and the events behind it go on. A whole batch refused as invalid is
 //!   retried one row at a time, so one bad row cannot hold the others back.
 //! - A schema mismatch (`api_mismatch`) keeps every event pending and raises the alarm; this
 //!   worker then probes with the oldest events on [`crate::backoff::mismatch`]. A batch
@@ -29,7 +32,15 @@ use crate::link::Mode;
 use crate::state::{Caller, Shared};
 use crate::store::PendingRow;
 
+/// The most events in one request.
 pub const BATCH: usize = 100;
+/// The first batch's size: small, until the server's time per event is known.
+pub const FIRST_BATCH: usize = 10;
+/// What a batch should take: well inside AppSync's 30 s limit.
+pub const BATCH_TARGET: Duration = Duration::from_secs(5);
+/// Batches in a row with nothing sent and an ambiguous failure before the failures are taken
+/// for a Lambda that fails for everyone (then the whole queue waits, as for an outage).
+pub const AMBIGUOUS_STREAK: u32 = 3;
 pub const AMBIGUOUS_TRIES: i64 = 3;
 /// How many events of one batch may be set aside over a refused value before the refusal is
 /// taken for a schema that changed.
@@ -45,6 +56,9 @@ pub struct Disposition {
     pub retry: Vec<(String, String)>,
     /// Not known to have run: sent again in the next batch, without waiting or counting.
     pub unrun: Vec<String>,
+    /// Failed ambiguously, with tries left: set aside for a while (with their attempts
+    /// counted in `retry`) so that the events behind them go on.
+    pub aside: Vec<(String, i64)>,
     /// The strongest reason to wait before the next batch.
     pub wait: Option<ErrorClass>,
 }
@@ -82,8 +96,8 @@ pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
                         format!("gave up after {AMBIGUOUS_TRIES} tries: {detail}"),
                     ));
                 } else {
-                    d.retry.push((id, detail.clone()));
-                    d.wait.get_or_insert(ErrorClass::Ambiguous);
+                    d.retry.push((id.clone(), detail.clone()));
+                    d.aside.push((id, row.attempts + 1));
                 }
             }
             AliasOutcome::Failed { class, detail } => {
@@ -94,6 +108,95 @@ pub fn dispose(rows: &[PendingRow], outcomes: &[AliasOutcome]) -> Disposition {
         }
     }
     d
+}
+
+/// How many events the next batch holds (pure): starts at [`FIRST_BATCH`], grows (at most
+/// doubling) towards [`BATCH`] while requests stay short of [`BATCH_TARGET`], shrinks to what
+/// fits the target when the server is slow, and to a quarter after a request that timed out
+/// (a 504, or no answer).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchSize {
+    size: usize,
+    /// Smoothed time per event.
+    per_event: Option<Duration>,
+}
+
+impl Default for BatchSize {
+    fn default() -> Self {
+        BatchSize {
+            size: FIRST_BATCH,
+            per_event: None,
+        }
+    }
+}
+
+impl BatchSize {
+    pub fn get(&self) -> usize {
+        self.size
+    }
+
+    /// A request of `n` events took `took`; `timed_out`: it ended in a 504 or no answer.
+    pub fn observe(&mut self, n: usize, took: Duration, timed_out: bool) {
+        if n == 0 {
+            return;
+        }
+        if timed_out {
+            self.size = (n / 4).max(1);
+            self.per_event = Some(took / n as u32);
+            return;
+        }
+        let per = took / n as u32;
+        let per = match self.per_event {
+            // Weighted towards the newest: a server that slows down is followed quickly.
+            Some(old) => (old + per * 3) / 4,
+            None => per,
+        };
+        self.per_event = Some(per);
+        let fits = if per.is_zero() {
+            BATCH
+        } else {
+            (BATCH_TARGET.as_micros() / per.as_micros().max(1)) as usize
+        };
+        self.size = fits.min(self.size.max(n) * 2).clamp(1, BATCH);
+    }
+}
+
+/// Events set aside after an ambiguous failure: not sent again before their time, so the
+/// events behind them go on (their own tries still count).
+#[derive(Debug, Default)]
+pub struct Aside(std::collections::HashMap<String, tokio::time::Instant>);
+
+impl Aside {
+    /// Sets `id` aside after its `attempts`-th try: 1 s after the first, 2 s after the second...
+    pub fn hold(&mut self, id: String, attempts: i64, now: tokio::time::Instant) {
+        let wait = Duration::from_secs(1 << attempts.clamp(1, 6).saturating_sub(1));
+        self.0.insert(id, now + wait);
+    }
+
+    /// Whether `id` is still set aside at `now` (and forgets the ones whose time came).
+    pub fn holds(&mut self, id: &str, now: tokio::time::Instant) -> bool {
+        match self.0.get(id) {
+            Some(t) if *t > now => true,
+            Some(_) => {
+                self.0.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// When the first one set aside is due.
+    pub fn next_due(&self) -> Option<tokio::time::Instant> {
+        self.0.values().min().copied()
+    }
 }
 
 fn input_for(row: &PendingRow) -> ScanEventInput {
@@ -121,7 +224,10 @@ pub async fn run(client: Client, shared: Shared) {
     let mut backoff = crate::backoff::replay();
     let mut link = shared.api.link.subscribe();
     let auth_back = shared.api.auth_back();
-    let mut batch_size = BATCH;
+    let mut size = BatchSize::default();
+    let mut one_at_a_time = false;
+    let mut aside = Aside::default();
+    let mut ambiguous_streak = 0;
     let mut mismatch_backoff = crate::backoff::mismatch();
     loop {
         let mut mismatch_wait = false;
@@ -136,12 +242,13 @@ pub async fn run(client: Client, shared: Shared) {
         // the batch was read (its row may have been read as pending just before it was marked
         // sent).
         let mark = shared.outbox.inflight_mark();
-        let limit = batch_size;
-        let read = limit + shared.outbox.inflight_count();
+        let limit = if one_at_a_time { 1 } else { size.get() };
+        let read = limit + shared.outbox.inflight_count() + aside.len();
         let rows = match shared.store.read(move |s| s.pending_batch(read, &[])).await {
             Ok(mut r) => {
                 let skip = shared.outbox.skip_for_replay(mark);
-                r.retain(|row| !skip.contains(&row.scan_id));
+                let now = tokio::time::Instant::now();
+                r.retain(|row| !skip.contains(&row.scan_id) && !aside.holds(&row.scan_id, now));
                 r.truncate(limit);
                 r
             }
@@ -155,15 +262,21 @@ pub async fn run(client: Client, shared: Shared) {
             if let Ok(n) = shared.store.read(|s| s.pending_count()).await {
                 shared.outbox.set_pending(n);
             }
+            let until = aside
+                .next_due()
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(60));
             tokio::select! {
                 _ = shared.outbox.replay_wake.notified() => {}
-                _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                _ = tokio::time::sleep_until(until) => {}
             }
             continue;
         }
         let mut rows = rows;
         let mut inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
+        let started = std::time::Instant::now();
         let mut result = send(&client, &rows, &inputs).await;
+        let timed_out = |r: &Result<Vec<AliasOutcome>, ApiError>| matches!(r, Err(e) if e.status == Some(504) || e.detail.starts_with("timed out"));
+        size.observe(rows.len(), started.elapsed(), timed_out(&result));
         // A whole batch refused because the server would not take one event's value (AppSync
         // names the variable): one request more, without it. If the others go through, the
         // values were the fault (dead letters); if they are refused too (after at most
@@ -186,7 +299,9 @@ pub async fn run(client: Client, shared: Shared) {
                 bad.scan_id,
                 format!("refused: the server would not take its value: {}", e.detail),
             ));
+            let started = std::time::Instant::now();
             result = send(&client, &rows, &inputs).await;
+            size.observe(rows.len(), started.elapsed(), timed_out(&result));
         }
         if result.is_err() {
             // Not shown to be the values' fault: they stay pending.
@@ -197,6 +312,22 @@ pub async fn run(client: Client, shared: Shared) {
             Ok(outcomes) => {
                 let mut d = dispose(&rows, &outcomes);
                 d.dead.extend(refused_values);
+                // One event failing ambiguously is set aside and the others go on; failures
+                // with nothing sent, batch after batch, are a Lambda that fails for everyone:
+                // the queue waits, as for an outage.
+                if d.sent.is_empty() && !d.aside.is_empty() {
+                    ambiguous_streak += 1;
+                } else {
+                    ambiguous_streak = 0;
+                }
+                let now = tokio::time::Instant::now();
+                for (id, attempts) in d.aside.drain(..) {
+                    tracing::info!(scan_id = %id, attempts, "a scan event failed ambiguously; set aside while the others go on");
+                    aside.hold(id, attempts, now);
+                }
+                if ambiguous_streak >= AMBIGUOUS_STREAK {
+                    d.wait.get_or_insert(ErrorClass::Ambiguous);
+                }
 
                 for (id, err) in &d.dead {
                     tracing::warn!(scan_id = %id, "scan event moved to the dead letters: {err}");
@@ -220,7 +351,7 @@ pub async fn run(client: Client, shared: Shared) {
                     shared.outbox.set_pending(n);
                 }
                 shared.outbox.synced();
-                batch_size = BATCH;
+                one_at_a_time = false;
                 wait.map(|class| ApiError::new(class, None, String::new()))
             }
             Err(e) => match e.class {
@@ -234,7 +365,7 @@ pub async fn run(client: Client, shared: Shared) {
                     tracing::warn!(
                         "a replay batch was refused as a whole ({e}); sending one at a time"
                     );
-                    batch_size = 1;
+                    one_at_a_time = true;
                     None
                 }
                 ErrorClass::Permanent | ErrorClass::Ambiguous => {
@@ -249,12 +380,16 @@ pub async fn run(client: Client, shared: Shared) {
                     if !d.dead.is_empty() {
                         tracing::warn!(scan_id = %row.scan_id, "scan event moved to the dead letters: {e}");
                     }
+                    let now = tokio::time::Instant::now();
+                    for (id, attempts) in d.aside {
+                        aside.hold(id, attempts, now);
+                    }
                     let (sent, dead, retry) = (d.sent, d.dead, d.retry);
                     let _ = shared
                         .store
                         .run(move |s| s.apply_replay(&sent, &dead, &retry))
                         .await;
-                    batch_size = BATCH;
+                    one_at_a_time = false;
                     d.wait
                         .map(|class| ApiError::new(class, None, String::new()))
                 }
@@ -401,6 +536,61 @@ mod tests {
             ["e", "f"]
         );
         assert_eq!(d.wait, Some(ErrorClass::Retryable { retry_after: None }));
+        assert_eq!(
+            d.aside,
+            vec![("e".to_string(), 1)],
+            "set aside, not waited for"
+        );
+        // An ambiguous failure alone does not make the batch wait.
+        let d = dispose(&rows[4..5], &outcomes[4..5]);
+        assert_eq!(d.wait, None);
+        assert_eq!(d.aside.len(), 1);
+    }
+
+    #[test]
+    fn the_batch_grows_while_requests_are_short_and_shrinks_when_slow() {
+        let mut b = BatchSize::default();
+        assert_eq!(b.get(), FIRST_BATCH);
+        // A fast server: doubling up to the most.
+        let mut sizes = Vec::new();
+        for _ in 0..5 {
+            let n = b.get();
+            b.observe(n, Duration::from_millis(n as u64), false);
+            sizes.push(b.get());
+        }
+        assert_eq!(sizes, [20, 40, 80, 100, 100]);
+        // A slow Lambda (300 ms an event): what fits in the target.
+        b.observe(100, Duration::from_secs(30), false);
+        let after_one = b.get();
+        assert!(after_one < 100, "{after_one}");
+        for _ in 0..10 {
+            let n = b.get();
+            b.observe(n, Duration::from_millis(300) * n as u32, false);
+        }
+        assert_eq!(b.get(), 16, "5 s / 300 ms");
+        // A 504: a quarter.
+        b.observe(16, Duration::from_secs(30), true);
+        assert_eq!(b.get(), 4);
+        b.observe(1, Duration::from_secs(31), true);
+        assert_eq!(b.get(), 1, "never zero");
+        // A short batch (fewer events pending) does not shrink a fast server's size.
+        let mut b = BatchSize::default();
+        b.observe(2, Duration::from_millis(2), false);
+        assert_eq!(b.get(), 20);
+    }
+
+    #[test]
+    fn an_event_set_aside_comes_back_in_its_time() {
+        let t0 = tokio::time::Instant::now();
+        let mut a = Aside::default();
+        a.hold("x".into(), 1, t0);
+        a.hold("y".into(), 2, t0);
+        assert!(a.holds("x", t0 + Duration::from_millis(999)));
+        assert!(!a.holds("x", t0 + Duration::from_secs(1)));
+        assert!(a.holds("y", t0 + Duration::from_millis(1999)));
+        assert_eq!(a.next_due(), Some(t0 + Duration::from_secs(2)));
+        assert!(!a.holds("z", t0));
+        assert_eq!(a.len(), 1);
     }
 
     #[test]

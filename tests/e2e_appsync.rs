@@ -215,3 +215,95 @@ async fn one_value_the_server_refuses_costs_one_request_not_the_batch() {
     assert!(!text.contains("VALID-0003"), "{text}");
     h.check_invariants_with(false);
 }
+
+fn pending_row(i: usize, code: &str) -> tiketo_gate::store::NewScan {
+    tiketo_gate::store::NewScan {
+        scan_id: uuid::Uuid::new_v4(),
+        code: code.into(),
+        verdict: tiketo_gate::decision::Verdict::Accept,
+        reason: tiketo_gate::decision::Reason::OfflinePolicy,
+        online: false,
+        scanned_at: time::OffsetDateTime::now_utc(),
+        boot_id: "e2e".into(),
+        mono_ms: i as u64,
+        clock_synced: true,
+        device: "test-door".into(),
+        reader: "reader".into(),
+        direction: tiketo_gate::decision::Direction::Entry,
+        reward_points: None,
+        pending: true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_lambda_keeps_failing_does_not_hold_the_queue_behind_it() {
+    let mut h = Harness::start(Opts {
+        policy: "accept",
+        ..Opts::default()
+    })
+    .await;
+    h.sim.stop().await;
+    // 1,000 pending events; the oldest one's createScanEvent throws in the Lambda.
+    let path = tiketo_gate::store::Store::path_in(&h.dir.path().join("state"));
+    let mut store = tiketo_gate::store::Store::open_existing(&path, true).unwrap();
+    let mut order = Vec::new();
+    for i in 0..1000 {
+        let code = if i == 0 { "VALID-0002" } else { "VALID-0001" };
+        let row = pending_row(i, code);
+        if i > 0 {
+            order.push(row.scan_id.to_string());
+        }
+        store.insert_scan(&row, false).unwrap();
+    }
+    drop(store);
+    h.sim.push_fault(
+        tiketo_sim::FaultRule::always(tiketo_sim::Fault::Resolver {
+            error_type: "Lambda:Unhandled".into(),
+            message: "Error: boom".into(),
+        })
+        .for_code("VALID-0002"),
+    );
+    h.sim.restart().await.unwrap();
+    let back = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(60), || h.sim.scan_events().len() == 999),
+        "{}",
+        h.logs()
+    );
+    let others = back.elapsed();
+    // When the failing one was first tried, and when the next request went.
+    let requests: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref() == Some("Replay"))
+        .collect();
+    let first = &requests[0];
+    let second = &requests[1];
+    let held = second.received_at_ms - first.received_at_ms;
+    eprintln!(
+        "Lambda:Unhandled at the head of 1,000: the others waited {held} ms after its failure; all 999 delivered {} ms after the API came back, in {} requests",
+        others.as_millis(),
+        requests.len()
+    );
+    assert!(held < 2000, "held {held} ms");
+    // The failing one keeps its own tries, then goes to the dead letters.
+    assert!(
+        wait_until(T, || h.status_json()["dead"] == 1),
+        "{}",
+        h.logs()
+    );
+    assert!(wait_until(T, || h.status_json()["pending"] == 0));
+    let out = h.cli(&["queue", "list", "--dead"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("gave up after 3 tries"), "{text}");
+    // The others in their order.
+    let delivered: Vec<String> = h
+        .sim
+        .scan_events()
+        .iter()
+        .map(|e| e.data["scanId"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(delivered == order, "the others were delivered out of order");
+    h.check_invariants();
+}
