@@ -56,6 +56,25 @@ enum Command {
         #[arg(long)]
         full: bool,
     },
+    /// The installer's check before the doors open: config, token, store, network, clock,
+    /// auth, the live API schema, readers and lines; exit status 1 when something is wrong.
+    Doctor {
+        #[arg(long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Wait for one code per reader and show it (masked) with the verdict it would get;
+        /// nothing is recorded. The daemon must be stopped.
+        #[arg(long)]
+        scan: bool,
+        /// Pulse each output once, in turn, announced. The daemon must be stopped.
+        #[arg(long)]
+        outputs: bool,
+        /// How long --scan waits for a code at each reader (seconds).
+        #[arg(long, default_value_t = 30)]
+        scan_wait: u64,
+    },
     /// The queue of scan events waiting for the server, and its dead letters.
     Queue {
         #[arg(long, default_value = config::DEFAULT_PATH, global = true)]
@@ -141,6 +160,21 @@ fn main() -> ExitCode {
             };
             tiketo_gate::cli::hid_decode(&file, &layouts, full)
         }
+        Command::Doctor {
+            config,
+            json,
+            scan,
+            outputs,
+            scan_wait,
+        } => tiketo_gate::doctor::run(
+            &config,
+            tiketo_gate::doctor::Options {
+                json,
+                scan,
+                outputs,
+                scan_wait: std::time::Duration::from_secs(scan_wait),
+            },
+        ),
         Command::Run { config } => match config::load(&config) {
             Ok(cfg) => tiketo_gate::daemon::run(cfg),
             Err(e) => {

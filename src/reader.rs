@@ -90,7 +90,7 @@ pub fn spawn(cfg: &ReaderConfig, tx: Tx) -> io::Result<std::thread::JoinHandle<(
 /// evdev's raw device, not its `Device`: that one ungrabs in its `Drop` and prints "Failed to
 /// ungrab device" straight to stderr, outside the log, whenever an unplugged reader goes. The
 /// kernel ends a grab when the device's file is closed, which is all a drop needs.
-fn open_hid(source: &HidSource) -> io::Result<(PathBuf, RawDevice)> {
+pub(crate) fn open_hid(source: &HidSource) -> io::Result<(PathBuf, RawDevice)> {
     let keyboard = |d: &RawDevice| {
         d.supported_keys()
             .is_some_and(|k| k.contains(evdev::KeyCode::KEY_ENTER))
@@ -320,7 +320,7 @@ fn emit(frame: Frame, last_byte: Instant, tx: &Tx) -> bool {
     tx.blocking_send(ev).is_ok()
 }
 
-fn open_port(path: &Path, baud: u32) -> serialport::Result<serialport::TTYPort> {
+pub(crate) fn open_port(path: &Path, baud: u32) -> serialport::Result<serialport::TTYPort> {
     serialport::new(path.to_string_lossy(), baud)
         .data_bits(serialport::DataBits::Eight)
         .parity(serialport::Parity::None)

@@ -275,8 +275,7 @@ pub async fn run(client: Client, shared: Shared) {
         let mut inputs: Vec<ScanEventInput> = rows.iter().map(input_for).collect();
         let started = std::time::Instant::now();
         let mut result = send(&client, &rows, &inputs).await;
-        let timed_out = |r: &Result<Vec<AliasOutcome>, ApiError>| matches!(r, Err(e) if e.status == Some(504) || e.detail.starts_with("timed out"));
-        size.observe(rows.len(), started.elapsed(), timed_out(&result));
+        observe_size(&mut size, rows.len(), started.elapsed(), &result);
         // A whole batch refused because the server would not take one event's value (AppSync
         // names the variable): one request more, without it. If the others go through, the
         // values were the fault (dead letters); if they are refused too (after at most
@@ -301,7 +300,7 @@ pub async fn run(client: Client, shared: Shared) {
             ));
             let started = std::time::Instant::now();
             result = send(&client, &rows, &inputs).await;
-            size.observe(rows.len(), started.elapsed(), timed_out(&result));
+            observe_size(&mut size, rows.len(), started.elapsed(), &result);
         }
         if result.is_err() {
             // Not shown to be the values' fault: they stay pending.
@@ -430,6 +429,24 @@ pub async fn run(client: Client, shared: Shared) {
                 }
             }
         }
+    }
+}
+
+/// What a request says of the server's time per event: an answer does, and so does a
+/// request that timed out (a 504, or none); a request that failed otherwise (refused, a
+/// connection that would not open) does not.
+fn observe_size(
+    size: &mut BatchSize,
+    n: usize,
+    took: Duration,
+    result: &Result<Vec<AliasOutcome>, ApiError>,
+) {
+    match result {
+        Ok(_) => size.observe(n, took, false),
+        Err(e) if e.status == Some(504) || e.detail.starts_with("timed out") => {
+            size.observe(n, took, true)
+        }
+        Err(_) => {}
     }
 }
 

@@ -307,3 +307,52 @@ async fn an_event_the_lambda_keeps_failing_does_not_hold_the_queue_behind_it() {
     assert!(delivered == order, "the others were delivered out of order");
     h.check_invariants();
 }
+
+/// The drain of 1,000 events behind a slow Lambda (300 ms an event): every request stays
+/// well inside AppSync's 30 s. About five minutes: run it by hand,
+/// `cargo test --test e2e_appsync -- --ignored --nocapture a_slow_lambda`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "five minutes; a measurement"]
+async fn a_slow_lambda_drains_in_requests_well_inside_the_limit() {
+    let mut h = Harness::start(Opts {
+        policy: "accept",
+        ..Opts::default()
+    })
+    .await;
+    h.sim.stop().await;
+    let path = tiketo_gate::store::Store::path_in(&h.dir.path().join("state"));
+    let mut store = tiketo_gate::store::Store::open_existing(&path, true).unwrap();
+    for i in 0..1000 {
+        store
+            .insert_scan(&pending_row(i, "VALID-0001"), false)
+            .unwrap();
+    }
+    drop(store);
+    h.sim.set_field_delay(Duration::from_millis(300));
+    h.sim.restart().await.unwrap();
+    let back = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(900), || h.status_json()["pending"] == 0),
+        "{}",
+        h.logs()
+    );
+    let total = back.elapsed();
+    let replays: Vec<_> = h
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation_name.as_deref() == Some("Replay"))
+        .collect();
+    let longest = replays.iter().map(|r| r.delay_us).max().unwrap_or(0);
+    let timed_out = replays.iter().filter(|r| r.status == 504).count();
+    let sizes: Vec<usize> = replays.iter().map(|r| r.root_fields.len()).collect();
+    eprintln!(
+        "slow Lambda (300 ms an event), 1,000 events: total {:.1} s, {} requests, longest {:.1} s, {timed_out} answered 504, sizes {sizes:?}",
+        total.as_secs_f64(),
+        replays.len(),
+        longest as f64 / 1e6
+    );
+    assert_eq!(timed_out, 0);
+    assert!(longest < 10_000_000, "longest request {longest} us");
+    assert_eq!(h.status_json()["dead"], 0);
+}

@@ -7,6 +7,7 @@
 
 mod batch;
 pub mod classify;
+pub mod introspect;
 pub mod scalars;
 
 pub use batch::{replay_document, split_batch, AliasOutcome};
@@ -67,6 +68,49 @@ pub mod ops {
         PROJECTS,
         WARMUP,
     ];
+}
+
+/// Every document the daemon can send, with variables of the shape it sends (a sample scan
+/// event, a lookup, an enrolment, a replay batch of two): what `doctor` checks against the
+/// server's live schema.
+pub fn documents_sent() -> Vec<introspect::Sent> {
+    let event = ScanEventInput {
+        code: "TIKETO-GATE-DOCTOR".into(),
+        reward_points: Some(1),
+        data: scan_data(
+            uuid::Uuid::nil(),
+            OffsetDateTime::now_utc(),
+            true,
+            false,
+            "doctor",
+            "reader",
+            crate::decision::Direction::Entry,
+        ),
+    };
+    let event = serde_json::to_value(&event).unwrap_or(Value::Null);
+    let op = |o: Operation, variables: Value| introspect::Sent {
+        operation: o.name,
+        document: o.document.to_owned(),
+        variables,
+    };
+    vec![
+        op(ops::WARMUP, serde_json::json!({})),
+        op(
+            ops::PASS_BY_SCAN_CODE,
+            serde_json::json!({"code": "TIKETO-GATE-DOCTOR"}),
+        ),
+        op(ops::CREATE_SCAN_EVENT, serde_json::json!({"input": event})),
+        op(
+            ops::REGISTER_DEVICE,
+            serde_json::json!({"input": {"name": "doctor"}}),
+        ),
+        op(ops::PROJECTS, serde_json::json!({})),
+        introspect::Sent {
+            operation: "Replay",
+            document: replay_document(2),
+            variables: serde_json::json!({"i0": event, "i1": event}),
+        },
+    ]
 }
 
 /// A failed API call. Its text never holds a token; callers scrub pass codes from it.
@@ -144,6 +188,21 @@ fn truncate(s: &str, max: usize) -> String {
 pub struct GqlResponse {
     pub data: Option<Value>,
     pub errors: Vec<GqlError>,
+}
+
+/// What [`Client::probe`] saw.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub status: u16,
+    /// `HTTP/2.0` or `HTTP/1.1`.
+    pub version: String,
+    /// The server's `Date` header.
+    pub date: Option<std::time::SystemTime>,
+    pub elapsed: Duration,
+    /// The body as a GraphQL response; `None`: it is not one.
+    pub response: Option<GqlResponse>,
+    /// The body's first bytes, for an answer that is not GraphQL.
+    pub head: String,
 }
 
 /// The input of `createScanEvent`.
@@ -236,6 +295,52 @@ impl Client {
 
     pub fn url(&self) -> &Url {
         &self.url
+    }
+
+    /// One request as `doctor` looks at it: the HTTP status, version and `Date`, the round
+    /// trip, and the body read as GraphQL (or its first bytes when it is not). `Err`: no
+    /// HTTP answer (DNS, TCP, TLS, timeout), with the transport's words.
+    pub async fn probe(
+        &self,
+        operation_name: &str,
+        document: &str,
+        variables: Value,
+    ) -> Result<Probe, ApiError> {
+        let body = serde_json::json!({
+            "query": document,
+            "operationName": operation_name,
+            "variables": variables,
+        })
+        .to_string();
+        let started = std::time::Instant::now();
+        let resp = self
+            .http
+            .post(self.url.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)?;
+        let status = resp.status().as_u16();
+        let version = format!("{:?}", resp.version());
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok());
+        let bytes = resp.bytes().await.map_err(transport_error)?;
+        let elapsed = started.elapsed();
+        let head: String = String::from_utf8_lossy(&bytes[..bytes.len().min(80)])
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        Ok(Probe {
+            status,
+            version,
+            date,
+            elapsed,
+            response: parse_response(&bytes),
+            head,
+        })
     }
 
     /// Sends one document; returns the GraphQL response of an HTTP 2xx answer.
