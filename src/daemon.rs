@@ -480,6 +480,15 @@ async fn keep_link(client: Client, shared: Shared) {
     }
 }
 
+/// The status LED while the API's schema does not fit: two short flashes, a pause (apart from
+/// offline's slow blink and enrolment's fast one).
+pub const MISMATCH_BLINK: [Duration; 4] = [
+    Duration::from_millis(150),
+    Duration::from_millis(150),
+    Duration::from_millis(150),
+    Duration::from_millis(900),
+];
+
 /// The code the mismatch probe looks up: no pass has it; the lookup costs the API a read.
 pub const PROBE_CODE: &str = "tiketo-gate-schema-probe";
 
@@ -531,8 +540,8 @@ async fn wake_replay_on_sigusr1(shared: Shared) {
     }
 }
 
-/// Status LED: steady on while online, slow blink (1 s) while offline, fast blink (150 ms)
-/// while the API's schema does not fit this daemon (and the systemd STATUS).
+/// Status LED: steady on while online, slow blink (1 s) while offline, a double blink while
+/// the API's schema does not fit this daemon (and the systemd STATUS).
 async fn follow_link_with_status_led(shared: Shared, feedback: Feedback) {
     let mut rx = shared.api.link.subscribe();
     let mut mismatch = shared.api.watch_mismatch();
@@ -541,7 +550,7 @@ async fn follow_link_with_status_led(shared: Shared, feedback: Feedback) {
         let m = mismatch.borrow_and_update().clone();
         match (mode, m) {
             (_, Some(_)) => {
-                feedback.set_status_blink(Duration::from_millis(150));
+                feedback.set_status_pattern(&MISMATCH_BLINK);
                 crate::service::notify_status(
                     "API MISMATCH: the API's schema does not fit this daemon; deciding by the offline policy",
                 );

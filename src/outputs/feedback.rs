@@ -28,8 +28,9 @@ struct State {
     on: Vec<bool>,
     schedule: Vec<VecDeque<(Instant, bool)>>,
     status: Option<usize>,
-    /// The status LED blinks with this half-period (offline: slow blink).
-    status_blink: Option<Duration>,
+    /// The status LED's pattern while it blinks: how long each state lasts, on first, in
+    /// turn (offline: 1 s on, 1 s off), and where in it the LED is.
+    status_blink: Option<(Vec<Duration>, usize)>,
     halted: bool,
 }
 
@@ -73,10 +74,11 @@ impl State {
                 }
             }
         }
-        if let (Some(s), Some(half)) = (self.status, self.status_blink) {
-            if self.schedule[s].is_empty() && !self.halted {
+        if let (Some(s), Some((steps, pos))) = (self.status, self.status_blink.as_mut()) {
+            if self.schedule[s].is_empty() && !self.halted && !steps.is_empty() {
                 let next = !self.on[s];
-                self.schedule[s].push_back((now + half, next));
+                self.schedule[s].push_back((now + steps[*pos % steps.len()], next));
+                *pos = (*pos + 1) % steps.len();
             }
         }
         self.schedule
@@ -201,10 +203,19 @@ impl Feedback {
 
     /// The status LED blinks: `half` on, `half` off (offline: 1 s).
     pub fn set_status_blink(&self, half: Duration) {
+        self.set_status_pattern(&[half, half]);
+    }
+
+    /// The status LED blinks in a pattern: on for `steps[0]`, off for `steps[1]`, on for
+    /// `steps[2]`... and round again (an even number of steps).
+    pub fn set_status_pattern(&self, steps: &[Duration]) {
         let now = Instant::now();
         {
             let mut s = self.lock();
-            s.status_blink = Some(half);
+            if s.status_blink.as_ref().is_some_and(|(old, _)| old == steps) {
+                return;
+            }
+            s.status_blink = Some((steps.to_vec(), 0));
             let status = s.status;
             s.set_now(status, true, &[], now);
         }
@@ -605,6 +616,40 @@ mod tests {
             .map(|(_, on)| on)
             .collect();
         assert_eq!(after.len(), status.len(), "steady: no more changes");
+        timers.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_status_pattern_repeats_its_steps() {
+        let (rec, fb) = setup(&cfg());
+        let timers = tokio::spawn({
+            let fb = fb.clone();
+            async move { fb.run_timers().await }
+        });
+        let ms = Duration::from_millis;
+        // Two short flashes, a pause: on 150, off 150, on 150, off 900.
+        fb.set_status_pattern(&[ms(150), ms(150), ms(150), ms(900)]);
+        let t0 = tokio::time::Instant::now();
+        let mut at = Vec::new();
+        let mut last = changes(&rec).len();
+        while t0.elapsed() < ms(2700) {
+            tokio::time::sleep(ms(10)).await;
+            let c = changes(&rec);
+            for (o, on) in &c[last..] {
+                if *o == OutputName::Status {
+                    at.push((t0.elapsed().as_millis() / 10 * 10, *on));
+                }
+            }
+            last = c.len();
+        }
+        let ons: Vec<u128> = at.iter().filter(|(_, on)| *on).map(|(t, _)| *t).collect();
+        // On at 0 (set), 300, then a new cycle at 1350, 1650...
+        for (got, want) in ons.iter().zip([300u128, 1350, 1650]) {
+            assert!(got.abs_diff(want) <= 10, "{at:?}");
+        }
+        assert!(ons.len() >= 3, "{at:?}");
+        // The same pattern again changes nothing.
+        fb.set_status_pattern(&[ms(150), ms(150), ms(150), ms(900)]);
         timers.abort();
     }
 
