@@ -66,28 +66,41 @@ impl GqlError {
     }
 }
 
-/// Whether an error without `errorType` says the request does not fit the server's schema:
-/// AppSync's validation ("Validation error of type FieldUndefined: ...", "... WrongType ...")
-/// and variable coercion ("Variable 'input' has coerced Null value for NonNull type ...",
-/// "Variable 'i3' has an invalid value ...") messages.
+/// Whether an error without `errorType` says the request does not fit the server's schema.
+/// A request error (GraphQL's term: no `path`, the request as a whole refused) without
+/// `errorType` is one: AppSync types everything else it refuses. Its messages, as AppSync
+/// (graphql-java) words them, "Validation error of type FieldUndefined: ...", "Variable
+/// 'input' has coerced Null value for NonNull type ...", "Variable 'i3' has an invalid value
+/// ...", and as AWS's Amplify AppSync simulator (graphql-js) does, "Cannot query field ...",
+/// `Variable "$i1" got invalid value ...`, are recognised with a path too.
 pub fn is_schema_error(e: &GqlError) -> bool {
     if e.error_type.as_deref().is_some_and(|t| !t.is_empty()) {
         return false;
     }
     let m = e.message.trim_start();
-    m.starts_with("Validation error")
+    let no_path = e.path.as_ref().is_none_or(|p| p.is_empty());
+    (no_path && !m.starts_with("Cannot return null"))
+        || m.starts_with("Validation error")
+        || m.starts_with("Cannot query field")
         || (m.starts_with("Variable '")
             && (m.contains("has coerced Null value")
                 || m.contains("has an invalid value")
                 || m.contains("is undefined")))
+        || (m.starts_with("Variable \"$")
+            && (m.contains("got invalid value") || m.contains("was not provided")))
         || m.contains("Variable of type")
 }
 
-/// The variable a schema error names (`Variable 'i3' has an invalid value ...`: `i3`), when
-/// it names one: in a replay batch, the event whose value the server refused.
+/// The variable a schema error names (`Variable 'i3' has an invalid value ...`, or
+/// `Variable "$i3" got invalid value ...`: `i3`), when it names one: in a replay batch, the
+/// event whose value the server refused.
 pub fn named_variable(e: &GqlError) -> Option<&str> {
-    let rest = e.message.trim_start().strip_prefix("Variable '")?;
-    let (name, _) = rest.split_once('\'')?;
+    let m = e.message.trim_start();
+    let name = if let Some(rest) = m.strip_prefix("Variable '") {
+        rest.split_once('\'')?.0
+    } else {
+        m.strip_prefix("Variable \"$")?.split_once('"')?.0
+    };
     (!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
         .then_some(name)
 }
@@ -115,7 +128,12 @@ pub fn classify_gql_error(e: &GqlError) -> ErrorClass {
         || lower == "lambda:toomanyrequestsexception"
     {
         ErrorClass::Retryable { retry_after: None }
-    } else if ty == "Lambda:Unhandled" {
+    } else if ty == "Lambda:Unhandled"
+        || (ty.is_empty() && e.message.trim_start().starts_with("Cannot return null"))
+    {
+        // A Lambda that threw; or a resolver that gave nothing for a non-null field without
+        // saying why (AppSync adds this error to a thrown Lambda's; the Amplify simulator
+        // sends it alone): a passing fault or a refusal, nobody can tell.
         ErrorClass::Ambiguous
     } else {
         // Validation errors ("Validation error of type ..."), MappingTemplate, DynamoDB
@@ -245,14 +263,34 @@ mod tests {
             classify_gql_error(&err(Some("MappingTemplate"), "Validation error of x")),
             ErrorClass::Permanent
         );
-        // AppSync's second error beside a thrown Lambda error is not a schema error.
+        // AWS's Amplify AppSync simulator words them as graphql-js does.
+        for msg in [
+            "Cannot query field \"nosuchfield\" on type \"Pass\".",
+            "Variable \"$code\" of required type \"String!\" was not provided.",
+            "Variable \"$i1\" got invalid value 5000000000 at \"i1.rewardPoints\"; Expected type Int.",
+        ] {
+            assert_eq!(classify_gql_error(&err(None, msg)), ErrorClass::Mismatch, "{msg}");
+        }
+        // A request error without errorType, whatever its words.
         assert_eq!(
-            classify_gql_error(&err(
-                None,
-                "Cannot return null for non-nullable type: 'ID' within parent 'ScanEvent' (/e0/id)"
-            )),
-            ErrorClass::Permanent
+            classify_gql_error(&err(None, "something new")),
+            ErrorClass::Mismatch
         );
+        // A field error without errorType is not.
+        let mut field = err(
+            None,
+            "Can't serialize value (/passByScanCode/expirationDate)",
+        );
+        field.path = Some(vec!["passByScanCode".into(), "expirationDate".into()]);
+        assert_eq!(classify_gql_error(&field), ErrorClass::Permanent);
+        // AppSync's second error beside a thrown Lambda error (the simulator's only one):
+        // not a schema error; nobody can tell what happened.
+        let mut second = err(
+            None,
+            "Cannot return null for non-nullable type: 'ID' within parent 'ScanEvent' (/e0/id)",
+        );
+        second.path = Some(vec!["e0".into()]);
+        assert_eq!(classify_gql_error(&second), ErrorClass::Ambiguous);
     }
 
     #[test]
@@ -262,6 +300,11 @@ mod tests {
             "Variable 'i3' has an invalid value: Expected type 'Int' but was 'Long'.",
         );
         assert_eq!(named_variable(&e), Some("i3"));
+        let e = err(
+            None,
+            "Variable \"$i1\" got invalid value 5000000000 at \"i1.rewardPoints\"",
+        );
+        assert_eq!(named_variable(&e), Some("i1"));
         let e = err(None, "Validation error of type FieldUndefined: Field 'x'");
         assert_eq!(named_variable(&e), None);
         assert_eq!(named_variable(&err(None, "Variable '' has")), None);
