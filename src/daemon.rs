@@ -499,8 +499,9 @@ pub const PROBE_CODE: &str = "tiketo-gate-schema-probe";
 async fn probe_lookups(client: Client, shared: Shared) {
     let mut watch = shared.api.watch_mismatch();
     loop {
-        let by_lookup =
-            |m: &Option<crate::state::Mismatch>| m.as_ref().is_some_and(|m| m.by == Caller::Lookup);
+        let by_lookup = |m: &Option<crate::state::Mismatch>| {
+            m.as_ref().is_some_and(|m| m.by.contains(&Caller::Lookup))
+        };
         if watch.wait_for(by_lookup).await.is_err() {
             return;
         }

@@ -134,10 +134,24 @@ pub fn clears_mismatch(by: Caller, ok: Caller) -> bool {
 /// A schema mismatch, while it lasts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mismatch {
-    /// Who met it: what must succeed again to end it ([`clears_mismatch`]).
-    pub by: Caller,
-    /// The server's message (pass codes scrubbed by the caller).
+    /// Who met it: what must succeed again to end it, each ([`clears_mismatch`]).
+    pub by: Vec<Caller>,
+    /// The server's latest message (pass codes scrubbed by the caller).
     pub detail: String,
+    /// The lanes skip the API until then, and then one scan tries it again (and sets this
+    /// further off if it still does not fit: [`lanes_retry_after`]). So the alarm also ends
+    /// when nothing else could show it (a lookup, or a scan event with nothing pending).
+    pub retry_at: tokio::time::Instant,
+    /// How many times it was met in a row.
+    pub tries: u32,
+}
+
+/// How long the lanes leave the API alone after meeting a mismatch the `tries`-th time in a
+/// row (pure): 1 s, 2 s, 4 s... at most a minute, so one guest a minute at most pays a round
+/// trip before the offline policy decides.
+pub fn lanes_retry_after(tries: u32) -> std::time::Duration {
+    std::time::Duration::from_secs(1u64 << tries.saturating_sub(1).min(6))
+        .min(std::time::Duration::from_secs(60))
 }
 
 /// The API as this device sees it.
@@ -199,6 +213,15 @@ impl ApiState {
         self.mismatch.borrow().is_some()
     }
 
+    /// Whether a lane should leave the API alone now (a mismatch, and not yet its time to try
+    /// again).
+    pub fn lanes_skip_api(&self) -> bool {
+        self.mismatch
+            .borrow()
+            .as_ref()
+            .is_some_and(|m| tokio::time::Instant::now() < m.retry_at)
+    }
+
     /// Follows the mismatch (the status LED).
     pub fn watch_mismatch(&self) -> tokio::sync::watch::Receiver<Option<Mismatch>> {
         self.mismatch.subscribe()
@@ -206,17 +229,32 @@ impl ApiState {
 
     fn set_mismatch(&self, by: Caller, e: &ApiError) {
         let detail = e.detail.clone();
-        let new = self.mismatch.send_if_modified(|m| match m {
-            Some(old) if old.detail == detail => false,
+        let now = tokio::time::Instant::now();
+        let mut new = false;
+        self.mismatch.send_if_modified(|m| match m {
             Some(old) => {
-                old.detail = detail.clone();
-                true
+                // Met again: tell the watchers only when what status shows changed.
+                old.tries += 1;
+                old.retry_at = now + lanes_retry_after(old.tries);
+                let mut changed = false;
+                if !old.by.contains(&by) {
+                    old.by.push(by);
+                    changed = true;
+                }
+                if old.detail != detail {
+                    old.detail = detail.clone();
+                    changed = true;
+                }
+                changed
             }
             None => {
                 *m = Some(Mismatch {
-                    by,
+                    by: vec![by],
                     detail: detail.clone(),
+                    retry_at: now + lanes_retry_after(1),
+                    tries: 1,
                 });
+                new = true;
                 true
             }
         });
@@ -231,9 +269,14 @@ impl ApiState {
 
     fn mismatch_answered(&self, ok: Caller) {
         let cleared = self.mismatch.send_if_modified(|m| match m {
-            Some(old) if clears_mismatch(old.by, ok) => {
-                *m = None;
-                true
+            Some(old) if old.by.iter().any(|b| clears_mismatch(*b, ok)) => {
+                old.by.retain(|b| !clears_mismatch(*b, ok));
+                if old.by.is_empty() {
+                    *m = None;
+                    true
+                } else {
+                    false
+                }
             }
             _ => false,
         });
@@ -617,12 +660,11 @@ mod tests {
         let api = ApiState::new(Link::new(2), Default::default());
         let mismatch = err(ErrorClass::Mismatch, Some(200));
         api.observe::<()>(Scan, &Err(mismatch.clone()));
-        assert_eq!(
-            api.mismatch(),
-            Some(Mismatch {
-                by: Scan,
-                detail: "x".into()
-            })
+        let m = api.mismatch().unwrap();
+        assert_eq!((m.by, m.detail, m.tries), (vec![Scan], "x".to_string(), 1));
+        assert!(
+            api.lanes_skip_api(),
+            "the lanes leave the API alone for a while"
         );
         assert!(!api.link.is_offline(), "the API answered");
         // A lookup or the keep-alive says nothing about the mutation.
@@ -641,6 +683,25 @@ mod tests {
             assert!(clears_mismatch(by, by), "{by:?}");
         }
         assert!(!clears_mismatch(Enrolment, Lookup));
+        // Met by two operations: both must fit again.
+        api.observe::<()>(Lookup, &Err(err(ErrorClass::Mismatch, Some(200))));
+        api.observe::<()>(Replay, &Err(err(ErrorClass::Mismatch, Some(200))));
+        assert_eq!(api.mismatch().unwrap().by, vec![Lookup, Replay]);
+        assert_eq!(api.mismatch().unwrap().tries, 2);
+        api.observe(Lookup, &Ok(()));
+        assert!(api.has_mismatch(), "the scan event still does not fit");
+        api.observe(Scan, &Ok(()));
+        assert!(!api.has_mismatch());
+    }
+
+    #[test]
+    fn the_lanes_try_again_after_a_growing_while() {
+        let s = std::time::Duration::from_secs;
+        let got: Vec<_> = (1..=9).map(lanes_retry_after).collect();
+        assert_eq!(
+            got,
+            [s(1), s(2), s(4), s(8), s(16), s(32), s(60), s(60), s(60)]
+        );
     }
 
     #[tokio::test]

@@ -356,3 +356,32 @@ async fn a_slow_lambda_drains_in_requests_well_inside_the_limit() {
     assert!(longest < 10_000_000, "longest request {longest} us");
     assert_eq!(h.status_json()["dead"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nothing_pending_to_probe_with_a_scan_tries_the_api_again_after_a_while() {
+    // Fail closed: the guest whose event did not fit is turned away, and nothing is pending.
+    let sim = sim_with(Some(drifted_schema()), Seed::demo()).await;
+    let mut h = Harness::start_with_sim(
+        sim,
+        Opts {
+            policy: "reject",
+            ..Opts::default()
+        },
+    )
+    .await;
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(1);
+    assert_eq!(field(&line, "mode"), Some("offline"), "{line}");
+    h.wait_log("API MISMATCH", T);
+    assert_eq!(h.status_json()["pending"], 0);
+    h.sim.set_schema(tiketo_sim::SCHEMA_SDL).unwrap();
+    // The lanes leave the API alone for a second, then a scan asks it again.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    h.write(b"VALID-0002\r\n");
+    let line = h.wait_scan(2);
+    assert_eq!(field(&line, "verdict"), Some("accept"), "{line}");
+    assert_eq!(field(&line, "mode"), Some("online"), "{line}");
+    h.wait_log("fits this daemon again", T);
+    assert!(wait_until(T, || h.status_json()["api_mismatch"].is_null()));
+    h.check_invariants_with(false);
+}

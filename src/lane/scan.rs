@@ -107,7 +107,7 @@ pub async fn decide(
 ) -> Commit {
     let base = RowBase::new(code, last_byte, s);
     let left = s.budget.left(last_byte);
-    let mismatch = shared.api.has_mismatch();
+    let mismatch = shared.api.lanes_skip_api();
     if shared.api.link.is_offline() || mismatch || left.is_zero() {
         // Offline, the API's schema does not fit this daemon, or the code waited behind
         // earlier scans at this reader until its budget was gone: the offline policy decides,
