@@ -297,6 +297,16 @@ impl Client {
         &self.url
     }
 
+    /// POSTs one encoded request body to the API (the one place a request leaves).
+    async fn post(&self, body: impl Into<reqwest::Body>) -> Result<reqwest::Response, ApiError> {
+        self.http
+            .post(self.url.clone())
+            .body(body)
+            .send()
+            .await
+            .map_err(transport_error)
+    }
+
     /// One request as `doctor` looks at it: the HTTP status, version and `Date`, the round
     /// trip, and the body read as GraphQL (or its first bytes when it is not). `Err`: no
     /// HTTP answer (DNS, TCP, TLS, timeout), with the transport's words.
@@ -313,13 +323,7 @@ impl Client {
         })
         .to_string();
         let started = std::time::Instant::now();
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let resp = self.post(body).await?;
         let status = resp.status().as_u16();
         let version = format!("{:?}", resp.version());
         let date = resp
@@ -389,13 +393,7 @@ impl Client {
                 format!("cannot encode request: {e}"),
             )
         })?;
-        let resp = self
-            .http
-            .post(self.url.clone())
-            .body(body)
-            .send()
-            .await
-            .map_err(transport_error)?;
+        let resp = self.post(body).await?;
         let status = resp.status().as_u16();
         let retry_after = resp
             .headers()
