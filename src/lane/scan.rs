@@ -1,10 +1,10 @@
 //! The decision step: a code becomes a [`Commit`], what to commit; the commit step does the
-//! rest. The only IO here is the API's (and the row an online accept writes while its event
-//! is on its way: the one write that cannot wait for the verdict).
+//! rest. The only IO here is the API's (and the row an online accept writes just before its
+//! event leaves: the one write that cannot wait for the verdict).
 //!
 //! Online: `passByScanCode`, the decision, then for an accept the pending row is written
-//! (durably, before anything is shown) while `createScanEvent` sends it; the answer says
-//! whether it was recorded. Offline (the link is down, the API failed, or the budget ran out):
+//! and only then does `createScanEvent` send it (nothing reaches the server that the store
+//! does not hold); the answer says whether it was recorded. Offline (the link is down, the API failed, or the budget ran out):
 //! the offline policy decides, in the store's transaction ([`OfflineInput::decide_in`]).
 //!
 //! The whole scan has a budget (`api.timeout_ms`, counted from the code's last byte,
@@ -314,9 +314,12 @@ async fn online(
         tracing::debug!(scan_id = %base.scan_id, "lookup answered after the budget; nothing sent");
         return Found::Abandoned;
     }
-    // The pending row is written while the event is on its way; feedback waits for both.
-    // A crash after the write leaves a pending row to replay (a duplicate at the server is
-    // recognisable by its scanId); a crash before it leaves the event with the server.
+    // The pending row is written before the event leaves (a write to the WAL, no fsync: a
+    // fraction of a millisecond), so the server never holds an event the store does not: a
+    // crash after the write leaves a pending row to replay (a duplicate at the server is
+    // recognisable by its scanId), a crash before it leaves nothing anywhere. Sent
+    // concurrently, a kill between the request and the write left the server with a scan the
+    // device had never committed (the guest saw nothing, the pass was used).
     let row = base.row(Verdict::Accept, Reason::Valid, true, reward_points);
     let id = base.scan_id.to_string();
     shared.outbox.set_inflight(&id, true);
@@ -333,8 +336,11 @@ async fn online(
             base.direction,
         ),
     };
-    let write = shared.store.run(move |st| st.insert_scan_if_absent(&row));
-    let (stored, result) = tokio::join!(write, client.create_scan_event(&input));
+    let stored = shared
+        .store
+        .run(move |st| st.insert_scan_if_absent(&row))
+        .await;
+    let result = client.create_scan_event(&input).await;
     let result = result.map_err(|e| e.scrub(&base.code));
     shared.api.observe(Caller::Scan, &result);
     let late = phase.load(Ordering::Acquire) == LATE;

@@ -332,8 +332,8 @@ impl Store {
 
     fn write_scan(&mut self, s: &NewScan, uses: UseChange, conflict: Conflict) -> Result<()> {
         // Durability where it matters: a pending row that is the only record of an admitted
-        // guest waits for fsync. The row of an online accept written while its event is on
-        // the way does not (the server holds the record once it answers; if it does not
+        // guest waits for fsync. The row of an online accept written just before its event
+        // leaves does not (the server holds the record once it answers; if it does not
         // answer, the offline decision rewrites the row with fsync before any feedback), nor
         // does a rejected scan (nothing to send).
         let durable = s.pending && !matches!(conflict, Conflict::Ignore);

@@ -205,7 +205,7 @@ impl Rig {
         )
         .unwrap();
         std::fs::write(dir.path().join("token"), sim.token()).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+        let mut child = Command::new(daemon_bin())
             .args(["run", "--config"])
             .arg(&cfg)
             .env("TIKETO_GATE_LOG", "warn")
@@ -830,7 +830,7 @@ fn background(
             let mut n = 0;
             while !stop.load(Ordering::Relaxed) && cli_every < Duration::from_secs(86_400) {
                 for args in [&["status"][..], &["queue", "list"][..]] {
-                    let _ = Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+                    let _ = Command::new(daemon_bin())
                         .args(args)
                         .arg("--config")
                         .arg(&cfg)
@@ -967,4 +967,11 @@ fn main() {
         "busy" => busy(&rt),
         other => panic!("unknown --mode {other}"),
     }
+}
+
+/// The daemon under test: this build's, or `TIKETO_BENCH_DAEMON` (another build's binary, for
+/// a before/after on the same machine in the same hour).
+fn daemon_bin() -> std::ffi::OsString {
+    std::env::var_os("TIKETO_BENCH_DAEMON")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_tiketo-gate").into())
 }

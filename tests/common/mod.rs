@@ -472,10 +472,16 @@ pub struct Rng(u64);
 
 impl Rng {
     pub fn from_clock(what: &str) -> Rng {
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos() as u64;
+        // TIKETO_TEST_SEED replays a run whose seed a failure printed.
+        let seed = std::env::var("TIKETO_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+            });
         eprintln!("{what}: seed {seed}");
         Rng(seed | 1)
     }
@@ -526,10 +532,33 @@ pub fn check_delivery(h: &Harness, allowed_dead: &[&str]) -> Delivery {
         "admitted, marked sent, never received: {missing:?}"
     );
     let unknown: Vec<_> = received.difference(&admitted).collect();
-    assert!(
-        unknown.is_empty(),
-        "received but never admitted: {unknown:?}"
-    );
+    if !unknown.is_empty() {
+        let path = tiketo_gate::store::Store::path_in(&h.dir.path().join("state"));
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let rows: Vec<String> = unknown
+            .iter()
+            .map(|id| {
+                conn.query_row(
+                    "SELECT seq, verdict, reason, online, outbox, attempts, last_error FROM scans WHERE scan_id = ?1",
+                    [id],
+                    |r| {
+                        Ok(format!(
+                            "{id}: seq {:?} {:?}/{:?} online {:?} outbox {:?} attempts {:?} error {:?}",
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<String>>(4)?,
+                            r.get::<_, Option<i64>>(5)?,
+                            r.get::<_, Option<String>>(6)?,
+                        ))
+                    },
+                )
+                .unwrap_or_else(|e| format!("{id}: no row ({e})"))
+            })
+            .collect();
+        panic!("received but never admitted: {rows:#?}");
+    }
     Delivery {
         admitted: admitted.len(),
         dead: dead_ids.len(),
