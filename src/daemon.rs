@@ -193,6 +193,12 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         }
         Err(workspace) => Some(workspace),
     };
+    if cfg.readers.iter().any(|r| r.hours.is_set()) && !crate::clock::clock_synced() {
+        tracing::warn!(
+            unsynced_clock = %cfg.hours.unsynced_clock.as_str(),
+            "opening hours are set but the clock is not synced: until it is, rules.unsynced_clock decides"
+        );
+    }
     // Each reader is its own lane from the start.
     let (ended_tx, mut ended_rx) = mpsc::channel::<usize>(cfg.readers.len().max(1));
     let mut busy = Vec::new();
@@ -213,6 +219,9 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             budget: Budget(budget),
             debounce: r.debounce,
             max_pending: cfg.store.max_pending,
+            hours: r.hours.clone(),
+            zone: cfg.hours.zone.clone(),
+            unsynced_clock: cfg.hours.unsynced_clock,
         };
         let lane = Lane::new(
             settings,

@@ -71,6 +71,9 @@ pub enum Reason {
     QueueFull,
     /// The device has not been able to enrol with Tiketo yet.
     NotEnrolled,
+    /// Outside the reader's opening hours (`rules.hours`, `rules.closed_dates`), or the
+    /// clock is not synced and `rules.unsynced_clock = "reject"`; decided without the API.
+    OutsideHours,
 }
 
 impl Reason {
@@ -89,6 +92,7 @@ impl Reason {
             Reason::AlreadyUsed => "already_used",
             Reason::QueueFull => "queue_full",
             Reason::NotEnrolled => "not_enrolled",
+            Reason::OutsideHours => "outside_hours",
         }
     }
 }

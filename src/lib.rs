@@ -45,6 +45,7 @@ pub mod door;
 pub mod enrol;
 pub mod framing;
 pub mod hid;
+pub mod hours;
 pub mod http;
 pub mod lane;
 pub mod link;

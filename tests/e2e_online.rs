@@ -386,3 +386,70 @@ async fn sigterm_mid_pulse_turns_every_output_off() {
     }
     h.check_invariants();
 }
+
+/// Closed today (by `rules.closed_dates`, which cover today in every zone): a code is rejected
+/// `outside_hours` without a call to the API, online and offline. On a machine whose clock is
+/// not synced the documented rule decides: `rules.unsynced_clock = "reject"` rejects (the
+/// default, `ignore_hours`, is shown by `an_unsynced_clock_ignores_the_hours_by_default`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outside_the_opening_hours_the_api_is_not_asked() {
+    let today = time::OffsetDateTime::now_utc().date();
+    let dates = [today.previous_day(), Some(today), today.next_day()]
+        .map(|d| format!("\"{}\"", d.unwrap()))
+        .join(", ");
+    let rules: &'static str = Box::leak(
+        format!("hours = [\"Daily 00:00-24:00\"]\nclosed_dates = [{dates}]\nunsynced_clock = \"reject\"")
+            .into_boxed_str(),
+    );
+    let mut h = Harness::start(Opts {
+        rules,
+        policy: "accept",
+        ..Opts::default()
+    })
+    .await;
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(1);
+    assert_eq!(field(&line, "verdict"), Some("reject"), "{line}");
+    assert_eq!(field(&line, "reason"), Some("outside_hours"), "{line}");
+    assert_eq!(field(&line, "mode"), Some("local"), "{line}");
+    let why = if tiketo_gate::clock::clock_synced() {
+        "outside the opening hours"
+    } else {
+        "the clock is not synced"
+    };
+    assert!(line.contains(why), "{line}");
+    // Offline too (the policy would admit anyone).
+    h.sim.stop().await;
+    h.write(b"VALID-0003\r\n");
+    let line = h.wait_scan(2);
+    assert_eq!(field(&line, "reason"), Some("outside_hours"), "{line}");
+    assert!(h.sim.requests_for("passByScanCode").is_empty());
+    assert!(!h.changes_of("relay").contains(&true));
+    assert!(h.changes_of("red").contains(&true));
+    assert_eq!(h.store().counts().unwrap().pending, 0);
+    h.check_invariants();
+}
+
+/// With the clock not synced and the default rule (`ignore_hours`), the hours are not kept:
+/// a wrong clock cannot lock the door. (On a synced machine: the hours are kept.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsynced_clock_ignores_the_hours_by_default() {
+    let today = time::OffsetDateTime::now_utc().date();
+    let dates = [today.previous_day(), Some(today), today.next_day()]
+        .map(|d| format!("\"{}\"", d.unwrap()))
+        .join(", ");
+    let rules: &'static str = Box::leak(format!("closed_dates = [{dates}]").into_boxed_str());
+    let mut h = Harness::start(Opts {
+        rules,
+        ..Opts::default()
+    })
+    .await;
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(1);
+    if tiketo_gate::clock::clock_synced() {
+        assert_eq!(field(&line, "reason"), Some("outside_hours"), "{line}");
+    } else {
+        assert_eq!(field(&line, "reason"), Some("valid"), "{line}");
+        assert_eq!(h.sim.requests_for("passByScanCode").len(), 1);
+    }
+}

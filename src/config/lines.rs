@@ -101,6 +101,17 @@ impl Validator<'_> {
                         ok = false;
                     }
                 },
+                "accept" | "reject" | "attention" => match pattern_of(v) {
+                    Ok(p) => match k.as_str() {
+                        "accept" => r.accept = Some(p),
+                        "reject" => r.reject = Some(p),
+                        _ => r.attention = Some(p),
+                    },
+                    Err(why) => {
+                        self.problem(&full, why);
+                        ok = false;
+                    }
+                },
                 "active_low" => match v.as_bool() {
                     Some(b) => r.active_low = Some(b),
                     None => {
@@ -114,7 +125,7 @@ impl Validator<'_> {
                 _ => {
                     self.problem(
                         &full,
-                        format!("unknown key `{k}`, expected one of `pin`, `line`, `chip`, `offset`, `active_low`, `pulse_ms`"),
+                        format!("unknown key `{k}`, expected one of `pin`, `line`, `chip`, `offset`, `active_low`, `pulse_ms` (and for a buzzer `accept`, `reject`, `attention`)"),
                     );
                     ok = false;
                 }
@@ -403,12 +414,46 @@ impl Validator<'_> {
                 1,
                 600_000,
             );
+            let pulse = Duration::from_millis(pulse_ms);
+            let is_buzzer = name == "buzzer" || name.starts_with("buzzer");
+            let mut patterns = if is_buzzer {
+                BuzzerPatterns::defaults(pulse)
+            } else {
+                BuzzerPatterns::default()
+            };
+            for (k, given) in [
+                ("accept", &raw.accept),
+                ("reject", &raw.reject),
+                ("attention", &raw.attention),
+            ] {
+                let Some(steps) = given else { continue };
+                if !is_buzzer {
+                    self.problem(
+                        &format!("{key}.{k}"),
+                        "a sound pattern is only for a buzzer (an output named buzzer or buzzer...)",
+                    );
+                    continue;
+                }
+                let steps: Vec<Duration> =
+                    steps.iter().map(|ms| Duration::from_millis(*ms)).collect();
+                match k {
+                    "accept" => patterns.accept = steps,
+                    "reject" => {
+                        if raw.attention.is_none() {
+                            patterns.attention = steps.clone();
+                        }
+                        patterns.reject = steps
+                    }
+                    _ => patterns.attention = steps,
+                }
+            }
             lines.push((
                 name.clone(),
                 OutputSpec {
                     line,
                     active_low: raw.active_low.unwrap_or(false),
-                    pulse: Duration::from_millis(pulse_ms),
+                    pulse,
+                    patterns,
                 },
             ));
         }
@@ -418,4 +463,23 @@ impl Validator<'_> {
             lines,
         }
     }
+}
+
+/// A buzzer pattern: ms on, off, on... (`[]` for silence), each step 1 to 10,000 ms, at most
+/// 16 steps.
+fn pattern_of(v: &toml::Value) -> Result<Vec<u64>, String> {
+    let expected = "must be a list of milliseconds, on then off then on..., like [60] or [200, 100, 200] ([] for silence)";
+    let list = v.as_array().ok_or_else(|| expected.to_string())?;
+    if list.len() > 16 {
+        return Err(format!("at most 16 steps (got {})", list.len()));
+    }
+    list.iter()
+        .map(|x| match x.as_integer() {
+            Some(n) if (1..=10_000).contains(&n) => Ok(n as u64),
+            Some(n) => Err(format!(
+                "each step must be between 1 and 10000 ms (got {n})"
+            )),
+            None => Err(expected.to_string()),
+        })
+        .collect()
 }

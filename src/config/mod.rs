@@ -34,11 +34,24 @@ pub struct Config {
     /// Whether they came from `[[readers]]` (the summary names them then).
     pub multi_reader: bool,
     pub rules: Rules,
+    /// Opening hours (`rules.hours`, `rules.closed_dates`, `device.timezone`,
+    /// `rules.unsynced_clock`); each reader holds the hours it keeps.
+    pub hours: HoursConfig,
     pub offline: OfflineConfig,
     pub store: StoreConfig,
     pub outputs: OutputsConfig,
     pub inputs: InputsConfig,
     pub http: HttpConfig,
+}
+
+/// The opening hours' zone and clock rule.
+#[derive(Debug, Clone)]
+pub struct HoursConfig {
+    /// `device.timezone`, or the system's.
+    pub zone: jiff::tz::TimeZone,
+    /// The name it was given (None: the system's).
+    pub zone_name: Option<String>,
+    pub unsynced_clock: crate::hours::UnsyncedClock,
 }
 
 /// `[http]`: the metrics, health and status page endpoint (off unless `listen` is set).
@@ -136,6 +149,8 @@ pub struct ReaderConfig {
     pub debounce: Duration,
     /// Bytes of an unterminated code older than this are dropped as `incomplete`.
     pub frame_timeout: Duration,
+    /// The opening hours it keeps: its own `hours`/`closed_dates`, else `[rules]`'s.
+    pub hours: crate::hours::Hours,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +216,32 @@ pub struct OutputSpec {
     pub line: LineRef,
     pub active_low: bool,
     pub pulse: Duration,
+    /// A buzzer's patterns (`accept`, `reject`, `attention`); empty for other outputs.
+    pub patterns: BuzzerPatterns,
+}
+
+/// A buzzer's sound for each kind of verdict: how long it is on, then off, then on... (ms in
+/// the config), and off at the end. Empty: silent.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BuzzerPatterns {
+    /// An admitted guest (default: silent).
+    pub accept: Vec<Duration>,
+    /// A pass turned away (default: two beeps of `pulse_ms`).
+    pub reject: Vec<Duration>,
+    /// Try again or fetch staff: a misread, the device not enrolled, the queue full, the API
+    /// in trouble, closed by the offline policy (default: the reject pattern).
+    pub attention: Vec<Duration>,
+}
+
+impl BuzzerPatterns {
+    /// The defaults for a buzzer whose `pulse_ms` is `pulse`.
+    pub fn defaults(pulse: Duration) -> Self {
+        BuzzerPatterns {
+            accept: Vec::new(),
+            reject: vec![pulse, pulse, pulse],
+            attention: vec![pulse, pulse, pulse],
+        }
+    }
 }
 
 /// The standard output names; a single `[reader]` drives relay, green, red and buzzer.

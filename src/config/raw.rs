@@ -69,6 +69,7 @@ pub(super) struct RawStore {
 pub(super) struct RawDevice {
     pub(super) name: Option<String>,
     pub(super) state_dir: Option<PathBuf>,
+    pub(super) timezone: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -96,6 +97,8 @@ pub(super) struct RawReader {
     pub(super) max_len: Option<u64>,
     pub(super) debounce_ms: Option<u64>,
     pub(super) frame_timeout_ms: Option<u64>,
+    pub(super) hours: Option<Vec<String>>,
+    pub(super) closed_dates: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -106,6 +109,9 @@ pub(super) struct RawRules {
     #[serde(default)]
     pub(super) templates: Vec<String>,
     pub(super) reward_points: Option<i64>,
+    pub(super) hours: Option<Vec<String>>,
+    pub(super) closed_dates: Option<Vec<String>>,
+    pub(super) unsynced_clock: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -146,4 +152,7 @@ pub(super) struct RawOutput {
     pub(super) offset: Option<u64>,
     pub(super) active_low: Option<bool>,
     pub(super) pulse_ms: Option<u64>,
+    pub(super) accept: Option<Vec<u64>>,
+    pub(super) reject: Option<Vec<u64>>,
+    pub(super) attention: Option<Vec<u64>>,
 }

@@ -467,3 +467,96 @@ fn gpiod_lines_and_input_mistakes() {
     // The old example's sim_log under the gpio backend is still fine.
     assert!(parse_str("[outputs]\nbackend = \"gpio\"\nsim_log = \"-\"\n").is_ok());
 }
+
+#[test]
+fn opening_hours_per_reader_and_their_errors() {
+    let c = parse_str(
+        r#"[device]
+timezone = "UTC"
+[rules]
+hours = ["Mon-Fri 07:00-19:00"]
+closed_dates = ["2026-12-25"]
+unsynced_clock = "reject"
+[[readers]]
+name = "front"
+kind = "stdin"
+[[readers]]
+name = "staff"
+kind = "serial"
+hours = ["Daily 00:00-24:00"]
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.hours.unsynced_clock, crate::hours::UnsyncedClock::Reject);
+    let sat_noon: jiff::civil::DateTime = "2026-12-12T12:00".parse().unwrap();
+    let christmas: jiff::civil::DateTime = "2026-12-25T12:00".parse().unwrap();
+    assert!(!c.readers[0].hours.is_open_at(sat_noon));
+    assert!(c.readers[1].hours.is_open_at(sat_noon), "its own hours");
+    assert!(
+        !c.readers[1].hours.is_open_at(christmas),
+        "closed dates kept from [rules]"
+    );
+    assert!(!parse_str("").unwrap().readers[0].hours.is_set());
+    expect_errors(&[
+        (
+            "[rules]\nhours = [\"Mon-Fri 7-19\"]\n",
+            &["test.toml:2: rules.hours: entry 1: \"7\" is not a time of day"],
+        ),
+        (
+            "[rules]\nclosed_dates = [\"2026-12-32\"]\n",
+            &["test.toml:2: rules.closed_dates: entry 1: \"2026-12-32\" is not a date"],
+        ),
+        (
+            "[device]\ntimezone = \"Europe/Praha\"\n",
+            &["test.toml:2: device.timezone: \"Europe/Praha\" is not a time zone"],
+        ),
+        (
+            "[rules]\nunsynced_clock = \"open\"\n",
+            &["test.toml:2: rules.unsynced_clock: must be one of"],
+        ),
+        (
+            "[[readers]]\nname = \"a\"\nkind = \"stdin\"\nhours = [\"Sun 10:00\"]\n",
+            &["test.toml:4: readers[0].hours: entry 1:"],
+        ),
+    ]);
+}
+
+#[test]
+fn buzzer_patterns() {
+    let c = parse_str(
+        "[outputs]\nbackend = \"sim\"\nbuzzer = { pin = 23, pulse_ms = 100, accept = [40], attention = [50, 50, 50] }\n",
+    )
+    .unwrap();
+    let p = &c.outputs.get("buzzer").unwrap().patterns;
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|m| Duration::from_millis(*m))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(p.accept, ms(&[40]));
+    assert_eq!(p.reject, ms(&[100, 100, 100]), "two beeps stay the default");
+    assert_eq!(p.attention, ms(&[50, 50, 50]));
+    let d =
+        parse_str("[outputs]\nbackend = \"sim\"\nbuzzer = { pin = 23, reject = [200] }\n").unwrap();
+    let p = &d.outputs.get("buzzer").unwrap().patterns;
+    assert!(p.accept.is_empty(), "no accept chirp by default");
+    assert_eq!(
+        p.attention,
+        ms(&[200]),
+        "attention follows reject unless given"
+    );
+    expect_errors(&[
+        (
+            "[outputs]\nbackend = \"sim\"\nbuzzer = { pin = 23, accept = [0] }\n",
+            &["test.toml:3: outputs.buzzer.accept: each step must be between 1 and 10000 ms (got 0)"],
+        ),
+        (
+            "[outputs]\nbackend = \"sim\"\nbuzzer = { pin = 23, reject = \"beep\" }\n",
+            &["outputs.buzzer.reject: must be a list of milliseconds"],
+        ),
+        (
+            "[outputs]\nbackend = \"sim\"\ngreen = { pin = 27, accept = [40] }\n",
+            &["outputs.green.accept: a sound pattern is only for a buzzer"],
+        ),
+    ]);
+}

@@ -58,12 +58,19 @@ impl Validator<'_> {
         }
     }
 
-    pub(super) fn config(&mut self, raw: RawConfig, file: &Path) -> Config {
+    pub(super) fn config(&mut self, mut raw: RawConfig, file: &Path) -> Config {
+        let hours = self.hours_config(raw.device.timezone.take(), raw.rules.unsynced_clock.take());
+        let default_hours = self.hours(
+            "rules",
+            raw.rules.hours.take(),
+            raw.rules.closed_dates.take(),
+            &crate::hours::Hours::default(),
+        );
         let device = self.device(raw.device);
         let api = self.api(raw.api);
         let multi_reader = raw.readers.is_some();
         let outputs = self.outputs(raw.outputs);
-        let readers = self.readers(raw.reader, raw.readers, &outputs);
+        let readers = self.readers(raw.reader, raw.readers, &outputs, &default_hours);
         let rules = self.rules(raw.rules);
         let offline = self.offline(raw.offline);
         let store = StoreConfig {
@@ -95,6 +102,7 @@ impl Validator<'_> {
             readers,
             multi_reader,
             rules,
+            hours,
             offline,
             store,
             outputs,
@@ -109,6 +117,7 @@ impl Validator<'_> {
         single: Option<RawReader>,
         many: Option<Vec<RawReader>>,
         outputs: &OutputsConfig,
+        hours: &crate::hours::Hours,
     ) -> Vec<ReaderConfig> {
         let readers: Vec<ReaderConfig> = match (single, many) {
             (Some(_), Some(_)) => {
@@ -118,9 +127,9 @@ impl Validator<'_> {
                 );
                 Vec::new()
             }
-            (Some(r), None) => vec![self.reader(r, "reader".into(), false, outputs)],
+            (Some(r), None) => vec![self.reader(r, "reader".into(), false, outputs, hours)],
             (None, None) => {
-                vec![self.reader(RawReader::default(), "reader".into(), false, outputs)]
+                vec![self.reader(RawReader::default(), "reader".into(), false, outputs, hours)]
             }
             (None, Some(list)) => {
                 if list.is_empty() {
@@ -128,7 +137,7 @@ impl Validator<'_> {
                 }
                 list.into_iter()
                     .enumerate()
-                    .map(|(i, r)| self.reader(r, format!("readers[{i}]"), true, outputs))
+                    .map(|(i, r)| self.reader(r, format!("readers[{i}]"), true, outputs, hours))
                     .collect()
             }
         };
@@ -308,6 +317,7 @@ impl Validator<'_> {
         key: String,
         multi: bool,
         wired: &OutputsConfig,
+        default_hours: &crate::hours::Hours,
     ) -> ReaderConfig {
         let k = |s: &str| format!("{key}.{s}");
         let kind_name = self.choice(
@@ -468,7 +478,9 @@ impl Validator<'_> {
             10,
             60_000,
         );
+        let hours = self.hours(&key, raw.hours, raw.closed_dates, default_hours);
         ReaderConfig {
+            hours,
             name,
             key,
             kind,
@@ -477,6 +489,54 @@ impl Validator<'_> {
             max_len,
             debounce: Duration::from_millis(debounce_ms),
             frame_timeout: Duration::from_millis(frame_timeout_ms),
+        }
+    }
+
+    /// `device.timezone` and `rules.unsynced_clock`.
+    pub(super) fn hours_config(
+        &mut self,
+        timezone: Option<String>,
+        unsynced: Option<String>,
+    ) -> HoursConfig {
+        let zone = match crate::hours::zone(timezone.as_deref()) {
+            Ok(z) => z,
+            Err(e) => {
+                self.problem("device.timezone", e);
+                jiff::tz::TimeZone::UTC
+            }
+        };
+        let unsynced_clock = match self.choice(
+            "rules.unsynced_clock",
+            unsynced.as_deref(),
+            "ignore_hours",
+            &["ignore_hours", "reject"],
+        ) {
+            "reject" => crate::hours::UnsyncedClock::Reject,
+            _ => crate::hours::UnsyncedClock::IgnoreHours,
+        };
+        HoursConfig {
+            zone,
+            zone_name: timezone,
+            unsynced_clock,
+        }
+    }
+
+    /// `{section}.hours` and `{section}.closed_dates`, each kept from `inherit` when not given.
+    pub(super) fn hours(
+        &mut self,
+        section: &str,
+        windows: Option<Vec<String>>,
+        closed: Option<Vec<String>>,
+        inherit: &crate::hours::Hours,
+    ) -> crate::hours::Hours {
+        match inherit.overridden(windows.as_deref(), closed.as_deref()) {
+            Ok(h) => h,
+            Err(errors) => {
+                for (key, e) in errors {
+                    self.problem(&format!("{section}.{key}"), e.to_string());
+                }
+                inherit.clone()
+            }
         }
     }
 

@@ -129,14 +129,14 @@ pub trait CommitStore {
 
 /// The outputs, as the commit step uses them.
 pub trait Signal {
-    fn show(&self, verdict: Verdict);
+    fn show(&self, verdict: Verdict, reason: Reason);
 }
 
 impl Signal for LaneFeedback {
-    fn show(&self, verdict: Verdict) {
+    fn show(&self, verdict: Verdict, reason: Reason) {
         match verdict {
             Verdict::Accept => self.accept(),
-            Verdict::Reject => self.reject(),
+            Verdict::Reject => self.reject(crate::outputs::feedback::Tone::of_reject(reason)),
         }
     }
 }
@@ -235,7 +235,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         }
     };
     // 2. Feedback.
-    to.signal.show(verdict);
+    to.signal.show(verdict, reason);
     // 3. Tidy-up.
     if let Some(t) = c.tidy {
         let Tidy::Sent { scan_id, .. } = &t;
@@ -387,7 +387,7 @@ mod tests {
     struct FakeSignal(Journal);
 
     impl Signal for FakeSignal {
-        fn show(&self, verdict: Verdict) {
+        fn show(&self, verdict: Verdict, _reason: Reason) {
             self.0.push(format!("feedback {verdict}"));
         }
     }

@@ -49,6 +49,10 @@ pub struct LaneSettings {
     pub budget: Budget,
     pub debounce: Duration,
     pub max_pending: u64,
+    /// The reader's opening hours, their zone, and what an unsynced clock does to them.
+    pub hours: crate::hours::Hours,
+    pub zone: jiff::tz::TimeZone,
+    pub unsynced_clock: crate::hours::UnsyncedClock,
 }
 
 /// The API client as the lanes see it: none until the device has its token.
@@ -219,6 +223,16 @@ impl Lane {
     }
 
     async fn decide(&mut self, code: &str, last_byte: Instant) -> commit::Commit {
+        let s = &self.settings;
+        if let Some(why) = crate::hours::closed_now(
+            &s.hours,
+            s.unsynced_clock,
+            crate::clock::clock_synced(),
+            jiff::Timestamp::now(),
+            &s.zone,
+        ) {
+            return scan::outside_hours(s, code, last_byte, why);
+        }
         let deadline = self.settings.budget.deadline(last_byte);
         match self.api.client(deadline).await {
             Some(client) => {

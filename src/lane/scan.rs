@@ -62,15 +62,27 @@ fn commit_of(base: &RowBase, last_byte: Instant, mode: Mode, decision: Decision)
 
 /// A code read before the device has its token: rejected here, without the API.
 pub fn not_enrolled(s: &LaneSettings, code: &str, last_byte: Instant) -> Commit {
+    local_reject(s, code, last_byte, Reason::NotEnrolled)
+}
+
+/// A code read outside the reader's opening hours: rejected here, without the API, online
+/// and offline alike. `why`: the detail of the scan line.
+pub fn outside_hours(s: &LaneSettings, code: &str, last_byte: Instant, why: &str) -> Commit {
+    let mut c = local_reject(s, code, last_byte, Reason::OutsideHours);
+    c.detail = Some(why.into());
+    c
+}
+
+fn local_reject(s: &LaneSettings, code: &str, last_byte: Instant, reason: Reason) -> Commit {
     let base = RowBase::new(code, last_byte, s);
-    let row = base.row(Verdict::Reject, Reason::NotEnrolled, false, None);
+    let row = base.row(Verdict::Reject, reason, false, None);
     commit_of(
         &base,
         last_byte,
         Mode::Local,
         Decision::Decided {
             verdict: Verdict::Reject,
-            reason: Reason::NotEnrolled,
+            reason,
             row: Some(Row::Rejected {
                 row: Box::new(row),
                 cache: None,

@@ -3,9 +3,11 @@
 //! Rules for a new verdict while an earlier one is still showing:
 //! - accept: the relay and the green LED (re)start their full pulse from now; red and the
 //!   buzzer stop at once. Two guests admitted one after the other each get the full time.
-//! - reject: green stops and red (re)starts its pulse, the buzzer sounds its pattern (two
-//!   beeps of `pulse_ms`); a relay pulse already running is **not** cut short, so a rejected
-//!   scan right behind an admitted guest does not lock the door in that guest's face.
+//! - reject: green stops and red (re)starts its pulse, the buzzer sounds its pattern (`reject`
+//!   for a pass turned away, `attention` for try-again-or-fetch-staff; both two beeps of
+//!   `pulse_ms` unless configured); a relay pulse already running is **not** cut short, so a
+//!   rejected scan right behind an admitted guest does not lock the door in that guest's face.
+//! - an accept plays the buzzer's `accept` pattern (none by default) and stops any other.
 //!
 //! The "on" edge of an accept is written by the scan task itself (no task hop on the latency
 //! path); a timer task turns outputs off when their time is up. After [`Feedback::safe_state`]
@@ -61,6 +63,19 @@ impl State {
         out.map(|i| self.specs[i].pulse).unwrap_or_default()
     }
 
+    /// Plays a buzzer pattern from now (on, off, on...; off at the end), or silences it.
+    fn sound(&mut self, out: Option<usize>, tone: Tone, now: Instant) {
+        let Some(i) = out else { return };
+        let p = &self.specs[i].patterns;
+        let steps = match tone {
+            Tone::Accept => &p.accept,
+            Tone::Reject => &p.reject,
+            Tone::Attention => &p.attention,
+        };
+        let then = pattern_schedule(steps);
+        self.set_now(out, !steps.is_empty(), &then, now);
+    }
+
     /// Applies every scheduled change that is due; returns the next deadline.
     fn run_due(&mut self, now: Instant) -> Option<Instant> {
         for i in 0..self.specs.len() {
@@ -86,6 +101,46 @@ impl State {
             .filter_map(|q| q.front().map(|(t, _)| *t))
             .min()
     }
+}
+
+/// Which of a buzzer's patterns a verdict sounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tone {
+    Accept,
+    /// A pass turned away.
+    Reject,
+    /// Try again, or fetch staff.
+    Attention,
+}
+
+impl Tone {
+    /// The tone of a rejected scan: `attention` when the guest should try again or fetch
+    /// staff (the pass itself was not judged), `reject` when the pass was turned away.
+    pub fn of_reject(reason: crate::decision::Reason) -> Tone {
+        use crate::decision::Reason::*;
+        match reason {
+            Malformed | NotEnrolled | QueueFull | ApiError | OfflinePolicy => Tone::Attention,
+            Valid | NotFound | Voided | Expired | WrongProject | WrongTemplate | Refused
+            | AlreadyUsed | OutsideHours => Tone::Reject,
+        }
+    }
+}
+
+/// The changes after the first "on" of a pattern: off after each on step, on after each off
+/// step but the last; off at the end.
+fn pattern_schedule(steps: &[Duration]) -> Vec<(Duration, bool)> {
+    let mut at = Duration::ZERO;
+    let mut out = Vec::new();
+    for (i, d) in steps.iter().enumerate() {
+        at += *d;
+        let on_step = i % 2 == 0;
+        if on_step {
+            out.push((at, false));
+        } else if i + 1 < steps.len() {
+            out.push((at, true));
+        }
+    }
+    out
 }
 
 /// The outputs one reader drives, by index.
@@ -165,26 +220,20 @@ impl Feedback {
             let green = s.pulse(lane.green);
             s.set_now(lane.green, true, &[(green, false)], now);
             s.set_now(lane.red, false, &[], now);
-            s.set_now(lane.buzzer, false, &[], now);
+            s.sound(lane.buzzer, Tone::Accept, now);
         }
         self.inner.wake.notify_one();
     }
 
-    /// Door stays shut: red pulse and two beeps.
-    pub fn reject(&self, lane: &Lane) {
+    /// Door stays shut: red pulse and the buzzer's `tone` (two beeps by default).
+    pub fn reject(&self, lane: &Lane, tone: Tone) {
         let now = Instant::now();
         {
             let mut s = self.lock();
             s.set_now(lane.green, false, &[], now);
             let red = s.pulse(lane.red);
             s.set_now(lane.red, true, &[(red, false)], now);
-            let b = s.pulse(lane.buzzer);
-            s.set_now(
-                lane.buzzer,
-                true,
-                &[(b, false), (b * 2, true), (b * 3, false)],
-                now,
-            );
+            s.sound(lane.buzzer, tone, now);
         }
         self.inner.wake.notify_one();
     }
@@ -342,8 +391,8 @@ impl LaneFeedback {
         self.feedback.accept(&self.lane);
     }
 
-    pub fn reject(&self) {
-        self.feedback.reject(&self.lane);
+    pub fn reject(&self, tone: Tone) {
+        self.feedback.reject(&self.lane, tone);
     }
 
     pub fn lane(&self) -> Lane {
@@ -401,6 +450,7 @@ mod tests {
             line: LineRef::Pin(pin),
             active_low: false,
             pulse: Duration::from_millis(ms),
+            patterns: crate::config::BuzzerPatterns::defaults(Duration::from_millis(ms)),
         }
     }
 
@@ -481,7 +531,7 @@ mod tests {
         let t0 = Instant::now();
         std_lane(&fb).accept();
         tokio::time::sleep(Duration::from_millis(500)).await;
-        std_lane(&fb).reject();
+        std_lane(&fb).reject(Tone::Reject);
         tokio::time::sleep(Duration::from_millis(4000)).await;
         let log = rec.0.lock().unwrap().clone();
         let relay: Vec<_> = log
@@ -515,6 +565,67 @@ mod tests {
             vec![(500, true), (600, false), (700, true), (800, false)]
         );
         timers.abort();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn buzzer_patterns_per_tone() {
+        let mut c = cfg();
+        c.lines[3].1.patterns = crate::config::BuzzerPatterns {
+            accept: vec![Duration::from_millis(40)],
+            reject: vec![Duration::from_millis(300)],
+            attention: vec![
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+                Duration::from_millis(50),
+                Duration::from_millis(400),
+            ],
+        };
+        let (rec, fb) = setup(&c);
+        let timers = tokio::spawn({
+            let fb = fb.clone();
+            async move { fb.run_timers().await }
+        });
+        let t0 = Instant::now();
+        let buzzer = |rec: &Recorder| -> Vec<(u128, bool)> {
+            rec.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(_, o, _)| *o == OutputName::Buzzer)
+                .skip(1)
+                .map(|(t, _, on)| ((*t - t0).as_millis(), *on))
+                .collect()
+        };
+        std_lane(&fb).accept();
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(buzzer(&rec), vec![(0, true), (40, false)], "the chirp");
+        std_lane(&fb).reject(Tone::Reject);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        assert_eq!(buzzer(&rec)[2..], [(1000, true), (1300, false)]);
+        std_lane(&fb).reject(Tone::Attention);
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Three short beeps; the last step (400 ms off) leaves it off.
+        assert_eq!(
+            buzzer(&rec)[4..],
+            [
+                (2000, true),
+                (2050, false),
+                (2100, true),
+                (2150, false),
+                (2200, true),
+                (2250, false)
+            ]
+        );
+        timers.abort();
+        // Silent patterns, and the mapping of reasons.
+        assert_eq!(pattern_schedule(&[]), vec![]);
+        use crate::decision::Reason;
+        assert_eq!(Tone::of_reject(Reason::Expired), Tone::Reject);
+        assert_eq!(Tone::of_reject(Reason::OutsideHours), Tone::Reject);
+        assert_eq!(Tone::of_reject(Reason::Malformed), Tone::Attention);
+        assert_eq!(Tone::of_reject(Reason::QueueFull), Tone::Attention);
     }
 
     #[tokio::test(start_paused = true)]
@@ -659,7 +770,7 @@ mod tests {
         c.lines.retain(|(n, _)| n != "relay" && n != "buzzer");
         let (rec, fb) = setup(&c);
         std_lane(&fb).accept();
-        std_lane(&fb).reject();
+        std_lane(&fb).reject(Tone::Reject);
         assert!(changes(&rec)
             .iter()
             .all(|(o, _)| *o != OutputName::Relay && *o != OutputName::Buzzer));
@@ -682,7 +793,7 @@ mod tests {
         });
         let start = changes(&rec).len();
         exit.accept();
-        std_lane(&fb).reject();
+        std_lane(&fb).reject(Tone::Reject);
         tokio::time::sleep(Duration::from_millis(2500)).await;
         let after: Vec<_> = changes(&rec)[start..].to_vec();
         assert_eq!(after[0], (OutputName::Relay2, true));

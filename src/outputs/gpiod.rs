@@ -557,6 +557,7 @@ mod tests {
             line,
             active_low,
             pulse: Duration::from_millis(100),
+            patterns: Default::default(),
         }
     }
 
