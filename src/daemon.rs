@@ -166,6 +166,23 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             }
         }
     }
+    if let Some(d) = &cfg.display {
+        let addr = d.listen;
+        match crate::http::bind(addr).await {
+            Ok(listener) => {
+                tracing::info!(%addr, language = %d.language, greeting = d.greeting.is_some(), "guest screen on http://{addr}/");
+                shared.display.configure(d.clone());
+                tasks.spawn(
+                    "display",
+                    crate::display::server::serve(listener, shared.display.clone(), shared.clone()),
+                );
+            }
+            Err(e) => {
+                tracing::error!("display.listen {addr}: cannot listen: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    }
     tasks.spawn_with("status writer", |stop| {
         crate::status::write(shared.clone(), cfg.store.max_pending, stop)
     });

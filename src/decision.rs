@@ -13,6 +13,9 @@ pub struct PassFacts {
     pub voided: bool,
     /// The project's `scanConfig` string, as the API sent it.
     pub scan_config: Option<String>,
+    /// The pass's `parameters` (AWSJSON, as sent), asked for only when the guest screen's
+    /// greeting uses them; never part of the verdict.
+    pub parameters: Option<String>,
 }
 
 /// The `[rules]` of the config.
@@ -341,6 +344,7 @@ mod tests {
             expires: Some(datetime!(2027-01-01 0:00 UTC)),
             voided: false,
             scan_config: None,
+            parameters: None,
         }
     }
 

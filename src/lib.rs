@@ -40,6 +40,7 @@ pub mod config;
 pub mod daemon;
 pub mod debounce;
 pub mod decision;
+pub mod display;
 pub mod doctor;
 pub mod door;
 pub mod enrol;

@@ -38,6 +38,8 @@ pub struct Shared {
     pub api: ApiState,
     pub outbox: Outbox,
     pub board: Board,
+    /// The guest screen's verdicts (nothing until `[display]` configures it).
+    pub display: crate::display::Hub,
 }
 
 impl Shared {
@@ -50,6 +52,7 @@ impl Shared {
             api,
             outbox,
             board,
+            display: Default::default(),
         }
     }
 }

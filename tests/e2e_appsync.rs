@@ -163,6 +163,7 @@ async fn one_value_the_server_refuses_costs_one_request_not_the_batch() {
         expires: None,
         voided: false,
         scan_config: scan_config.map(Into::into),
+        parameters: None,
     };
     let path = tiketo_gate::store::Store::path_in(&h.dir.path().join("state"));
     let mut store = tiketo_gate::store::Store::open_existing(&path, true).unwrap();

@@ -1,6 +1,8 @@
 //! The status page in a real browser: headless Chromium driven by chromedriver (WebDriver over
 //! HTTP), a code written to the pseudo-terminal reader, and the scan on the page within two
-//! seconds. The screenshot is kept in `target/test-artifacts/status-page.png`.
+//! seconds. The screenshot is kept in `target/test-artifacts/status-page.png`. The guest screen
+//! likewise: each kind of verdict on it, timed, and photographed (`target/test-artifacts/`, and
+//! `tests/screenshots/` with `TIKETO_UPDATE_SCREENSHOTS=1`).
 
 mod common;
 
@@ -19,6 +21,11 @@ struct Driver {
 
 impl Driver {
     async fn start() -> Driver {
+        Driver::start_sized(900, 1000).await
+    }
+
+    /// A browser whose window is `w` x `h` (the official 7" touch display: 800 x 480).
+    async fn start_sized(w: u32, h: u32) -> Driver {
         tiketo_gate::api::install_crypto_provider();
         let port = free_port();
         let child = std::process::Command::new("chromedriver")
@@ -42,7 +49,7 @@ impl Driver {
             "binary": "/usr/bin/chromium",
             "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
                      "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                     "--disable-sync", "--window-size=900,1000", format!("--user-data-dir={}", profile.path().display())]
+                     "--disable-sync", format!("--window-size={w},{h}"), "--hide-scrollbars", format!("--user-data-dir={}", profile.path().display())]
         }}}});
         let v: Value = http
             .post(format!("{base}/session"))
@@ -64,6 +71,19 @@ impl Driver {
             http,
             _profile: profile,
         }
+    }
+
+    /// A browser whose page is exactly the official 7" touch display's 800 x 480 (the window's
+    /// own frame would take some of a window size).
+    async fn touch_display() -> Driver {
+        let d = Driver::start_sized(800, 600).await;
+        d.cmd(
+            "goog/cdp/execute",
+            json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                   "params": {"width": 800, "height": 480, "deviceScaleFactor": 1, "mobile": false}}),
+        )
+        .await;
+        d
     }
 
     async fn cmd(&self, path: &str, body: Value) -> Value {
@@ -227,4 +247,265 @@ async fn a_scan_appears_on_the_status_page_within_two_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Where a guest-screen photograph goes.
+fn shot_path(name: &str) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("TIKETO_UPDATE_SCREENSHOTS").is_some() {
+        root.join("tests/screenshots")
+            .join(format!("guest-{name}.png"))
+    } else {
+        root.join("target/test-artifacts")
+            .join(format!("guest-{name}.png"))
+    }
+}
+
+fn now_ms() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        * 1000.0
+}
+
+/// The screen as the page shows it: (screen, headline text, seq, shownAt ms).
+async fn screen(d: &Driver) -> (String, String, u64, f64) {
+    let v = d
+        .script(
+            "var b = document.body; return [b.dataset.screen, document.getElementById('headline').textContent, \
+             Number(b.dataset.seq || 0), Number(b.dataset.shownAt || 0)]",
+        )
+        .await;
+    (
+        v[0].as_str().unwrap_or("").to_owned(),
+        v[1].as_str().unwrap_or("").to_owned(),
+        v[2].as_u64().unwrap_or(0),
+        v[3].as_f64().unwrap_or(0.0),
+    )
+}
+
+/// Writes `bytes` to the reader and waits for the verdict after `seq` on the screen: (screen,
+/// headline, its seq, ms from the code's last byte to the screen showing it).
+async fn scan_to_screen(
+    h: &mut Harness,
+    d: &Driver,
+    bytes: &[u8],
+    seq: u64,
+) -> (String, String, u64, f64) {
+    h.write(bytes);
+    let written = now_ms();
+    let start = Instant::now();
+    loop {
+        let (s, text, n, shown) = screen(d).await;
+        if n > seq {
+            return (s, text, n, shown - written);
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no verdict on the screen 5 s after {:?}; log:\n{}",
+            String::from_utf8_lossy(bytes),
+            h.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn wait_screen(d: &Driver, want: &str, within: Duration) -> (String, String) {
+    let start = Instant::now();
+    loop {
+        let (s, text, _, _) = screen(d).await;
+        if s == want {
+            return (s, text);
+        }
+        assert!(
+            start.elapsed() < within,
+            "screen {s:?} ({text}), not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The guest screen in headless Chromium at the official touch display's size: idle, then
+/// each kind of verdict in words a guest understands, pushed (no polling) and back to idle
+/// after `hold_ms`; the holder's greeting online and, from the cache, offline; the offline
+/// mark; never a full code. Prints the latency from the code's last byte to the screen.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_screen_says_why() {
+    let port = free_port();
+    let tail = format!(
+        "[display]\nlisten = \"127.0.0.1:{port}\"\ngreeting = \"Welcome, {{firstName}}!\"\nhold_ms = 1500\ndoor = \"Main hall\"\n"
+    );
+    let mut h = Harness::start(Opts {
+        tail,
+        policy: "cache",
+        ..Opts::default()
+    })
+    .await;
+    let d = Driver::touch_display().await;
+    d.cmd("url", json!({"url": format!("http://127.0.0.1:{port}/")}))
+        .await;
+    let (_, idle) = wait_screen(&d, "idle", Duration::from_secs(10)).await;
+    let start = Instant::now();
+    while screen(&d).await.1.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(10), "no idle line");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let idle = if idle.is_empty() {
+        screen(&d).await.1
+    } else {
+        idle
+    };
+    assert_eq!(idle, "Hold your pass to the reader");
+    let door = d
+        .script("return document.getElementById('door').textContent")
+        .await;
+    assert_eq!(door, "Main hall");
+    d.screenshot(&shot_path("idle")).await;
+
+    let mut seq = 0;
+    let mut latencies = Vec::new();
+    let cases: [(&[u8], &str, &str, Option<&str>); 6] = [
+        (
+            b"VALID-0001\r\n",
+            "accept",
+            "Welcome, Anna!",
+            Some("accept"),
+        ),
+        (b"VALID-0003\r\n", "accept", "Welcome", None),
+        (
+            b"EXPIRED-0001\r\n",
+            "reject",
+            "This pass has expired",
+            Some("expired"),
+        ),
+        (
+            b"OTHER-0001\r\n",
+            "reject",
+            "This pass is not valid at this door",
+            Some("wrong-door"),
+        ),
+        (
+            b"BAD\x01CODE\r\n",
+            "attention",
+            "Please try again",
+            Some("try-again"),
+        ),
+        (
+            b"NOPE-9999\r\n",
+            "reject",
+            "This pass is not known here",
+            Some("not-found"),
+        ),
+    ];
+    for (bytes, want_screen, want_text, shot) in cases {
+        let (s, text, n, ms) = scan_to_screen(&mut h, &d, bytes, seq).await;
+        seq = n;
+        assert_eq!((s.as_str(), text.as_str()), (want_screen, want_text));
+        latencies.push(ms);
+        if let Some(name) = shot {
+            d.screenshot(&shot_path(name)).await;
+        }
+    }
+    // Back to idle after hold_ms (1.5 s), not before.
+    let shown = Instant::now();
+    wait_screen(&d, "idle", Duration::from_secs(4)).await;
+    assert!(
+        shown.elapsed() >= Duration::from_millis(1000),
+        "idle too early"
+    );
+    let html = d.script("return document.documentElement.outerHTML").await;
+    let html = html.as_str().unwrap();
+    for code in ["VALID-0001", "EXPIRED-0001", "NOPE-9999", "OTHER-0001"] {
+        assert!(!html.contains(code), "a full code on the guest screen");
+    }
+
+    // Fifty more, for the figure: code's last byte -> verdict on the screen.
+    for i in 0..50 {
+        let code: &[u8] = if i % 2 == 0 {
+            b"EXPIRED-0001\r\n"
+        } else {
+            b"VALID-0002\r\n"
+        };
+        let (_, _, n, ms) = scan_to_screen(&mut h, &d, code, seq).await;
+        seq = n;
+        latencies.push(ms);
+    }
+    let mut sorted = latencies.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p = |q: f64| sorted[((sorted.len() as f64 - 1.0) * q).round() as usize];
+    eprintln!(
+        "guest screen: code's last byte -> verdict shown, {} scans: median {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        sorted.len(),
+        p(0.5),
+        p(0.99),
+        sorted[sorted.len() - 1]
+    );
+    // The issue's bound, on the median (one slow moment of a shared machine is no failure).
+    assert!(p(0.5) < 300.0, "median {:.1} ms", p(0.5));
+
+    // Offline: the cached pass's greeting, anti-passback in words, and the offline mark.
+    h.sim.stop().await;
+    let (s, text, n, _) = scan_to_screen(&mut h, &d, b"VALID-0001\r\n", seq).await;
+    seq = n;
+    assert_eq!(
+        (s.as_str(), text.as_str()),
+        ("accept", "Welcome, Anna!"),
+        "offline, from the cache"
+    );
+    let (s, text, _, _) = scan_to_screen(&mut h, &d, b"VALID-0001\r\n", seq).await;
+    assert_eq!((s.as_str(), text.as_str()), ("reject", "Already used"));
+    d.screenshot(&shot_path("already-used")).await;
+    wait_screen(&d, "idle", Duration::from_secs(4)).await;
+    let start = Instant::now();
+    while d
+        .script("return getComputedStyle(document.getElementById('offline')).display")
+        .await
+        == "none"
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "no offline mark");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    d.screenshot(&shot_path("idle-offline")).await;
+    h.check_invariants();
+}
+
+/// Outside the opening hours, in German: the screen says the door is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_screen_says_closed_in_german() {
+    let port = free_port();
+    let today = time::OffsetDateTime::now_utc().date();
+    let dates = [today.previous_day(), Some(today), today.next_day()]
+        .map(|d| format!("\"{}\"", d.unwrap()))
+        .join(", ");
+    let rules: &'static str = Box::leak(
+        format!("closed_dates = [{dates}]\nunsynced_clock = \"reject\"").into_boxed_str(),
+    );
+    let tail = format!(
+        "[display]\nlisten = \"127.0.0.1:{port}\"\nlanguage = \"de\"\n[display.strings]\nidle = \"Karte bitte hier\"\n"
+    );
+    let mut h = Harness::start(Opts {
+        tail,
+        rules,
+        ..Opts::default()
+    })
+    .await;
+    let d = Driver::touch_display().await;
+    d.cmd("url", json!({"url": format!("http://127.0.0.1:{port}/")}))
+        .await;
+    let start = Instant::now();
+    while screen(&d).await.1 != "Karte bitte hier" {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no idle line: {:?}",
+            screen(&d).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (s, text, _, _) = scan_to_screen(&mut h, &d, b"VALID-0001\r\n", 0).await;
+    assert_eq!(
+        (s.as_str(), text.as_str()),
+        ("reject", "Dieser Eingang ist jetzt geschlossen")
+    );
+    d.screenshot(&shot_path("closed-de")).await;
 }

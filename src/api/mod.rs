@@ -43,6 +43,11 @@ pub mod ops {
         name: "PassByScanCode",
         document: include_str!("operations/PassByScanCode.graphql"),
     };
+    /// The same, with the pass's `parameters` (for the guest screen's greeting).
+    pub const PASS_BY_SCAN_CODE_WITH_PARAMETERS: Operation = Operation {
+        name: "PassByScanCodeWithParameters",
+        document: include_str!("operations/PassByScanCodeWithParameters.graphql"),
+    };
     pub const CREATE_SCAN_EVENT: Operation = Operation {
         name: "CreateScanEvent",
         document: include_str!("operations/CreateScanEvent.graphql"),
@@ -63,6 +68,7 @@ pub mod ops {
     /// Every fixed document the client can send.
     pub const ALL: &[Operation] = &[
         PASS_BY_SCAN_CODE,
+        PASS_BY_SCAN_CODE_WITH_PARAMETERS,
         CREATE_SCAN_EVENT,
         REGISTER_DEVICE,
         PROJECTS,
@@ -97,6 +103,10 @@ pub fn documents_sent() -> Vec<introspect::Sent> {
         op(ops::WARMUP, serde_json::json!({})),
         op(
             ops::PASS_BY_SCAN_CODE,
+            serde_json::json!({"code": "TIKETO-GATE-DOCTOR"}),
+        ),
+        op(
+            ops::PASS_BY_SCAN_CODE_WITH_PARAMETERS,
             serde_json::json!({"code": "TIKETO-GATE-DOCTOR"}),
         ),
         op(ops::CREATE_SCAN_EVENT, serde_json::json!({"input": event})),
@@ -451,8 +461,23 @@ impl Client {
 
     /// `passByScanCode`: `None` when no pass has this code.
     pub async fn pass_by_scan_code(&self, code: &str) -> Result<Option<PassFacts>, ApiError> {
+        self.look_up(code, false).await
+    }
+
+    /// `passByScanCode`, with the pass's `parameters` when `parameters` (the guest screen's
+    /// greeting uses them; otherwise they are not asked for).
+    pub async fn look_up(
+        &self,
+        code: &str,
+        parameters: bool,
+    ) -> Result<Option<PassFacts>, ApiError> {
+        let op = if parameters {
+            ops::PASS_BY_SCAN_CODE_WITH_PARAMETERS
+        } else {
+            ops::PASS_BY_SCAN_CODE
+        };
         let data = self
-            .execute_op(ops::PASS_BY_SCAN_CODE, serde_json::json!({ "code": code }))
+            .execute_op(op, serde_json::json!({ "code": code }))
             .await?;
         parse_pass(data.get("passByScanCode").unwrap_or(&Value::Null))
     }
@@ -615,6 +640,11 @@ pub fn parse_pass(v: &Value) -> Result<Option<PassFacts>, ApiError> {
         voided,
         scan_config: project
             .and_then(|p| p.get("scanConfig"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        // AWSJSON arrives as a string; anything else is not read (the plain welcome shows).
+        parameters: v
+            .get("parameters")
             .and_then(Value::as_str)
             .map(str::to_owned),
     }))

@@ -42,6 +42,8 @@ pub struct Config {
     pub outputs: OutputsConfig,
     pub inputs: InputsConfig,
     pub http: HttpConfig,
+    /// `[display]`: the guest screen (None unless `display.listen` is set).
+    pub display: Option<crate::display::DisplayConfig>,
 }
 
 /// The opening hours' zone and clock rule.

@@ -25,6 +25,20 @@ pub(super) struct RawConfig {
     pub(super) inputs: RawInputs,
     #[serde(default)]
     pub(super) http: RawHttp,
+    pub(super) display: Option<RawDisplay>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDisplay {
+    pub(super) listen: Option<String>,
+    pub(super) readers: Option<Vec<String>>,
+    pub(super) hold_ms: Option<u64>,
+    pub(super) greeting: Option<String>,
+    pub(super) language: Option<String>,
+    pub(super) door: Option<String>,
+    #[serde(default)]
+    pub(super) strings: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -560,3 +560,48 @@ fn buzzer_patterns() {
         ),
     ]);
 }
+
+#[test]
+fn the_guest_screen() {
+    assert!(parse_str("").unwrap().display.is_none(), "off unless listen is set");
+    let c = parse_str(
+        "[device]\nname = \"d1\"\n[display]\nlisten = \"127.0.0.1:9181\"\nlanguage = \"cs\"\ngreeting = \"Ahoj {firstName}\"\n[display.strings]\nidle = \"Sem kartu\"\n",
+    )
+    .unwrap();
+    let d = c.display.unwrap();
+    assert_eq!(d.door, "d1");
+    assert_eq!(d.hold, Duration::from_millis(4000));
+    assert_eq!(d.strings["idle"], "Sem kartu");
+    assert_eq!(d.strings["welcome"], "Vítejte");
+    assert!(d.wants_parameters());
+    expect_errors(&[
+        (
+            "[display]\nlisten = \"127.0.0.1:9181\"\ngreeting = \"Hi {first name}\"\n",
+            &["test.toml:3: display.greeting: unknown placeholder {first name}"],
+        ),
+        (
+            "[display]\nlisten = \"127.0.0.1:9181\"\nlanguage = \"fr\"\n",
+            &["test.toml:3: display.language: must be one of \"cs\", \"de\", \"en\" (got \"fr\")"],
+        ),
+        (
+            "[display]\nlisten = \"127.0.0.1:9181\"\n[display.strings]\nwelcom = \"Hi\"\n",
+            &["test.toml:4: display.strings.welcom: unknown string `welcom`"],
+        ),
+        (
+            "[display]\nlisten = \"127.0.0.1:9181\"\nreaders = [\"side\"]\n",
+            &["test.toml:3: display.readers: entry 1: no reader is named \"side\""],
+        ),
+        (
+            "[display]\nlisten = \"9181\"\n",
+            &["test.toml:2: display.listen: must be an address and port"],
+        ),
+        (
+            "[http]\nlisten = \"127.0.0.1:9180\"\n[display]\nlisten = \"127.0.0.1:9180\"\n",
+            &["display.listen: 127.0.0.1:9180 is already http.listen"],
+        ),
+        (
+            "[display]\nlisten = \"127.0.0.1:9181\"\nhold_ms = 10\n",
+            &["display.hold_ms: must be between 500 and 60000"],
+        ),
+    ]);
+}

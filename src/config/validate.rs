@@ -95,6 +95,9 @@ impl Validator<'_> {
         let inputs = self.inputs(raw.inputs, &outputs);
         self.check_wiring(&readers, &outputs, &inputs);
         let http = self.http(raw.http);
+        let display = raw
+            .display
+            .and_then(|d| self.display(d, &device.name, &readers, http.listen));
         Config {
             source: file.to_owned(),
             device,
@@ -108,6 +111,7 @@ impl Validator<'_> {
             outputs,
             inputs,
             http,
+            display,
         }
     }
 
@@ -220,6 +224,99 @@ impl Validator<'_> {
             listen,
             admin_token,
         }
+    }
+
+    /// `[display]`: everything checked, `None` unless `listen` is set.
+    pub(super) fn display(
+        &mut self,
+        raw: RawDisplay,
+        device: &str,
+        readers: &[ReaderConfig],
+        http: Option<std::net::SocketAddr>,
+    ) -> Option<crate::display::DisplayConfig> {
+        let listen = raw
+            .listen
+            .as_deref()
+            .and_then(|l| match l.parse::<std::net::SocketAddr>() {
+                Ok(a) if Some(a) == http => {
+                    self.problem("display.listen", format!("{a} is already http.listen"));
+                    None
+                }
+                Ok(a) => Some(a),
+                Err(_) => {
+                    self.problem(
+                        "display.listen",
+                        format!(
+                            "must be an address and port like \"127.0.0.1:9181\" (got \"{l}\")"
+                        ),
+                    );
+                    None
+                }
+            });
+        let langs = crate::display::languages();
+        let names: Vec<&str> = langs.keys().map(String::as_str).collect();
+        let language = self
+            .choice("display.language", raw.language.as_deref(), "en", &names)
+            .to_owned();
+        let mut strings = langs[&language].clone();
+        for (k, v) in raw.strings {
+            let key = format!("display.strings.{k}");
+            match strings.get_mut(&k) {
+                None => self.problem(
+                    &key,
+                    format!(
+                        "unknown string `{k}`, expected one of {}",
+                        quoted(&crate::display::string_keys())
+                    ),
+                ),
+                Some(_) if v.trim().is_empty() => self.problem(&key, "must not be empty"),
+                Some(slot) => *slot = v,
+            }
+        }
+        let greeting = raw.greeting.as_deref().and_then(|g| {
+            match crate::display::template::Template::parse(g) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.problem("display.greeting", e);
+                    None
+                }
+            }
+        });
+        let shown = raw.readers.unwrap_or_default();
+        for (i, name) in shown.iter().enumerate() {
+            if !readers.iter().any(|r| &r.name == name) {
+                let known: Vec<&str> = readers.iter().map(|r| r.name.as_str()).collect();
+                self.problem(
+                    "display.readers",
+                    format!(
+                        "entry {}: no reader is named \"{name}\" (readers: {})",
+                        i + 1,
+                        quoted(&known)
+                    ),
+                );
+            }
+        }
+        let hold_ms = self.range("display.hold_ms", raw.hold_ms, 4000, 500, 60_000);
+        let door = match raw.door {
+            Some(d) if d.trim().is_empty() => {
+                self.problem(
+                    "display.door",
+                    "must not be empty (leave it out for device.name)",
+                );
+                device.to_owned()
+            }
+            Some(d) => d,
+            None => device.to_owned(),
+        };
+        Some(crate::display::DisplayConfig {
+            listen: listen?,
+            readers: shown,
+            hold: Duration::from_millis(hold_ms),
+            greeting,
+            language,
+            strings,
+            door,
+        })
     }
 
     pub(super) fn offline(&mut self, raw: RawOffline) -> OfflineConfig {

@@ -11,7 +11,8 @@
 //! 3. **Tidy-up.** Updates of a row that is already stored (an acknowledged event marked
 //!    sent, the pass cached): after the feedback, so that the guest does not wait for them.
 //! 4. **Record.** The outbox count (and the replay's wake-up), the metrics, the recent scans
-//!    of the status page, a full queue's alarm.
+//!    of the status page, a full queue's alarm, the guest screen (with the holder's
+//!    `parameters`: the lookup's online, the cached pass's offline).
 //! 5. **Log.** The `scan` line.
 //!
 //! The store and the outputs are seams ([`CommitStore`], [`Signal`]), so the order is tested
@@ -123,7 +124,7 @@ pub trait CommitStore {
     fn decide_offline(
         &self,
         input: OfflineInput,
-    ) -> impl Future<Output = crate::store::Result<(Verdict, Reason)>> + Send;
+    ) -> impl Future<Output = crate::store::Result<super::offline::OfflineVerdict>> + Send;
     fn tidy(&self, tidy: Tidy) -> impl Future<Output = crate::store::Result<()>> + Send;
 }
 
@@ -156,7 +157,10 @@ impl CommitStore for StoreHandle {
         .await
     }
 
-    async fn decide_offline(&self, input: OfflineInput) -> crate::store::Result<(Verdict, Reason)> {
+    async fn decide_offline(
+        &self,
+        input: OfflineInput,
+    ) -> crate::store::Result<super::offline::OfflineVerdict> {
         self.run(move |s| input.decide_in(s)).await
     }
 
@@ -198,7 +202,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         .map(|i| i.to_string())
         .unwrap_or_else(|| "-".into());
     // 1. Store.
-    let (verdict, reason) = match c.decision {
+    let (verdict, reason, holder) = match c.decision {
         Decision::Decided {
             verdict,
             reason,
@@ -214,13 +218,17 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
                     }
                 }
             }
-            (verdict, reason)
+            (verdict, reason, None)
         }
         Decision::WrittenAhead(result) => {
             if let Err(e) = result {
                 tracing::error!(scan_id = %id, "accepted scan not stored: {e}");
             }
-            (Verdict::Accept, Reason::Valid)
+            let holder = match &c.tidy {
+                Some(Tidy::Sent { pass, .. }) => pass.parameters.clone(),
+                None => None,
+            };
+            (Verdict::Accept, Reason::Valid, holder)
         }
         Decision::Offline(input) => {
             let alone = input.without_store();
@@ -258,6 +266,9 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         );
     }
     record(to, c.code.as_deref(), verdict, reason, c.mode, latency);
+    to.shared
+        .display
+        .verdict(to.reader, verdict, reason, holder.as_deref());
     // 5. Log.
     let detail = match (&c.detail, &c.code) {
         (Some(d), Some(code)) => Some(scrub(d, code)),
@@ -363,7 +374,7 @@ mod tests {
         async fn decide_offline(
             &self,
             input: OfflineInput,
-        ) -> crate::store::Result<(Verdict, Reason)> {
+        ) -> crate::store::Result<super::super::offline::OfflineVerdict> {
             self.journal.push("store offline decision");
             self.result()?;
             Ok(input.without_store())
@@ -537,6 +548,7 @@ mod tests {
                 expires: None,
                 voided: false,
                 scan_config: None,
+                parameters: None,
             },
             exit: false,
         };

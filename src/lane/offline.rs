@@ -16,6 +16,10 @@ use crate::store::Store;
 use super::row::RowBase;
 use super::LaneSettings;
 
+/// An offline verdict, and the admitted pass's `parameters` where the cache knew them (for
+/// the guest screen's greeting).
+pub type OfflineVerdict = (Verdict, Reason, Option<String>);
+
 /// What the offline policy needs, taken into the store's transaction.
 #[derive(Debug, Clone)]
 pub struct OfflineInput {
@@ -42,7 +46,7 @@ impl OfflineInput {
 
     /// Decides from the store's cache and use counts and writes the row (replacing the row
     /// the online attempt may have written), in one transaction of the store's thread.
-    pub fn decide_in(self, s: &mut Store) -> crate::store::Result<(Verdict, Reason)> {
+    pub fn decide_in(self, s: &mut Store) -> crate::store::Result<OfflineVerdict> {
         let now = crate::clock::now_ms();
         if let Some(f) = &self.fresh {
             s.cache_put(&self.base.code, Some(f), now)?;
@@ -58,13 +62,18 @@ impl OfflineInput {
         let uses = decision::counted_uses(self.base.direction, s.offline_uses(&self.base.code)?);
         let (verdict, reason, reward, change) = self.verdict(&view, uses);
         s.upsert_offline_decision(&self.base.row(verdict, reason, false, reward), change)?;
-        Ok((verdict, reason))
+        let parameters = match (&view, verdict) {
+            (CacheView::Known(Some(f)), Verdict::Accept) => f.parameters.clone(),
+            (_, Verdict::Accept) => self.fresh.as_ref().and_then(|f| f.parameters.clone()),
+            _ => None,
+        };
+        Ok((verdict, reason, parameters))
     }
 
     /// Without a store: the policy alone, with nothing known of the pass.
-    pub fn without_store(&self) -> (Verdict, Reason) {
+    pub fn without_store(&self) -> OfflineVerdict {
         let (verdict, reason, _, _) = self.verdict(&CacheView::Unknown, 0);
-        (verdict, reason)
+        (verdict, reason, None)
     }
 
     /// The verdict (pure): (verdict, reason, reward points, what it does to the pass's

@@ -299,7 +299,7 @@ async fn online(
     phase: Arc<AtomicU8>,
 ) -> Found {
     let looked_up = client
-        .pass_by_scan_code(&base.code)
+        .look_up(&base.code, shared.display.wants_parameters())
         .await
         .map_err(|e| e.scrub(&base.code));
     shared.api.observe(Caller::Lookup, &looked_up);

@@ -19,7 +19,7 @@ use crate::decision::{PassFacts, Reason, Verdict};
 use crate::mask::mask_code;
 
 pub const FILE_NAME: &str = "tiketo-gate.db";
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -62,6 +62,8 @@ const MIGRATIONS: &[&str] = &[
     // v2: several readers, entry and exit.
     "ALTER TABLE scans ADD COLUMN reader TEXT NOT NULL DEFAULT 'reader';
      ALTER TABLE scans ADD COLUMN direction TEXT NOT NULL DEFAULT 'entry' CHECK (direction IN ('entry', 'exit'));",
+    // v3: the pass's parameters, for the guest screen's greeting offline.
+    "ALTER TABLE pass_cache ADD COLUMN parameters TEXT;",
 ];
 
 #[derive(Debug)]
@@ -396,8 +398,8 @@ impl Store {
         self.sync(false)?;
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT OR REPLACE INTO pass_cache (code, found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT OR REPLACE INTO pass_cache (code, found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms, parameters)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             params![
                 code,
                 facts.is_some(),
@@ -408,6 +410,7 @@ impl Store {
                 facts.is_some_and(|f| f.voided),
                 facts.and_then(|f| f.scan_config.clone()),
                 now_ms,
+                facts.and_then(|f| f.parameters.clone()),
             ],
         )?;
         tx.execute("DELETE FROM offline_uses WHERE code = ?1", [code])?;
@@ -420,7 +423,7 @@ impl Store {
         let row = self
             .conn
             .query_row(
-                "SELECT found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms
+                "SELECT found, pass_id, template_id, project_id, expires_ms, voided, scan_config, verified_at_ms, parameters
                  FROM pass_cache WHERE code = ?1",
                 [code],
                 |r| {
@@ -434,6 +437,7 @@ impl Store {
                             expires: expires_ms.and_then(|ms| OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()),
                             voided: r.get(5)?,
                             scan_config: r.get(6)?,
+                            parameters: r.get(8)?,
                         })
                     } else {
                         None
@@ -576,6 +580,7 @@ mod tests {
             expires: Some(OffsetDateTime::from_unix_timestamp(4_000_000_000).unwrap()),
             voided: false,
             scan_config: None,
+            parameters: Some(r#"{"firstName":"Eva"}"#.into()),
         };
         {
             let mut s = Store::open(&path).unwrap();

@@ -58,6 +58,7 @@ fn decide_a_pass() -> bool {
         expires: Some(time::OffsetDateTime::from_unix_timestamp(4_000_000_000).unwrap()),
         voided: false,
         scan_config: None,
+        parameters: None,
     };
     let rules = Rules {
         projects: vec!["proj".into()],

@@ -94,6 +94,8 @@ pub struct SeedPass {
     pub entries: Option<u32>,
     #[serde(default)]
     pub scan_voided: bool,
+    /// The pass's `parameters` (a JSON string; default "{}").
+    pub parameters: Option<String>,
 }
 
 impl Seed {
@@ -1386,7 +1388,7 @@ impl Mutable {
         json!({
             "id": p.id,
             "templateId": p.template,
-            "parameters": "{}",
+            "parameters": p.parameters.as_deref().unwrap_or("{}"),
             "files": files,
             "type": if p.entries.is_some() { "eventTicket" } else { "generic" },
             "expirationDate": p.expires,
