@@ -563,7 +563,10 @@ fn buzzer_patterns() {
 
 #[test]
 fn the_guest_screen() {
-    assert!(parse_str("").unwrap().display.is_none(), "off unless listen is set");
+    assert!(
+        parse_str("").unwrap().display.is_none(),
+        "off unless listen is set"
+    );
     let c = parse_str(
         "[device]\nname = \"d1\"\n[display]\nlisten = \"127.0.0.1:9181\"\nlanguage = \"cs\"\ngreeting = \"Ahoj {firstName}\"\n[display.strings]\nidle = \"Sem kartu\"\n",
     )

@@ -495,13 +495,18 @@ impl Store {
             .optional()?)
     }
 
-    /// Deletes sent and rejected rows older than `retention`; pending and dead rows stay.
+    /// Deletes sent and rejected rows older than `retention` (pending and dead rows stay),
+    /// and cached passes not verified within it (with their holders' parameters). Returns the
+    /// scan rows deleted.
     pub fn prune(&self, retention: Duration, now_ms: i64) -> Result<usize> {
         let cutoff = now_ms - retention.as_millis() as i64;
-        Ok(self.conn.execute(
+        let scans = self.conn.execute(
             "DELETE FROM scans WHERE scanned_at_ms < ?1 AND (outbox IS NULL OR outbox = 'sent')",
             [cutoff],
-        )?)
+        )?;
+        self.conn
+            .execute("DELETE FROM pass_cache WHERE verified_at_ms < ?1", [cutoff])?;
+        Ok(scans)
     }
 }
 
@@ -663,6 +668,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.counts().unwrap().sent, 1);
+    }
+
+    #[test]
+    fn prune_forgets_cached_passes_past_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(&dir.path().join("x.db")).unwrap();
+        let day = 86_400_000;
+        s.cache_put("OLD", None, 1_000).unwrap();
+        s.cache_put("NEW", None, 40 * day).unwrap();
+        s.prune(Duration::from_secs(30 * 86_400), 41 * day).unwrap();
+        let forever = Duration::from_secs(100 * 86_400);
+        assert!(s.cache_get("OLD", forever, 41 * day).unwrap().is_none());
+        assert!(s.cache_get("NEW", forever, 41 * day).unwrap().is_some());
     }
 
     #[test]
