@@ -100,8 +100,26 @@ impl Config {
         } else {
             format!(", inputs [{}]", inputs.join(", "))
         };
+        // Added at the end (scripts read the line from the start).
+        let mut extra = String::new();
+        if self.readers.iter().any(|r| r.hours.is_set()) {
+            extra.push_str(&format!(
+                ", opening hours in {} (unsynced clock: {})",
+                self.hours
+                    .zone_name
+                    .as_deref()
+                    .unwrap_or("the system's zone"),
+                self.hours.unsynced_clock.as_str()
+            ));
+        }
+        if let Some(d) = &self.display {
+            extra.push_str(&format!(
+                ", guest screen http://{} ({})",
+                d.listen, d.language
+            ));
+        }
         format!(
-            "ok: {}: device \"{}\", {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]{inputs}",
+            "ok: {}: device \"{}\", {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]{inputs}{extra}",
             self.source.display(),
             self.device.name,
             self.api.url,
