@@ -48,13 +48,14 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
         let v = st.cli_json(&cfg.device.name, &counts, enrolled, store.path());
         Ok((st, v))
     })();
-    let (st, v) = match result {
+    let (st, mut v) = match result {
         Ok(v) => v,
         Err(e) => {
             eprintln!("tiketo-gate status: {e}");
             return ExitCode::from(1);
         }
     };
+    v["opening_hours"] = opening_hours(cfg, v["clock_synced"].as_bool() == Some(true));
     if as_json {
         println!("{v}");
         return ExitCode::SUCCESS;
@@ -111,12 +112,35 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
     );
     println!(
         "clock synced:  {}",
-        if v["clock_synced"].as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no (scan times are flagged)"
+        match (
+            v["clock_synced"].as_bool() == Some(true),
+            v["opening_hours"].is_array()
+        ) {
+            (true, _) => "yes".to_owned(),
+            (false, false) => "no (scan times are flagged)".to_owned(),
+            (false, true) => format!(
+                "no (scan times are flagged; opening hours: rules.unsynced_clock = \"{}\")",
+                cfg.hours.unsynced_clock.as_str()
+            ),
         }
     );
+    if let Some(hours) = v["opening_hours"].as_array() {
+        for h in hours {
+            let state = match (h["open"].as_bool(), h["detail"].as_str()) {
+                (Some(true), None) => "open now".to_owned(),
+                (Some(true), Some(d)) => format!("open now ({d})"),
+                (_, d) => format!("CLOSED now ({})", d.unwrap_or("outside the opening hours")),
+            };
+            if hours.len() == 1 {
+                println!("hours:         {state}");
+            } else {
+                println!(
+                    "hours:         {}: {state}",
+                    h["reader"].as_str().unwrap_or("?")
+                );
+            }
+        }
+    }
     let connected = |r: &serde_json::Value| {
         if r["connected"].as_bool() == Some(true) {
             "connected"
@@ -376,4 +400,36 @@ pub fn hid_decode(file: &std::path::Path, layouts: &[crate::hid::Layout], full: 
         }
     }
     ExitCode::SUCCESS
+}
+
+/// `opening_hours` of `status --json`: for each reader that keeps hours, whether a code would
+/// be let past them now (`detail`: why not, or that they are not kept); `null` when no reader
+/// has hours. The same rule as the lanes' ([`crate::hours::closed_now`]).
+fn opening_hours(cfg: &Config, clock_synced: bool) -> serde_json::Value {
+    let now = jiff::Timestamp::now();
+    let list: Vec<serde_json::Value> = cfg
+        .readers
+        .iter()
+        .filter(|r| r.hours.is_set())
+        .map(|r| {
+            let closed = crate::hours::closed_now(
+                &r.hours,
+                cfg.hours.unsynced_clock,
+                clock_synced,
+                now,
+                &cfg.hours.zone,
+            );
+            let detail = match (closed, clock_synced) {
+                (Some(why), _) => Some(why),
+                (None, false) => Some("not kept until the clock is synced"),
+                (None, true) => None,
+            };
+            serde_json::json!({"reader": r.name, "open": closed.is_none(), "detail": detail})
+        })
+        .collect();
+    if list.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::json!(list)
+    }
 }

@@ -414,6 +414,9 @@ async fn the_guest_screen_says_why() {
         shown.elapsed() >= Duration::from_millis(1000),
         "idle too early"
     );
+    // The greeting has a placeholder: the lookups asked for the pass's parameters.
+    let lookups = h.sim.requests_for("passByScanCode");
+    assert!(!lookups.is_empty() && lookups.iter().all(|r| r.query.contains("parameters")));
     let html = d.script("return document.documentElement.outerHTML").await;
     let html = html.as_str().unwrap();
     for code in ["VALID-0001", "EXPIRED-0001", "NOPE-9999", "OTHER-0001"] {

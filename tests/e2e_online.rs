@@ -48,6 +48,11 @@ async fn accept_pulses_relay_and_records_one_scan_event() {
     assert_eq!(field(&line, "code"), Some("…0001"));
     assert_eq!(h.sim.requests_for("passByScanCode").len(), 1);
     assert_eq!(h.sim.requests_for("createScanEvent").len(), 1);
+    assert!(h.status_json()["opening_hours"].is_null(), "no hours set");
+    // No guest screen greeting: the holder's parameters are not asked for.
+    assert!(!h.sim.requests_for("passByScanCode")[0]
+        .query
+        .contains("parameters"));
     let events = h.sim.scan_events();
     assert_eq!(events.len(), 1);
     let ev = &events[0];
@@ -427,6 +432,10 @@ async fn outside_the_opening_hours_the_api_is_not_asked() {
     assert!(!h.changes_of("relay").contains(&true));
     assert!(h.changes_of("red").contains(&true));
     assert_eq!(h.store().counts().unwrap().pending, 0);
+    // `status` says so, by the same rule.
+    let hours = &h.status_json()["opening_hours"];
+    assert_eq!(hours[0]["reader"], "reader", "{hours}");
+    assert_eq!(hours[0]["open"], false, "{hours}");
     h.check_invariants();
 }
 
@@ -451,5 +460,8 @@ async fn an_unsynced_clock_ignores_the_hours_by_default() {
     } else {
         assert_eq!(field(&line, "reason"), Some("valid"), "{line}");
         assert_eq!(h.sim.requests_for("passByScanCode").len(), 1);
+        let hours = &h.status_json()["opening_hours"][0];
+        assert_eq!(hours["open"], true, "{hours}");
+        assert_eq!(hours["detail"], "not kept until the clock is synced");
     }
 }
