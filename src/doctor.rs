@@ -187,6 +187,8 @@ async fn all(cfg: &Config, opts: &Options) -> Vec<Check> {
     out.extend(api(cfg, token.as_ref(), enrolled).await);
     out.extend(readers(cfg, daemon));
     out.extend(lines(cfg));
+    out.extend(hours(cfg));
+    out.extend(display(cfg, daemon).await);
     if opts.scan {
         out.extend(scan(cfg, token.as_ref(), daemon, opts.scan_wait).await);
     }
@@ -765,6 +767,85 @@ fn readers(cfg: &Config, daemon: Option<u32>) -> Vec<Check> {
             }
         })
         .collect()
+}
+
+/// The opening hours, by the lanes' rule, and whether the clock lets them be kept.
+fn hours(cfg: &Config) -> Vec<Check> {
+    let synced = crate::clock::clock_synced();
+    let zone = cfg
+        .hours
+        .zone_name
+        .clone()
+        .unwrap_or_else(|| "the system's zone".into());
+    cfg.readers
+        .iter()
+        .filter(|r| r.hours.is_set())
+        .map(|r| {
+            let name = format!("hours:{}", r.name);
+            let closed = crate::hours::closed_now(
+                &r.hours,
+                cfg.hours.unsynced_clock,
+                synced,
+                jiff::Timestamp::now(),
+                &cfg.hours.zone,
+            );
+            match (closed, synced) {
+                (None, true) => check(name, Level::Ok, format!("open now ({zone})")),
+                (Some(why), true) => check(name, Level::Ok, format!("closed now: {why} ({zone})")),
+                (_, false) => check(
+                    name,
+                    Level::Warn,
+                    format!(
+                        "the clock is not synced: {} (rules.unsynced_clock = \"{}\")",
+                        match cfg.hours.unsynced_clock {
+                            crate::hours::UnsyncedClock::IgnoreHours => "the hours are not kept until it is",
+                            crate::hours::UnsyncedClock::Reject => "every code is rejected outside_hours until it is",
+                        },
+                        cfg.hours.unsynced_clock.as_str()
+                    ),
+                )
+                .fix("let systemd-timesyncd reach an NTP server (timedatectl timesync-status); /run/systemd/timesync/synchronized appears once it has"),
+            }
+        })
+        .collect()
+}
+
+/// The guest screen: served by the running daemon, or its address free for it.
+async fn display(cfg: &Config, daemon: Option<u32>) -> Vec<Check> {
+    let Some(d) = &cfg.display else {
+        return Vec::new();
+    };
+    let mut addr = d.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    let url = format!("http://{addr}/");
+    if daemon.is_none() {
+        return vec![match std::net::TcpListener::bind(d.listen) {
+            Ok(_) => check("display", Level::Ok, format!("{} is free for the guest screen ({})", d.listen, d.language)),
+            Err(e) => check("display", Level::Fail, format!("display.listen {}: {e}", d.listen))
+                .fix("another program listens there (ss -ltnp shows which): choose another display.listen"),
+        }];
+    }
+    let got = timed(Duration::from_secs(2), async {
+        let r = reqwest::Client::new().get(&url).send().await?;
+        let status = r.status();
+        r.text().await.map(|t| (status, t))
+    })
+    .await;
+    vec![match got {
+        Some(Ok((s, body))) if s.is_success() && body.contains("EventSource") => check(
+            "display",
+            Level::Ok,
+            format!("the running daemon serves the guest screen at {url} ({} bytes, {})", body.len(), d.language),
+        ),
+        Some(Ok((s, _))) => check("display", Level::Fail, format!("{url} answered {s}, not the guest screen"))
+            .fix("another program answers there: choose another display.listen, restart tiketo-gate"),
+        Some(Err(e)) => check("display", Level::Fail, format!("{url}: {e}"))
+            .fix("restart tiketo-gate after changing [display]; journalctl -u tiketo-gate says why it does not listen"),
+        None => check("display", Level::Fail, format!("{url}: no answer within 2 s"))
+            .fix("journalctl -u tiketo-gate"),
+    }]
 }
 
 fn lines(cfg: &Config) -> Vec<Check> {

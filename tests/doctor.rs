@@ -24,6 +24,11 @@ fn config(dir: &Path, url: &str) -> std::path::PathBuf {
         .replace(
             "target/demo-state",
             &dir.join("state").display().to_string(),
+        )
+        // Each test its own guest screen address (doctor checks that it is free).
+        .replace(
+            "127.0.0.1:9181",
+            &format!("127.0.0.1:{}", common::free_port()),
         );
     let path = dir.join("config.toml");
     std::fs::write(&path, text).unwrap();
@@ -103,6 +108,7 @@ async fn against_the_sim_with_the_demo_config_every_line_is_fine() {
         "schema",
         "reader:reader",
         "lines",
+        "display",
     ] {
         line(&v, name);
     }
@@ -351,4 +357,47 @@ async fn with_the_daemon_running_readers_are_reported_as_held_and_pulses_refused
         h.outputs().iter().all(|c| !c.on || c.output != "relay"),
         "nothing pulsed"
     );
+}
+
+/// The guest screen's address taken by another program: a ✗ that says so; the opening hours
+/// get a line by the lanes' rule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_screen_address_fails_and_the_hours_get_a_line() {
+    let sim = sim(SimOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), &sim.url());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("listen = ") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else if l.starts_with("projects = ") {
+                format!("{l}\nhours = [\"Daily 00:00-24:00\"]")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, v, _) = blocking(move || doctor(&cfg, &[])).await;
+    assert_eq!(code, 1, "{v}");
+    let d = line(&v, "display");
+    assert_eq!(d["status"], "fail", "{d}");
+    assert!(d["fix"].as_str().unwrap().contains("display.listen"), "{d}");
+    let h = line(&v, "hours:reader");
+    if tiketo_gate::clock::clock_synced() {
+        assert_eq!(h["status"], "ok", "{h}");
+        assert!(
+            h["message"].as_str().unwrap().starts_with("open now"),
+            "{h}"
+        );
+    } else {
+        assert_eq!(h["status"], "warn", "{h}");
+        assert!(h["message"].as_str().unwrap().contains("not synced"), "{h}");
+    }
+    drop(taken);
 }
