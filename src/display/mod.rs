@@ -224,6 +224,36 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn the_hub_pushes_only_what_its_screen_shows() {
+        let off = Hub::default();
+        let mut rx = off.subscribe();
+        off.verdict("front", Verdict::Accept, Reason::Valid, None);
+        assert!(rx.try_recv().is_err(), "no [display]: nothing");
+        let hub = Hub::default();
+        hub.configure(DisplayConfig {
+            readers: vec!["front".into()],
+            ..cfg(None, "en")
+        });
+        let mut rx = hub.subscribe();
+        hub.verdict("side", Verdict::Accept, Reason::Valid, None);
+        assert!(rx.try_recv().is_err(), "not a reader it shows");
+        hub.verdict("front", Verdict::Reject, Reason::Malformed, None);
+        let ev = rx.try_recv().unwrap();
+        assert!(ev.starts_with("event: verdict\ndata: {"), "{ev}");
+        assert!(ev.ends_with("}\n\n"), "{ev}");
+        assert!(
+            ev.contains(r#""tone":"attention""#) && ev.contains(r#""seq":1"#),
+            "{ev}"
+        );
+        hub.state(false);
+        let ev = rx.try_recv().unwrap();
+        assert!(
+            ev.starts_with("event: state\n") && ev.contains(r#""offline":true"#),
+            "{ev}"
+        );
+    }
+
     #[test]
     fn every_language_has_every_word() {
         let keys = string_keys();
