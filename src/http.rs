@@ -51,33 +51,55 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Serves until the daemon stops.
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
-    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+/// Accepts connections until the daemon stops, each on its own task, at most `max` at once
+/// (one more is closed at once, with a warning naming `what`). The status endpoint's and the
+/// guest screen's.
+pub async fn accept_loop<F, Fut>(listener: TcpListener, max: usize, what: &'static str, conn: F)
+where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let permits = Arc::new(Semaphore::new(max));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "http: too many connections; closing this one");
+            tracing::warn!(%peer, "{what}: too many connections; closing this one");
             drop(stream);
             continue;
         };
-        let state = state.clone();
+        let served = conn(stream);
         tokio::spawn(async move {
             let _permit = permit;
+            served.await;
+        });
+    }
+}
+
+/// One HTTP/1.1 connection's settings: 5 s for the request headers, 16 KiB of buffer.
+pub fn http1() -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5))
+        .max_buf_size(16 * 1024);
+    b
+}
+
+/// Serves until the daemon stops.
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
+    accept_loop(listener, MAX_CONNECTIONS, "http", move |stream| {
+        let state = state.clone();
+        async move {
             let svc = hyper::service::service_fn(move |req| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(route(&state, req).await) }
             });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .max_buf_size(16 * 1024)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            let conn = http1().serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
             let _ = tokio::time::timeout(Duration::from_secs(30), conn).await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 fn respond(

@@ -477,10 +477,7 @@ async fn the_guest_screen_says_why() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_guest_screen_says_closed_in_german() {
     let port = free_port();
-    let today = time::OffsetDateTime::now_utc().date();
-    let dates = [today.previous_day(), Some(today), today.next_day()]
-        .map(|d| format!("\"{}\"", d.unwrap()))
-        .join(", ");
+    let dates = common::dates_around_today();
     let rules: &'static str = Box::leak(
         format!("closed_dates = [{dates}]\nunsynced_clock = \"reject\"").into_boxed_str(),
     );

@@ -398,10 +398,7 @@ async fn sigterm_mid_pulse_turns_every_output_off() {
 /// default, `ignore_hours`, is shown by `an_unsynced_clock_ignores_the_hours_by_default`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_the_opening_hours_the_api_is_not_asked() {
-    let today = time::OffsetDateTime::now_utc().date();
-    let dates = [today.previous_day(), Some(today), today.next_day()]
-        .map(|d| format!("\"{}\"", d.unwrap()))
-        .join(", ");
+    let dates = common::dates_around_today();
     let rules: &'static str = Box::leak(
         format!("hours = [\"Daily 00:00-24:00\"]\nclosed_dates = [{dates}]\nunsynced_clock = \"reject\"")
             .into_boxed_str(),
@@ -443,10 +440,7 @@ async fn outside_the_opening_hours_the_api_is_not_asked() {
 /// a wrong clock cannot lock the door. (On a synced machine: the hours are kept.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsynced_clock_ignores_the_hours_by_default() {
-    let today = time::OffsetDateTime::now_utc().date();
-    let dates = [today.previous_day(), Some(today), today.next_day()]
-        .map(|d| format!("\"{}\"", d.unwrap()))
-        .join(", ");
+    let dates = common::dates_around_today();
     let rules: &'static str = Box::leak(format!("closed_dates = [{dates}]").into_boxed_str());
     let mut h = Harness::start(Opts {
         rules,

@@ -17,7 +17,7 @@ use http_body_util::{Either, Full};
 use hyper::body::{Frame, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, mpsc, Semaphore};
+use tokio::sync::{broadcast, mpsc};
 
 use super::{idle_state, sse, Hub};
 use crate::state::Shared;
@@ -55,30 +55,20 @@ fn online(shared: &Shared) -> bool {
 /// Serves the screen until the daemon stops.
 pub async fn serve(listener: TcpListener, hub: Hub, shared: Shared) {
     tokio::spawn(follow_mode(hub.clone(), shared.clone()));
-    let permits = Arc::new(Semaphore::new(MAX_SCREENS));
-    loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
-        };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "display: too many connections; closing this one");
-            continue;
-        };
+    // No time limit on a connection: a screen's event stream lasts as long as the screen.
+    crate::http::accept_loop(listener, MAX_SCREENS, "display", move |stream| {
         let (hub, shared) = (hub.clone(), shared.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
+        async move {
             let svc = hyper::service::service_fn(move |req| {
                 let (hub, shared) = (hub.clone(), shared.clone());
                 async move { Ok::<_, Infallible>(route(&hub, &shared, req)) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5))
-                .max_buf_size(16 * 1024)
+            let _ = crate::http::http1()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;
-        });
-    }
+        }
+    })
+    .await
 }
 
 /// Tells the screens when the daemon goes offline or online (and into or out of a mismatch).

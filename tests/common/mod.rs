@@ -611,3 +611,12 @@ pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
+
+/// A TOML list of yesterday, today and tomorrow (UTC): every zone's today is among them, so
+/// `closed_dates` set to it closes the door now wherever the machine is.
+pub fn dates_around_today() -> String {
+    let today = time::OffsetDateTime::now_utc().date();
+    [today.previous_day(), Some(today), today.next_day()]
+        .map(|d| format!("\"{}\"", d.unwrap()))
+        .join(", ")
+}
