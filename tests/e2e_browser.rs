@@ -365,7 +365,7 @@ async fn the_guest_screen_says_why() {
 
     let mut seq = 0;
     let mut latencies = Vec::new();
-    let cases: [(&[u8], &str, &str, Option<&str>); 6] = [
+    let cases: [(&[u8], &str, &str, Option<&str>); 8] = [
         (
             b"VALID-0001\r\n",
             "accept",
@@ -396,6 +396,18 @@ async fn the_guest_screen_says_why() {
             "reject",
             "This pass is not known here",
             Some("not-found"),
+        ),
+        (
+            b"VOIDED-0001\r\n",
+            "reject",
+            "This pass has been cancelled",
+            Some("voided"),
+        ),
+        (
+            b"REFUSED-0001\r\n",
+            "reject",
+            "This pass cannot be used now",
+            Some("refused"),
         ),
     ];
     for (bytes, want_screen, want_text, shot) in cases {
@@ -459,6 +471,13 @@ async fn the_guest_screen_says_why() {
     let (s, text, _, _) = scan_to_screen(&mut h, &d, b"VALID-0001\r\n", seq).await;
     assert_eq!((s.as_str(), text.as_str()), ("reject", "Already used"));
     d.screenshot(&shot_path("already-used")).await;
+    // A code never looked up, offline, with the cache policy: the door cannot tell.
+    let (s, text, _, _) = scan_to_screen(&mut h, &d, b"NEVER-SEEN-0001\r\n", seq + 1).await;
+    assert_eq!(
+        (s.as_str(), text.as_str()),
+        ("attention", "Please ask a member of staff")
+    );
+    d.screenshot(&shot_path("ask-staff")).await;
     wait_screen(&d, "idle", Duration::from_secs(4)).await;
     let start = Instant::now();
     while d
