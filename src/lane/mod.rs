@@ -7,8 +7,9 @@
 //! 1. [`Lane::run`] takes a reader event: a code, a malformed read, the reader coming or
 //!    going.
 //! 2. A code is debounced (a repeat within `debounce_ms` is not a new scan).
-//! 3. [`scan`] decides it: not enrolled yet (a state of the lane: [`ApiSlot`]) is a local
-//!    reject; offline or out of budget, the offline policy; otherwise the API. The decision
+//! 3. [`scan`] decides it: outside the reader's opening hours ([`crate::hours`]) or not
+//!    enrolled yet (a state of the lane: [`ApiSlot`]) is a local reject; offline or out of
+//!    budget, the offline policy; otherwise the API. The decision
 //!    is a [`commit::Commit`]: what to commit, nothing done yet.
 //! 4. [`commit::commit`] does it, in the one order: store, feedback, tidy-up, record, log.
 
