@@ -206,7 +206,8 @@ fn main() -> ExitCode {
                     problems.push(format!("api.ca_file {}: cannot read: {e}", ca.display()));
                 }
             }
-            let mut warnings = tiketo_gate::outputs::safety_warnings(&cfg);
+            let mut warnings = cfg.notes.clone();
+            warnings.extend(tiketo_gate::outputs::safety_warnings(&cfg));
             if cfg.outputs.backend == config::OutputBackendKind::Gpiod {
                 let inputs = tiketo_gate::outputs::inputs::lines(&cfg.inputs);
                 warnings.extend(tiketo_gate::outputs::gpiod::probe(&cfg.outputs, &inputs));

@@ -44,6 +44,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[display]`: the guest screen (None unless `display.listen` is set).
     pub display: Option<crate::display::DisplayConfig>,
+    /// What is valid but likely not what was meant (check-config prints them).
+    pub notes: Vec<String>,
 }
 
 /// The opening hours' zone and clock rule.

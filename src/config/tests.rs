@@ -567,6 +567,13 @@ fn the_guest_screen() {
         parse_str("").unwrap().display.is_none(),
         "off unless listen is set"
     );
+    let off = parse_str("[display]\ngreeting = \"Hi {firstName}\"\n").unwrap();
+    assert!(off.display.is_none());
+    assert!(
+        off.notes[0].contains("the guest screen is off"),
+        "{:?}",
+        off.notes
+    );
     let c = parse_str(
         "[device]\nname = \"d1\"\n[display]\nlisten = \"127.0.0.1:9181\"\nlanguage = \"cs\"\ngreeting = \"Ahoj {firstName}\"\n[display.strings]\nidle = \"Sem kartu\"\n",
     )

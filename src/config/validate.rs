@@ -95,6 +95,13 @@ impl Validator<'_> {
         let inputs = self.inputs(raw.inputs, &outputs);
         self.check_wiring(&readers, &outputs, &inputs);
         let http = self.http(raw.http);
+        let mut notes = Vec::new();
+        if raw.display.as_ref().is_some_and(|d| d.listen.is_none()) {
+            notes.push(
+                "[display] has no listen: the guest screen is off (set display.listen, e.g. \"127.0.0.1:9181\")"
+                    .to_owned(),
+            );
+        }
         let display = raw
             .display
             .and_then(|d| self.display(d, &device.name, &readers, http.listen));
@@ -112,6 +119,7 @@ impl Validator<'_> {
             inputs,
             http,
             display,
+            notes,
         }
     }
 
