@@ -193,11 +193,14 @@ async fn healthz_says_when_the_store_is_broken() {
         h.spawn_daemon();
         h
     };
+    // The daemon restarts: nothing may listen yet.
     let mut got = (0, String::new());
     for _ in 0..100 {
-        got = get(port, "/healthz").await;
-        if got.0 == 503 {
-            break;
+        if let Some(g) = common::http_try_get(port, "/healthz").await {
+            got = g;
+            if got.0 == 503 {
+                break;
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -206,10 +209,11 @@ async fn healthz_says_when_the_store_is_broken() {
     // Fixed by hand: the store opens on its next retry and health comes back.
     let state = h.dir.path().join("state");
     std::fs::remove_file(&state).unwrap();
-    std::fs::create_dir(&state).unwrap();
+    // The daemon's retry may make the directory itself first, the moment the file is gone.
+    std::fs::create_dir_all(&state).unwrap();
     let mut ok = false;
     for _ in 0..150 {
-        if get(port, "/healthz").await.0 == 200 {
+        if common::http_try_get(port, "/healthz").await.map(|g| g.0) == Some(200) {
             ok = true;
             break;
         }

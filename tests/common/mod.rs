@@ -579,6 +579,17 @@ pub async fn http_get(port: u16, path: &str) -> (u16, String) {
     (r.status().as_u16(), r.text().await.unwrap())
 }
 
+/// The same, `None` while nothing listens there yet (a daemon starting).
+pub async fn http_try_get(port: u16, path: &str) -> Option<(u16, String)> {
+    tiketo_gate::api::install_crypto_provider();
+    let r = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{port}{path}"))
+        .send()
+        .await
+        .ok()?;
+    Some((r.status().as_u16(), r.text().await.ok()?))
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
