@@ -56,34 +56,56 @@ fn start() -> Option<Host> {
         );
         return None;
     }
-    let port = common::free_port();
-    let mut child = Command::new("node")
-        .arg(host_dir().join("host.js"))
-        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api/schema.graphql"))
-        .arg(port.to_string())
-        .arg(WORKSPACE)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("node starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        match lines.next() {
-            Some(Ok(l)) if l.starts_with("listening ") => break,
-            Some(Ok(_)) => {}
-            _ => panic!("the simulator host did not start"),
+    // The host listens on port, port + 1 and port + 2: only the first was found free, so a
+    // neighbour another socket holds (an outgoing connection's ephemeral port) ends the host
+    // at once; it then tries other ports, and says why it stopped when it runs out of tries.
+    let mut why = String::new();
+    for _ in 0..4 {
+        let port = common::free_port();
+        let mut child = Command::new("node")
+            .arg(host_dir().join("host.js"))
+            .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src/api/schema.graphql"))
+            .arg(port.to_string())
+            .arg(WORKSPACE)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let started = loop {
+            match lines.next() {
+                Some(Ok(l)) if l.starts_with("listening ") => break true,
+                Some(Ok(_)) => {}
+                _ => break false,
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the simulator host did not start in 30 s"
+            );
+        };
+        if !started {
+            let _ = child.wait();
+            why.clear();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut why);
+            }
+            continue;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the simulator host did not start in 30 s"
-        );
+        // Drain both pipes so the host never blocks on a full one.
+        let err = child.stderr.take();
+        std::thread::spawn(move || {
+            if let Some(e) = err {
+                for _ in BufReader::new(e).lines() {}
+            }
+        });
+        std::thread::spawn(move || for _ in lines {});
+        return Some(Host {
+            child,
+            url: format!("http://127.0.0.1:{port}/graphql"),
+        });
     }
-    std::thread::spawn(move || for _ in lines {});
-    Some(Host {
-        child,
-        url: format!("http://127.0.0.1:{port}/graphql"),
-    })
+    panic!("the simulator host did not start (4 tries); its last words:\n{why}");
 }
 
 fn events(host: &Host) -> Vec<Value> {
