@@ -100,6 +100,20 @@ impl Reason {
     }
 }
 
+impl Reason {
+    /// Whether a rejected scan asks the guest to try again or fetch staff (the pass itself was
+    /// not judged) rather than turning the pass away: the buzzer's `attention` sound and the
+    /// guest screen's amber.
+    pub fn needs_attention(self) -> bool {
+        use Reason::*;
+        match self {
+            Malformed | NotEnrolled | QueueFull | ApiError | OfflinePolicy => true,
+            Valid | NotFound | Voided | Expired | WrongProject | WrongTemplate | Refused
+            | AlreadyUsed | OutsideHours => false,
+        }
+    }
+}
+
 impl fmt::Display for Reason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

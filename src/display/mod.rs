@@ -105,10 +105,8 @@ pub fn message(
     };
     let tone = match verdict {
         Verdict::Accept => "accept",
-        Verdict::Reject => match crate::outputs::feedback::Tone::of_reject(reason) {
-            crate::outputs::feedback::Tone::Attention => "attention",
-            _ => "reject",
-        },
+        Verdict::Reject if reason.needs_attention() => "attention",
+        Verdict::Reject => "reject",
     };
     json!({
         "kind": verdict.as_str(),

@@ -117,11 +117,10 @@ impl Tone {
     /// The tone of a rejected scan: `attention` when the guest should try again or fetch
     /// staff (the pass itself was not judged), `reject` when the pass was turned away.
     pub fn of_reject(reason: crate::decision::Reason) -> Tone {
-        use crate::decision::Reason::*;
-        match reason {
-            Malformed | NotEnrolled | QueueFull | ApiError | OfflinePolicy => Tone::Attention,
-            Valid | NotFound | Voided | Expired | WrongProject | WrongTemplate | Refused
-            | AlreadyUsed | OutsideHours => Tone::Reject,
+        if reason.needs_attention() {
+            Tone::Attention
+        } else {
+            Tone::Reject
         }
     }
 }
