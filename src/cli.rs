@@ -116,7 +116,11 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             v["clock_synced"].as_bool() == Some(true),
             v["opening_hours"].is_array()
         ) {
-            (true, _) => "yes".to_owned(),
+            (true, _) => match v["clock_sync_source"].as_str() {
+                Some("kernel") => "yes (the kernel: an NTP daemon disciplines it)".to_owned(),
+                Some(by) => format!("yes ({by})"),
+                None => "yes".to_owned(),
+            },
             (false, false) => "no (scan times are flagged)".to_owned(),
             (false, true) => format!(
                 "no (scan times are flagged; opening hours: rules.unsynced_clock = \"{}\")",

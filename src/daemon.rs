@@ -80,6 +80,16 @@ pub fn run(cfg: Config) -> ExitCode {
 
     crate::logging::init();
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %cfg.source.display(), "starting; outputs in safe state");
+    // What check-config warns about, in the journal at each start (the unit has no
+    // ExecStartPre: a config error ends `run` itself with exit status 2).
+    for w in cfg
+        .notes
+        .iter()
+        .cloned()
+        .chain(crate::outputs::safety_warnings(&cfg))
+    {
+        tracing::warn!("{}: warning: {w}", cfg.source.display());
+    }
 
     // The device's own token once enrolled; the workspace token only to enrol.
     let auth = match crate::enrol::load_credentials(&cfg.device.state_dir) {

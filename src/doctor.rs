@@ -634,10 +634,15 @@ fn clock(probe: &crate::api::Probe) -> Check {
     }
 }
 
-/// Who keeps the clock synced, if it is: systemd-timesyncd, or chrony.
+/// Who keeps the clock synced, if it is: the kernel's word (any NTP daemon), timesyncd's
+/// file, or chrony.
 fn clock_synced() -> Option<&'static str> {
-    if crate::clock::clock_synced() {
-        return Some("systemd-timesyncd");
+    match crate::clock::sync_source() {
+        Some(crate::clock::SyncSource::Kernel) => {
+            return Some("the kernel: an NTP daemon disciplines it")
+        }
+        Some(crate::clock::SyncSource::Timesyncd) => return Some("systemd-timesyncd"),
+        None => {}
     }
     let out = std::process::Command::new("chronyc")
         .args(["-n", "tracking"])
@@ -804,7 +809,7 @@ fn hours(cfg: &Config) -> Vec<Check> {
                         cfg.hours.unsynced_clock.as_str()
                     ),
                 )
-                .fix("let systemd-timesyncd reach an NTP server (timedatectl timesync-status); /run/systemd/timesync/synchronized appears once it has"),
+                .fix("let an NTP daemon (systemd-timesyncd, chrony, ntpsec) reach its servers; timedatectl says \"System clock synchronized: yes\" once it has"),
             }
         })
         .collect()

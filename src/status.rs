@@ -28,6 +28,8 @@ pub struct Status {
     pub api_mismatch: String,
     pub queue_full: bool,
     pub clock_synced: bool,
+    /// Who says so (`kernel`, `timesyncd`; empty: nobody).
+    pub clock_sync_source: String,
     pub daemon_pid: u32,
     pub readers: Vec<ReaderState>,
     pub door: Option<DoorState>,
@@ -38,6 +40,7 @@ pub struct Status {
 impl Status {
     /// The status now.
     pub fn now(shared: &Shared, max_pending: u64) -> Status {
+        let sync = crate::clock::sync_source();
         Status {
             mode: shared.api.link.mode().as_str().into(),
             mode_since_ms: shared.api.link.since_ms(),
@@ -45,7 +48,8 @@ impl Status {
             auth_error: shared.api.auth_error(),
             api_mismatch: shared.api.mismatch().map(|m| m.detail).unwrap_or_default(),
             queue_full: shared.outbox.is_full(max_pending),
-            clock_synced: crate::clock::clock_synced(),
+            clock_synced: sync.is_some(),
+            clock_sync_source: sync.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             daemon_pid: std::process::id(),
             readers: shared.board.readers(),
             door: shared.board.door(),
@@ -63,6 +67,7 @@ impl Status {
             ("api_mismatch", self.api_mismatch.clone()),
             ("queue_full", self.queue_full.to_string()),
             ("clock_synced", self.clock_synced.to_string()),
+            ("clock_sync_source", self.clock_sync_source.clone()),
             ("daemon_pid", self.daemon_pid.to_string()),
             (
                 "readers",
@@ -92,6 +97,7 @@ impl Status {
             api_mismatch: meta("api_mismatch")?.unwrap_or_default(),
             queue_full: meta("queue_full")?.as_deref() == Some("true"),
             clock_synced: meta("clock_synced")?.as_deref() == Some("true"),
+            clock_sync_source: meta("clock_sync_source")?.unwrap_or_default(),
             daemon_pid: num("daemon_pid")? as u32,
             readers: meta("readers")?
                 .and_then(|s| serde_json::from_str(&s).ok())
@@ -112,6 +118,7 @@ impl Status {
         store: &std::path::Path,
     ) -> Value {
         let iso = |ms: i64| (ms > 0).then(|| rfc3339_from_ms(ms));
+        let sync = crate::clock::sync_source();
         json!({
             "device": device,
             "mode": self.mode,
@@ -126,7 +133,10 @@ impl Status {
             "scans": counts.scans,
             "last_sync": iso(self.last_sync_ms),
             // The clock of the machine the command runs on (the daemon's, on a kiosk).
-            "clock_synced": crate::clock::clock_synced(),
+            "clock_synced": sync.is_some(),
+            // Who says so: "kernel" (an NTP daemon disciplines it: timedatectl's "System clock
+            // synchronized"), "timesyncd" (its file), null.
+            "clock_sync_source": sync.map(|s| s.as_str()),
             "auth_error": (!self.auth_error.is_empty()).then_some(&self.auth_error),
             "api_mismatch": (!self.api_mismatch.is_empty()).then_some(&self.api_mismatch),
             "queue_full": self.queue_full,
@@ -158,6 +168,7 @@ impl Status {
             "store_ok": page.store_ok,
             "last_sync": (self.last_sync_ms > 0).then(|| rfc3339_from_ms(self.last_sync_ms)),
             "clock_synced": self.clock_synced,
+            "clock_sync_source": (!self.clock_sync_source.is_empty()).then_some(&self.clock_sync_source),
             "auth_error": !self.auth_error.is_empty(),
             "api_mismatch": !self.api_mismatch.is_empty(),
             "outputs": page.outputs,
@@ -227,6 +238,7 @@ mod tests {
             api_mismatch: "Validation error of type FieldUndefined: Field 'venue'".into(),
             queue_full: true,
             clock_synced: true,
+            clock_sync_source: "kernel".into(),
             daemon_pid: 4242,
             readers: vec![ReaderState {
                 name: "exit".into(),
