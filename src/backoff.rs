@@ -4,7 +4,7 @@
 //! | schedule | from | doubling to | used by |
 //! |---|---|---|---|
 //! | [`reconnect`] | 100 ms | 5 s | a reader whose device vanished |
-//! | [`probe`] | 500 ms | 5 s | the offline probe of the API |
+//! | [`probe`] | 250 ms | 5 s, jittered *inside* each step (90-100 % of it) | the offline probe of the API |
 //! | [`replay`] | 1 s | 5 min | a replay batch that failed |
 //! | [`enrolment`] | 1 s | 5 min | `registerDevice` until it succeeds |
 
@@ -29,9 +29,26 @@ pub fn reconnect() -> impl Iterator<Item = Duration> {
     schedule(Duration::from_millis(100), Duration::from_secs(5))
 }
 
-/// Probing an API that cannot be reached: 500 ms doubling to 5 s.
+/// The probe's steps: 250 ms doubling to [`PROBE_CAP`].
+pub const PROBE_FIRST: Duration = Duration::from_millis(250);
+/// The longest the probe waits between two tries (start to start): a door is back online
+/// within this (plus one round trip) of the API answering again, and a door in a long outage
+/// costs the API one request per 4.5 to 5 s.
+pub const PROBE_CAP: Duration = Duration::from_secs(5);
+
+/// Probing an API that cannot be reached: 250 ms, 500 ms, 1 s, 2 s, 4 s, then 5 s, each
+/// jittered within 90-100 % of its step. The jitter stays inside the cap (so the cap bounds the
+/// time back online) and spreads a fleet that lost the API together.
 pub fn probe() -> impl Iterator<Item = Duration> {
-    schedule(Duration::from_millis(500), Duration::from_secs(5))
+    probe_schedule(fastrand::f64)
+}
+
+/// [`probe`] with its randomness given (pure): `unit` returns values in [0, 1).
+pub fn probe_schedule(mut unit: impl FnMut() -> f64) -> impl Iterator<Item = Duration> {
+    (0u32..).map(move |n| {
+        let step = PROBE_FIRST.saturating_mul(1u32 << n.min(16)).min(PROBE_CAP);
+        step.mul_f64(1.0 - 0.1 * unit().clamp(0.0, 1.0))
+    })
 }
 
 /// A replay batch that failed: 1 s doubling to 5 min.
@@ -86,10 +103,37 @@ mod tests {
     }
 
     #[test]
-    fn the_probe_starts_at_half_a_second_and_stays_within_ten() {
-        let d: Vec<Duration> = probe().take(40).collect();
-        assert!(d[0] >= Duration::from_millis(500) && d[0] <= Duration::from_secs(1));
-        assert!(d.iter().all(|x| *x <= Duration::from_secs(10)), "{d:?}");
-        assert!(d[30] >= Duration::from_secs(5));
+    fn the_probe_is_jittered_inside_its_cap() {
+        let ms = |d: Duration| d.as_millis();
+        // The extremes of the jitter.
+        let low: Vec<u128> = probe_schedule(|| 0.999_999).take(8).map(ms).collect();
+        let high: Vec<u128> = probe_schedule(|| 0.0).take(8).map(ms).collect();
+        assert_eq!(high, [250, 500, 1000, 2000, 4000, 5000, 5000, 5000]);
+        assert_eq!(low, [225, 450, 900, 1800, 3600, 4500, 4500, 4500]);
+        // The real one: never past the cap, never more often than every 4.5 s once it is there,
+        // and the first try within a quarter second.
+        let d: Vec<Duration> = probe().take(1000).collect();
+        assert!(d.iter().all(|x| *x <= PROBE_CAP), "{d:?}");
+        assert!(d[5..].iter().all(|x| *x >= Duration::from_millis(4500)));
+        assert!(d[0] <= Duration::from_millis(250));
+        // Spread: a fleet does not come back in step.
+        let distinct: std::collections::BTreeSet<u128> = d[5..].iter().map(|x| ms(*x)).collect();
+        assert!(distinct.len() > 100, "{}", distinct.len());
+    }
+
+    #[test]
+    fn a_long_outage_costs_the_api_one_probe_per_four_and_three_quarter_seconds_on_average() {
+        let hour = Duration::from_secs(3600);
+        let mut t = Duration::ZERO;
+        let mut probes = 0u32;
+        for d in probe() {
+            t += d;
+            if t > hour {
+                break;
+            }
+            probes += 1;
+        }
+        // 3600 / 4.75 = 758, plus the first steps.
+        assert!((740..=790).contains(&probes), "{probes}");
     }
 }

@@ -373,7 +373,10 @@ fn go_online(
         ExitCode::from(1)
     })?;
     drop(creds);
-    tasks.spawn("keep-alive", keep_link(client.clone(), shared.clone()));
+    tasks.spawn(
+        "keep-alive",
+        keep_link(client.clone(), shared.clone(), cfg.api.url.clone()),
+    );
     tasks.spawn(
         "mismatch probe",
         probe_lookups(client.clone(), shared.clone()),
@@ -470,18 +473,21 @@ async fn watch_signals(feedback: Feedback, stop: watch::Sender<bool>) {
 
 /// Keeps the link's state true and the API connection warm. Online: a tiny request every 45 s
 /// while the door is quiet, so a scan never pays a TCP or TLS handshake. Offline: probes the
-/// API ([`crate::backoff::probe`]) until it answers.
-async fn keep_link(client: Client, shared: Shared) {
+/// API ([`crate::backoff::probe`], start to start: a probe that hangs is given up when the next
+/// is due) until it answers, and meanwhile tries every second whether a connection to the
+/// API's host can be made ([`connectable_again`]): the first that can after one that could
+/// not brings the probe forward, so a network that comes back is seen within about a second.
+async fn keep_link(client: Client, shared: Shared, url: url::Url) {
     const EVERY: Duration = Duration::from_secs(45);
     let link = shared.api.link.clone();
     // A check that hangs (an API that accepts and never answers) must not stall the probe.
-    let check = |client: Client| async move {
-        match tokio::time::timeout(Duration::from_secs(5), client.warmup()).await {
+    let check = |client: Client, within: Duration| async move {
+        match tokio::time::timeout(within, client.warmup()).await {
             Ok(r) => r,
             Err(_) => Err(crate::api::ApiError::new(
                 crate::api::classify::ErrorClass::Retryable { retry_after: None },
                 None,
-                "no answer within 5 s",
+                format!("no answer within {} ms", within.as_millis()),
             )),
         }
     };
@@ -489,7 +495,7 @@ async fn keep_link(client: Client, shared: Shared) {
     loop {
         match link.mode() {
             Mode::Online => {
-                let result = check(client.clone()).await;
+                let result = check(client.clone(), Duration::from_secs(5)).await;
                 let effect = shared.api.observe(Caller::KeepAlive, &result);
                 if let (Err(e), Effect::Nothing | Effect::AuthRefused) = (&result, effect) {
                     tracing::warn!("API check: {e}");
@@ -503,9 +509,20 @@ async fn keep_link(client: Client, shared: Shared) {
             }
             Mode::Offline => {
                 let mut delays = crate::backoff::probe();
+                let mut next = tokio::time::Instant::now()
+                    + delays.next().unwrap_or(crate::backoff::PROBE_CAP);
+                let mut could_not_connect = false;
                 while link.mode() == Mode::Offline {
-                    tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
-                    let result = check(client.clone()).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(next) => {}
+                        _ = connectable_again(&url, &mut could_not_connect) => {
+                            tracing::debug!("the API's host takes connections again: probing now");
+                        }
+                    }
+                    let delay = delays.next().unwrap_or(crate::backoff::PROBE_CAP);
+                    next = tokio::time::Instant::now() + delay;
+                    let within = delay.clamp(Duration::from_secs(1), Duration::from_secs(5));
+                    let result = check(client.clone(), within).await;
                     if let Err(e) = &result {
                         tracing::debug!("API still unreachable: {e}");
                     }
@@ -514,6 +531,47 @@ async fn keep_link(client: Client, shared: Shared) {
             }
         }
     }
+}
+
+/// Resolves once a TCP connection to the API's host can be made after one could not, checking
+/// every second. No request is sent: the API (and AppSync's bill) never sees it. Through a
+/// proxy, or while only the API's answers fail (5xx), it never resolves and the probe's own
+/// schedule decides.
+async fn connectable_again(url: &url::Url, could_not: &mut bool) {
+    loop {
+        let ok = connectable(url).await;
+        if ok && *could_not {
+            *could_not = false;
+            return;
+        }
+        *could_not = !ok;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Whether a TCP connection to the URL's host and port can be made within a second.
+async fn connectable(url: &url::Url) -> bool {
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_owned(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return false,
+    };
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    let attempt = async {
+        for addr in tokio::net::lookup_host((host.as_str(), port)).await.ok()? {
+            if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                return Some(());
+            }
+        }
+        None
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(()))
+    )
 }
 
 /// The status LED while the API's schema does not fit: two short flashes, a pause (apart from
