@@ -4,8 +4,10 @@
 //!
 //! It never delays a scan: it runs on its own tasks and only reads shared state (the store
 //! through the same one-at-a-time seam as everything else, for counts). A slow or hostile
-//! client cannot exhaust the daemon: at most `MAX_CONNECTIONS` at once (more are closed at
-//! once), 5 s to send the request headers, 8 KiB of body, 30 s per connection.
+//! client cannot exhaust the daemon or lock another client out: at most `MAX_CONNECTIONS` at
+//! once and `PER_PEER` from one address, a new connection always taken and an older one closed
+//! for it ([`crate::slots`]), 5 s to send the request headers, 8 KiB of body, 30 s per
+//! connection.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,7 +20,6 @@ use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 
 use crate::clock::now_ms;
 use crate::link::Mode;
@@ -28,6 +29,8 @@ use crate::state::Shared;
 use crate::status::{PageExtras, Status};
 
 pub const MAX_CONNECTIONS: usize = 16;
+/// Connections one address may hold (a browser opens up to 6 to one host).
+pub const PER_PEER: usize = 6;
 const PAGE: &str = include_str!("status.html");
 
 pub struct HttpState {
@@ -51,28 +54,50 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::bind(addr).await
 }
 
-/// Accepts connections until the daemon stops, each on its own task, at most `max` at once
-/// (one more is closed at once, with a warning naming `what`). The status endpoint's and the
-/// guest screen's.
-pub async fn accept_loop<F, Fut>(listener: TcpListener, max: usize, what: &'static str, conn: F)
-where
+/// Accepts connections until the daemon stops, each on its own task, at most `limits.max` at
+/// once and `limits.per_peer` from one address: a new connection is always taken, and the one
+/// [`crate::slots::Slots`] chooses is closed to make room (logged at debug, with `what`). The
+/// status endpoint's and the guest screen's.
+pub async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    limits: crate::slots::Limits,
+    what: &'static str,
+    conn: F,
+) where
     F: Fn(tokio::net::TcpStream) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let permits = Arc::new(Semaphore::new(max));
+    type Open = std::collections::HashMap<u64, tokio::sync::oneshot::Sender<()>>;
+    let slots = Arc::new(std::sync::Mutex::new((
+        crate::slots::Slots::default(),
+        Open::new(),
+    )));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "{what}: too many connections; closing this one");
-            drop(stream);
-            continue;
+        let (close, closed) = tokio::sync::oneshot::channel();
+        let id = {
+            let mut guard = slots.lock().unwrap_or_else(|p| p.into_inner());
+            let (s, open) = &mut *guard;
+            let a = s.admit(peer.ip(), limits);
+            if let Some(old) = a.evict.and_then(|e| open.remove(&e)) {
+                tracing::debug!(%peer, "{what}: all connections taken; closing the one that gives way");
+                let _ = old.send(());
+            }
+            open.insert(a.id, close);
+            a.id
         };
         let served = conn(stream);
+        let slots = slots.clone();
         tokio::spawn(async move {
-            let _permit = permit;
-            served.await;
+            tokio::select! {
+                _ = served => {}
+                _ = closed => {}
+            }
+            let mut guard = slots.lock().unwrap_or_else(|p| p.into_inner());
+            guard.0.release(id);
+            guard.1.remove(&id);
         });
     }
 }
@@ -88,7 +113,11 @@ pub fn http1() -> hyper::server::conn::http1::Builder {
 
 /// Serves until the daemon stops.
 pub async fn serve(listener: TcpListener, state: Arc<HttpState>) {
-    accept_loop(listener, MAX_CONNECTIONS, "http", move |stream| {
+    let limits = crate::slots::Limits {
+        max: MAX_CONNECTIONS,
+        per_peer: PER_PEER,
+    };
+    accept_loop(listener, limits, "http", move |stream| {
         let state = state.clone();
         async move {
             let svc = hyper::service::service_fn(move |req| {

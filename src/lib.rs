@@ -19,7 +19,7 @@
 //! - [`config`]: the TOML file, its validation and the line locator.
 //! - Pure, no IO, unit-tested (and fuzzed where they read outside input): [`framing`],
 //!   [`hid`], [`debounce`], [`decision`], [`link`], [`backoff`], [`mask`], [`clock`]'s
-//!   formatting, [`api::classify`], [`api::scalars`].
+//!   formatting and sync rule, [`slots`] (who keeps a connection), [`api::classify`], [`api::scalars`].
 //!
 //! # The path of a scan
 //!
@@ -58,6 +58,7 @@ pub mod reader;
 pub mod replay;
 pub mod service;
 pub mod shutdown;
+pub mod slots;
 pub mod state;
 pub mod status;
 pub mod store;

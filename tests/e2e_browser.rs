@@ -528,3 +528,118 @@ async fn the_guest_screen_says_closed_in_german() {
     );
     d.screenshot(&shot_path("closed-de")).await;
 }
+
+/// An event stream held open from `ip` (a loopback address of its own: another peer).
+async fn hold_events(ip: &str, port: u16) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let mut s = sock
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap();
+    s.write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    s
+}
+
+async fn wait_idle(d: &Driver, within: Duration) {
+    let start = Instant::now();
+    while d
+        .script("return document.body.classList.contains('is-lost') || !document.getElementById('headline').textContent")
+        .await
+        != json!(false)
+    {
+        assert!(start.elapsed() < within, "the page did not connect: {:?}", screen(d).await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The screen always gets in: with 20 other clients holding the event stream, the kiosk
+/// browser reloading three times in a row shows the next verdict each time (the newest
+/// connection is taken and another gives way); and the page never gives up: when the browser's
+/// EventSource is refused for good (a 503 from whatever answered on the port while the daemon
+/// was away) the page opens a new one itself and shows the next verdict once the daemon is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_guest_screen_always_gets_in_and_never_gives_up() {
+    let port = free_port();
+    let tail = format!("[display]\nlisten = \"127.0.0.1:{port}\"\nhold_ms = 500\n");
+    let mut h = Harness::start(Opts {
+        tail,
+        ..Opts::default()
+    })
+    .await;
+    let mut others = Vec::new();
+    for i in 1..=20 {
+        others.push(hold_events(&format!("127.0.3.{i}"), port).await);
+    }
+    let d = Driver::touch_display().await;
+    let mut seq = 0;
+    for round in 0..3 {
+        if round == 0 {
+            d.cmd("url", json!({"url": format!("http://127.0.0.1:{port}/")}))
+                .await;
+        } else {
+            d.cmd("refresh", json!({})).await;
+            seq = 0;
+        }
+        wait_idle(&d, Duration::from_secs(3)).await;
+        let (s, _, n, ms) = scan_to_screen(&mut h, &d, b"VALID-0001\r\n", seq).await;
+        assert_eq!(s, "accept");
+        seq = n;
+        eprintln!(
+            "round {round}: verdict on the screen {ms:.1} ms after the code, 20 other streams held"
+        );
+        // More clients keep coming meanwhile.
+        for i in 0..5 {
+            others.push(hold_events(&format!("127.0.4.{}", round * 5 + i + 1), port).await);
+        }
+    }
+    drop(others);
+
+    // The daemon away; something answers 503 on its port: the browser's EventSource closes for
+    // good, the page wears its mark and keeps asking.
+    h.kill9();
+    let fake = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    fake.set_nonblocking(true).unwrap();
+    let mut refused = 0;
+    let start = Instant::now();
+    while refused < 3 {
+        match fake.accept() {
+            Ok((mut s, _)) => {
+                use std::io::{Read, Write};
+                s.set_nonblocking(false).unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(500)))
+                    .unwrap();
+                let mut buf = [0u8; 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                if String::from_utf8_lossy(&buf[..n]).starts_with("GET /events") {
+                    refused += 1;
+                }
+                let _ = s.write_all(
+                    b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                );
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the page stopped asking after {refused} refused streams"
+        );
+    }
+    assert_eq!(
+        d.script("return document.body.classList.contains('is-lost')")
+            .await,
+        json!(true)
+    );
+    drop(fake);
+    h.restart_daemon();
+    // The page's next try is at most 10 s away.
+    wait_idle(&d, Duration::from_secs(12)).await;
+    // The new daemon counts its verdicts from 1 again.
+    d.script("delete document.body.dataset.seq; return true")
+        .await;
+    let (s, _, _, _) = scan_to_screen(&mut h, &d, b"VALID-0002\r\n", 0).await;
+    assert_eq!(s, "accept");
+}

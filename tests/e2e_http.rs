@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use common::{free_port, wait_until, Harness, Opts, TOKEN};
+use common::{free_port, Harness, Opts, TOKEN};
 
 const T: Duration = Duration::from_secs(15);
 const ADMIN: &str = "admin-token-7c1e9f3b";
@@ -273,42 +273,85 @@ async fn output_tests_need_the_admin_token() {
     assert!(!h2.changes_of("relay").contains(&true));
 }
 
+/// A connection from `ip` (any 127.x address is this machine's loopback: a peer of its own).
+async fn connect_from(ip: &str, port: u16) -> std::net::TcpStream {
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(format!("{ip}:0").parse().unwrap()).unwrap();
+    let s = sock
+        .connect(format!("127.0.0.1:{port}").parse().unwrap())
+        .await
+        .unwrap()
+        .into_std()
+        .unwrap();
+    s.set_nonblocking(false).unwrap();
+    s
+}
+
+fn healthz_over(mut s: std::net::TcpStream) -> std::io::Result<String> {
+    s.set_read_timeout(Some(Duration::from_secs(3)))?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+/// 40 idle or slow connections from one peer do not keep another peer from its answer: a peer
+/// holds at most `PER_PEER` connections (its own oldest make room for its newest), and a new
+/// connection is always taken.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_and_excess_connections_cannot_exhaust_it() {
     let port = free_port();
     let mut h = Harness::start(opts(port, false)).await;
-    // Fill every slot with connections that never send a request.
-    let idle: Vec<std::net::TcpStream> = (0..tiketo_gate::http::MAX_CONNECTIONS)
-        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
-        .collect();
+    let mut flood = Vec::new();
+    for i in 0..40 {
+        let mut s = connect_from("127.0.0.2", port).await;
+        if i % 2 == 1 {
+            // Slow: half a request line, then nothing.
+            s.write_all(b"GET /metr").unwrap();
+        }
+        flood.push(s);
+    }
     std::thread::sleep(Duration::from_millis(200));
-    // One more is closed at once.
-    let mut extra = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    extra
-        .set_read_timeout(Some(Duration::from_secs(3)))
-        .unwrap();
-    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
-    let mut buf = [0u8; 64];
-    assert!(
-        matches!(extra.read(&mut buf), Ok(0) | Err(_)),
-        "the extra connection was served"
+    // Another peer is answered at once.
+    let started = std::time::Instant::now();
+    let out = healthz_over(connect_from("127.0.0.1", port).await).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    eprintln!(
+        "healthz beside 40 idle connections of another peer: {:?}",
+        started.elapsed()
     );
+    // The flooding peer kept only its newest.
+    let mut closed = 0;
+    for s in &mut flood {
+        s.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut buf = [0u8; 16];
+        match s.read(&mut buf) {
+            // Closed, or reset (a slow one had sent bytes nobody read).
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        closed,
+        40 - tiketo_gate::http::PER_PEER,
+        "closed of the flood"
+    );
+    // The flooding peer's newest idle connection still works.
+    let out = healthz_over(flood.remove(38)).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
     // Scans go on meanwhile.
     h.write(b"VALID-0001\r\n");
     assert_eq!(common::field(&h.wait_scan(1), "verdict"), Some("accept"));
-    // The idle ones are dropped after the header timeout (5 s), and the endpoint answers again.
-    assert!(wait_until(Duration::from_secs(12), || {
-        std::net::TcpStream::connect(("127.0.0.1", port))
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(2)))?;
-                s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                let mut out = String::new();
-                s.read_to_string(&mut out)?;
-                Ok(out.starts_with("HTTP/1.1 200"))
-            })
-            .unwrap_or(false)
-    }));
-    drop(idle);
+    // Sixteen peers, one idle connection each: full; a seventeenth is answered all the same.
+    let mut many = Vec::new();
+    for i in 0..tiketo_gate::http::MAX_CONNECTIONS {
+        many.push(connect_from(&format!("127.0.1.{}", i + 1), port).await);
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let out = healthz_over(connect_from("127.0.2.1", port).await).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out:?}");
+    drop((flood, many));
 }
 
 #[test]

@@ -4,7 +4,9 @@
 //!
 //! Like the status endpoint it never delays a scan: a verdict is one broadcast send, and each
 //! screen's connection forwards what it receives on its own task. At most `MAX_SCREENS`
-//! connections; a screen that falls behind skips what it missed (the next verdict replaces it).
+//! connections, `SCREENS_PER_PEER` from one address; a screen that connects always gets in and
+//! an older connection gives way ([`crate::slots`]); a screen that falls behind skips what it
+//! missed (the next verdict replaces it).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -23,8 +25,11 @@ use super::{idle_state, sse, Hub};
 use crate::state::Shared;
 
 pub const MAX_SCREENS: usize = 8;
-/// A comment line this often keeps a quiet connection's sockets honest.
-const KEEPALIVE: Duration = Duration::from_secs(30);
+/// Connections one address may hold (a kiosk browser holds two: the page and its events).
+pub const SCREENS_PER_PEER: usize = 4;
+/// A comment line this often: a connection whose screen has gone fails its next write but
+/// one (the first is answered by a reset), so its slot is free within 2 s.
+const KEEPALIVE: Duration = Duration::from_millis(700);
 pub const PAGE: &str = include_str!("page.html");
 
 type Body = Either<Full<Bytes>, Events>;
@@ -56,7 +61,11 @@ fn online(shared: &Shared) -> bool {
 pub async fn serve(listener: TcpListener, hub: Hub, shared: Shared) {
     tokio::spawn(follow_mode(hub.clone(), shared.clone()));
     // No time limit on a connection: a screen's event stream lasts as long as the screen.
-    crate::http::accept_loop(listener, MAX_SCREENS, "display", move |stream| {
+    let limits = crate::slots::Limits {
+        max: MAX_SCREENS,
+        per_peer: SCREENS_PER_PEER,
+    };
+    crate::http::accept_loop(listener, limits, "display", move |stream| {
         let (hub, shared) = (hub.clone(), shared.clone());
         async move {
             let svc = hyper::service::service_fn(move |req| {
@@ -147,7 +156,7 @@ async fn forward(mut sub: broadcast::Receiver<Arc<str>>, tx: mpsc::Sender<Bytes>
                 Err(broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
-            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b": keep-alive\n\n"),
+            _ = tokio::time::sleep(KEEPALIVE) => Bytes::from_static(b":\n\n"),
             _ = tx.closed() => return,
         };
         if tx.send(out).await.is_err() {
