@@ -120,16 +120,23 @@ pub fn kernel_says_synced(k: KernelClock) -> bool {
 const STA_UNSYNC: i32 = 0x0040;
 
 /// Asks the kernel (`adjtimex` with no modes: a read, allowed without `CAP_SYS_TIME`). `None`
-/// when it cannot be asked (a seccomp filter without `adjtimex`, a kernel without it).
+/// when it cannot be asked (a seccomp filter without `adjtimex`, a kernel without it, a 32-bit
+/// build: see Cargo.toml).
+#[cfg(target_pointer_width = "64")]
 pub fn kernel_clock() -> Option<KernelClock> {
     let mut tx = rtime_clock::adjtime::Timex::new();
     rtime_clock::adjtime::adjtimex(&mut tx).ok()?;
-    // c_long: 64 bits here, 32 on armv7.
-    #[allow(clippy::useless_conversion)]
     Some(KernelClock {
         unsync_flag: tx.0.status & STA_UNSYNC != 0,
-        maxerror_us: i64::from(tx.0.maxerror),
+        maxerror_us: tx.0.maxerror,
     })
+}
+
+/// 32-bit builds cannot ask the kernel (see Cargo.toml): timesyncd's file alone decides.
+#[cfg(not(target_pointer_width = "64"))]
+pub fn kernel_clock() -> Option<KernelClock> {
+    let _ = STA_UNSYNC;
+    None
 }
 
 /// systemd-timesyncd's own mark, made once it has synced.
@@ -174,6 +181,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(target_pointer_width = "64")]
     fn the_kernel_can_be_asked_here() {
         let k = kernel_clock().expect("adjtimex (read-only) answers");
         assert!(k.maxerror_us >= 0, "{k:?}");

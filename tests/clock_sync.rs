@@ -9,6 +9,9 @@
 //! the state is put back as it was when the test ends, however it ends. Only the kernel's sync
 //! bookkeeping is touched, never the time.
 
+// rtime-clock builds for 64-bit targets only (Cargo.toml).
+#![cfg(target_pointer_width = "64")]
+
 mod common;
 
 use std::time::Duration;
@@ -22,9 +25,7 @@ const STA_UNSYNC: i32 = 0x0040;
 fn read_kernel() -> (i32, i64) {
     let mut tx = rtime_clock::adjtime::Timex::new();
     rtime_clock::adjtime::adjtimex(&mut tx).expect("adjtimex read");
-    // c_long: 64 bits here, 32 on armv7.
-    #[allow(clippy::useless_conversion)]
-    (tx.0.status, i64::from(tx.0.maxerror))
+    (tx.0.status, tx.0.maxerror)
 }
 
 fn write_kernel(status: i32, maxerror_us: i64) -> std::io::Result<()> {
