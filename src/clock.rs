@@ -117,6 +117,7 @@ pub fn kernel_says_synced(k: KernelClock) -> bool {
 }
 
 /// `STA_UNSYNC` in `timex.status`.
+#[cfg(target_pointer_width = "64")]
 const STA_UNSYNC: i32 = 0x0040;
 
 /// Asks the kernel (`adjtimex` with no modes: a read, allowed without `CAP_SYS_TIME`). `None`
@@ -135,7 +136,6 @@ pub fn kernel_clock() -> Option<KernelClock> {
 /// 32-bit builds cannot ask the kernel (see Cargo.toml): timesyncd's file alone decides.
 #[cfg(not(target_pointer_width = "64"))]
 pub fn kernel_clock() -> Option<KernelClock> {
-    let _ = STA_UNSYNC;
     None
 }
 

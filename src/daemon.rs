@@ -551,13 +551,7 @@ async fn connectable_again(url: &url::Url, could_not: &mut bool) {
 
 /// Whether a TCP connection to the URL's host and port can be made within a second.
 async fn connectable(url: &url::Url) -> bool {
-    let host = match url.host() {
-        Some(url::Host::Domain(d)) => d.to_owned(),
-        Some(url::Host::Ipv4(a)) => a.to_string(),
-        Some(url::Host::Ipv6(a)) => a.to_string(),
-        None => return false,
-    };
-    let Some(port) = url.port_or_known_default() else {
+    let Some((host, port)) = crate::api::host_port(url) else {
         return false;
     };
     let attempt = async {

@@ -403,8 +403,7 @@ async fn timed<T>(d: Duration, f: impl std::future::Future<Output = T>) -> Optio
 async fn api(cfg: &Config, token: Option<&Secret>, enrolled: bool) -> Vec<Check> {
     let mut out = Vec::new();
     let url = &cfg.api.url;
-    let host = url.host_str().unwrap_or("").to_owned();
-    let port = url.port_or_known_default().unwrap_or(443);
+    let (host, port) = crate::api::host_port(url).unwrap_or_else(|| (String::new(), 443));
     // DNS
     let addrs = match timed(STEP, tokio::net::lookup_host((host.as_str(), port))).await {
         Some(Ok(a)) => a.collect::<Vec<_>>(),
@@ -434,12 +433,7 @@ async fn api(cfg: &Config, token: Option<&Secret>, enrolled: bool) -> Vec<Check>
     out.push(check(
         "dns",
         Level::Ok,
-        if host.parse::<std::net::IpAddr>().is_ok()
-            || host
-                .trim_matches(['[', ']'])
-                .parse::<std::net::IpAddr>()
-                .is_ok()
-        {
+        if host.parse::<std::net::IpAddr>().is_ok() {
             format!("{host} is an address (no DNS needed)")
         } else {
             format!("{host} is {}", addr.ip())

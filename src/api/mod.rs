@@ -255,6 +255,17 @@ impl fmt::Debug for Client {
 }
 
 /// Installs the process-wide rustls crypto provider (ring: builds with any C cross compiler).
+/// The API's host (as a resolver takes it: an IPv6 address without brackets) and port, for
+/// doctor's DNS and TCP checks and the offline probe's connection check.
+pub fn host_port(url: &Url) -> Option<(String, u16)> {
+    let host = match url.host()? {
+        url::Host::Domain(d) => d.to_owned(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
+    };
+    Some((host, url.port_or_known_default()?))
+}
+
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
@@ -684,6 +695,20 @@ pub fn scan_data(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn host_port_is_what_a_resolver_takes() {
+        let hp = |u: &str| super::host_port(&u.parse().unwrap());
+        assert_eq!(
+            hp("https://api.tiketo.example/graphql"),
+            Some(("api.tiketo.example".into(), 443))
+        );
+        assert_eq!(
+            hp("http://127.0.0.1:8787/graphql"),
+            Some(("127.0.0.1".into(), 8787))
+        );
+        assert_eq!(hp("https://[::1]:9443/graphql"), Some(("::1".into(), 9443)));
+    }
+
     #[test]
     fn scan_data_has_id_time_and_device() {
         let id = uuid::Uuid::new_v4();
