@@ -339,12 +339,18 @@ pub async fn run(client: Client, shared: Shared) {
                 );
                 let wait = d.wait;
                 let (sent, dead, retry) = (d.sent, d.dead, d.retry);
-                if let Err(e) = shared
+                match shared
                     .store
                     .run(move |s| s.apply_replay(&sent, &dead, &retry))
                     .await
                 {
-                    tracing::error!("replay cannot update the store: {e}");
+                    // Durable before the next batch, with the scans' connection free meanwhile.
+                    Ok(()) => {
+                        if let Err(e) = shared.store.sync_wal().await {
+                            tracing::error!("replay cannot make its marks durable: {e}");
+                        }
+                    }
+                    Err(e) => tracing::error!("replay cannot update the store: {e}"),
                 }
                 if let Ok(n) = shared.store.read(|s| s.pending_count()).await {
                     shared.outbox.set_pending(n);
@@ -384,10 +390,16 @@ pub async fn run(client: Client, shared: Shared) {
                         aside.hold(id, attempts, now);
                     }
                     let (sent, dead, retry) = (d.sent, d.dead, d.retry);
-                    let _ = shared
+                    if shared
                         .store
                         .run(move |s| s.apply_replay(&sent, &dead, &retry))
-                        .await;
+                        .await
+                        .is_ok()
+                    {
+                        if let Err(e) = shared.store.sync_wal().await {
+                            tracing::error!("replay cannot make its marks durable: {e}");
+                        }
+                    }
                     one_at_a_time = false;
                     d.wait
                         .map(|class| ApiError::new(class, None, String::new()))

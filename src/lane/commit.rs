@@ -105,6 +105,8 @@ pub struct Commit {
     pub tidy: Option<Tidy>,
     pub event_id: Option<String>,
     pub detail: Option<String>,
+    /// Its stages, timed (the lane's; none in tests).
+    pub stages: Option<std::sync::Arc<super::stages::Stages>>,
 }
 
 /// How a scan ended, as the lane reports it.
@@ -242,8 +244,16 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
             }
         }
     };
+    let mark = |stage| {
+        if let Some(st) = &c.stages {
+            st.mark(stage)
+        }
+    };
+    use super::stages::Stage;
+    mark(Stage::Stored);
     // 2. Feedback.
     to.signal.show(verdict, reason);
+    mark(Stage::Feedback);
     // 3. Tidy-up.
     if let Some(t) = c.tidy {
         let Tidy::Sent { scan_id, .. } = &t;
@@ -252,6 +262,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
             tracing::error!(scan_id = %id, "scan event sent but not marked sent ({e}); it may be sent twice (same scanId)");
         }
         to.shared.outbox.set_inflight(&scan_id, false);
+        mark(Stage::Tidied);
     }
     // 4. Record.
     let latency = c.last_byte.elapsed();
@@ -287,6 +298,10 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         direction = %to.direction,
         "scan"
     );
+    if let Some(st) = &c.stages {
+        st.mark(Stage::Done);
+        st.log(&id);
+    }
     Outcome {
         verdict,
         reason,
@@ -445,6 +460,7 @@ mod tests {
             tidy,
             event_id: None,
             detail: None,
+            stages: None,
         }
     }
 

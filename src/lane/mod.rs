@@ -17,6 +17,7 @@ pub mod commit;
 pub mod offline;
 pub mod row;
 pub mod scan;
+pub mod stages;
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -198,7 +199,12 @@ impl Lane {
                     tracing::debug!(code = %mask_code(&code), "repeat within the debounce window: not a new scan");
                     return None;
                 }
-                Some(self.decide(&code, last_byte).await)
+                let stages = Arc::new(stages::Stages::new(last_byte));
+                stages.mark(stages::Stage::Lane);
+                let mut c = self.decide(&code, last_byte, &stages).await;
+                stages.mark(stages::Stage::Decided);
+                c.stages = Some(stages);
+                Some(c)
             }
             ReaderEvent::Malformed { kind, last_byte } => {
                 Some(scan::malformed(kind.to_string(), last_byte))
@@ -223,7 +229,12 @@ impl Lane {
         commit::commit(c, &sinks).await
     }
 
-    async fn decide(&mut self, code: &str, last_byte: Instant) -> commit::Commit {
+    async fn decide(
+        &mut self,
+        code: &str,
+        last_byte: Instant,
+        stages: &Arc<stages::Stages>,
+    ) -> commit::Commit {
         let s = &self.settings;
         if let Some(why) = crate::hours::closed_now(
             &s.hours,
@@ -237,7 +248,15 @@ impl Lane {
         let deadline = self.settings.budget.deadline(last_byte);
         match self.api.client(deadline).await {
             Some(client) => {
-                scan::decide(&client, &self.settings, &self.shared, code, last_byte).await
+                scan::decide(
+                    &client,
+                    &self.settings,
+                    &self.shared,
+                    code,
+                    last_byte,
+                    stages,
+                )
+                .await
             }
             None => scan::not_enrolled(&self.settings, code, last_byte),
         }

@@ -28,6 +28,7 @@ use crate::store::StoreError;
 use super::commit::{Commit, Decision, Mode, Row, Tidy};
 use super::offline::OfflineInput;
 use super::row::RowBase;
+use super::stages::{Stage, Stages};
 use super::LaneSettings;
 
 /// A scan's time budget, counted from the code's last byte.
@@ -57,6 +58,7 @@ fn commit_of(base: &RowBase, last_byte: Instant, mode: Mode, decision: Decision)
         tidy: None,
         event_id: None,
         detail: None,
+        stages: None,
     }
 }
 
@@ -106,6 +108,7 @@ pub fn malformed(kind: String, last_byte: Instant) -> Commit {
         tidy: None,
         event_id: None,
         detail: Some(kind),
+        stages: None,
     }
 }
 
@@ -116,6 +119,7 @@ pub async fn decide(
     shared: &Shared,
     code: &str,
     last_byte: Instant,
+    stages: &Arc<Stages>,
 ) -> Commit {
     let base = RowBase::new(code, last_byte, s);
     let left = s.budget.left(last_byte);
@@ -150,6 +154,7 @@ pub async fn decide(
         base.clone(),
         s.rules.clone(),
         phase.clone(),
+        stages.clone(),
     ));
     let answer = match tokio::time::timeout_at(s.budget.deadline(last_byte), &mut task).await {
         Ok(Ok(answer)) => answer,
@@ -297,11 +302,14 @@ async fn online(
     base: RowBase,
     rules: Rules,
     phase: Arc<AtomicU8>,
+    stages: Arc<Stages>,
 ) -> Found {
+    stages.mark(Stage::Task);
     let looked_up = client
         .look_up(&base.code, shared.display.wants_parameters())
         .await
         .map_err(|e| e.scrub(&base.code));
+    stages.mark(Stage::LookedUp);
     shared.api.observe(Caller::Lookup, &looked_up);
     let pass = match looked_up {
         Ok(p) => p,
@@ -348,11 +356,19 @@ async fn online(
             base.direction,
         ),
     };
+    let marks = stages.clone();
     let stored = shared
         .store
-        .run(move |st| st.insert_scan_if_absent(&row))
+        .run(move |st| {
+            marks.mark(Stage::RowStore);
+            let r = st.insert_scan_if_absent(&row);
+            marks.mark(Stage::RowDone);
+            r
+        })
         .await;
+    stages.mark(Stage::Written);
     let result = client.create_scan_event(&input).await;
+    stages.mark(Stage::Recorded);
     let result = result.map_err(|e| e.scrub(&base.code));
     shared.api.observe(Caller::Scan, &result);
     let late = phase.load(Ordering::Acquire) == LATE;

@@ -116,6 +116,23 @@ impl StoreHandle {
         r
     }
 
+    /// Makes every commit so far durable, without holding either connection: one fsync of
+    /// the WAL file. A commit without fsync (`synchronous=NORMAL`) has written its frames to
+    /// the WAL already; fsync makes them durable whichever descriptor it comes through. What
+    /// a checkpoint has moved into the database file meanwhile was synced by the checkpoint.
+    /// For the replay's marks: the scans' writes never wait for this fsync.
+    pub async fn sync_wal(&self) -> Result<()> {
+        let wal = super::wal_path(&self.path);
+        tokio::task::spawn_blocking(move || {
+            let f = std::fs::File::open(&wal)
+                .map_err(|e| StoreError(format!("cannot open {}: {e}", wal.display())))?;
+            f.sync_data()
+                .map_err(|e| StoreError(format!("fsync of {} failed: {e}", wal.display())))
+        })
+        .await
+        .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+
     /// Runs `f` on the second connection: for reads and the checkpoint, never for a write a
     /// scan waits for. Opened when first needed (after the main connection made the file);
     /// while it cannot be opened, `f` runs on the main connection instead.
@@ -147,5 +164,30 @@ impl StoreHandle {
         })
         .await
         .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sync_wal_makes_the_replays_marks_durable_through_the_wal_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let h = StoreHandle::open(&path);
+        // A commit without fsync writes its frames to the WAL, which sync_wal then syncs.
+        h.run(|s| s.set_meta_all(&[("k", "v".into())], 1))
+            .await
+            .unwrap();
+        assert!(super::super::wal_path(&path).exists());
+        h.sync_wal().await.unwrap();
+        // No WAL file: an error that names it, never a silent success.
+        let gone = StoreHandle {
+            path: dir.path().join("none.db"),
+            ..h.clone()
+        };
+        let e = gone.sync_wal().await.unwrap_err();
+        assert!(e.0.contains("none.db-wal"), "{e}");
     }
 }

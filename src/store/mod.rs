@@ -145,6 +145,11 @@ pub use handle::StoreHandle;
 pub use outbox::{Counts, PendingRow};
 pub use queue::ListedRow;
 
+/// The WAL file beside the store file `db`.
+pub(crate) fn wal_path(db: &Path) -> PathBuf {
+    PathBuf::from(format!("{}-wal", db.display()))
+}
+
 impl Store {
     /// The store file in a state directory.
     pub fn path_in(state_dir: &Path) -> PathBuf {

@@ -140,6 +140,55 @@ struct Rig {
     hid: bool,
     child: Child,
     rx: mpsc::Receiver<(Instant, String)>,
+    /// With `--stages`: the daemon's `scan stages` lines, one per scan.
+    stages: Option<mpsc::Receiver<String>>,
+    /// When the last scan's code was written (CLOCK_MONOTONIC, µs).
+    written_mono_us: f64,
+}
+
+fn mono_us() -> f64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as f64 * 1e6 + t.tv_nsec as f64 / 1e3
+}
+
+/// `--stages`: the daemon logs each scan's stages (`tiketo_gate::stages=debug`) and the
+/// online modes take the slowest scans apart.
+fn stages_wanted() -> bool {
+    std::env::args().any(|a| a == "--stages")
+}
+
+/// The daemon's stderr: `scan stages` lines to the channel, the rest passed on.
+fn stage_lines_of(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.contains("scan stages") {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            } else {
+                eprintln!("{line}");
+            }
+        }
+    });
+    rx
+}
+
+/// A `scan stages` line's `name_us=N` fields.
+fn stage_fields(line: &str) -> std::collections::HashMap<String, f64> {
+    line.split_whitespace()
+        .filter_map(|w| {
+            let w = w.trim_start_matches("stages=");
+            let (k, v) = w.split_once('=')?;
+            let k = k.strip_suffix("_us")?;
+            Some((
+                k.to_owned(),
+                v.trim_matches('"').parse::<f64>().ok()? / 1000.0,
+            ))
+        })
+        .collect()
 }
 
 struct RigOpts<'a> {
@@ -205,22 +254,37 @@ impl Rig {
         )
         .unwrap();
         std::fs::write(dir.path().join("token"), sim.token()).unwrap();
+        let traced = stages_wanted();
         let mut child = Command::new(daemon_bin())
             .args(["run", "--config"])
             .arg(&cfg)
-            .env("TIKETO_GATE_LOG", "warn")
+            .env(
+                "TIKETO_GATE_LOG",
+                if traced {
+                    "warn,tiketo_gate::stages=debug"
+                } else {
+                    "warn"
+                },
+            )
             .envs(o.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(if traced {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            })
             .spawn()
             .unwrap();
         let rx = lines_of(&mut child);
+        let stages = traced.then(|| stage_lines_of(&mut child));
         let rig = Rig {
             dir,
             master,
             hid: o.hid,
             child,
             rx,
+            stages,
+            written_mono_us: 0.0,
         };
         std::thread::sleep(Duration::from_millis(800));
         while rig.rx.try_recv().is_ok() {}
@@ -249,6 +313,8 @@ impl Rig {
             hid: false,
             child,
             rx,
+            stages: None,
+            written_mono_us: 0.0,
         }
     }
 
@@ -268,6 +334,7 @@ impl Rig {
         // One write, as a reader delivers a code (the timer starts after its last byte).
         self.master.write_all(&bytes).unwrap();
         let t0 = Instant::now();
+        self.written_mono_us = mono_us();
         let t1 = loop {
             let (t, line) = self
                 .rx
@@ -325,28 +392,159 @@ fn online_rig_with(sim: &Sim, hid: bool) -> Rig {
     )
 }
 
-/// latency, fake API time, overhead for N scans (after a warm-up).
+/// latency, fake API time, overhead for N scans (after a warm-up). With `--stages`, the
+/// slowest scans are then taken apart stage by stage ([`stage_report`]).
 fn measure(rig: &mut Rig, sim: &Sim, scans: usize) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
     let codes = ["VALID-0001", "VALID-0002", "VALID-0003"];
     let warmup = 20;
     let (mut latency, mut api, mut overhead) = (Vec::new(), Vec::new(), Vec::new());
+    let mut traces = Vec::new();
     for i in 0..(warmup + scans) {
-        let before = sim.requests().len();
+        let before = sim.request_count();
         let l = rig.scan(codes[i % codes.len()]).expect("accepted");
-        let reqs = sim.requests();
-        let handled: u64 = reqs[before..]
-            .iter()
-            .filter(|r| r.operation_name.as_deref() != Some("Warmup"))
-            .map(|r| r.handling_us + r.delay_us)
-            .sum();
+        let reqs = sim.requests_since(before);
+        let a = api_ms(&reqs, "");
+        let trace = rig.trace(&reqs, l, a);
         if i >= warmup {
-            let a = handled as f64 / 1000.0;
             latency.push(l);
             api.push(a);
             overhead.push(l - a);
+            traces.extend(trace);
         }
     }
+    if !traces.is_empty() {
+        stage_report(traces);
+    }
     (latency, api, overhead)
+}
+
+/// The fake API's time for the scan's requests whose operation starts with `op` ("": the
+/// lookup and the event, not the connection warm-ups or the replay).
+fn api_ms(reqs: &[tiketo_sim::Recorded], op: &str) -> f64 {
+    reqs.iter()
+        .filter(|r| {
+            let name = r.operation_name.as_deref().unwrap_or("");
+            (name.starts_with("PassByScanCode") || name == "CreateScanEvent")
+                && name.starts_with(op)
+        })
+        .map(|r| r.handling_us + r.delay_us)
+        .sum::<u64>() as f64
+        / 1000.0
+}
+
+impl Rig {
+    /// With `--stages`: the last scan's stages from the daemon's line, beside the bench's
+    /// latency `l` and the fake API's time `api` (the scan's requests: `reqs`).
+    fn trace(&self, reqs: &[tiketo_sim::Recorded], l: f64, api: f64) -> Option<Trace> {
+        let rx = self.stages.as_ref()?;
+        let mut st = stage_fields(
+            &rx.recv_timeout(Duration::from_secs(10))
+                .expect("no scan stages line"),
+        );
+        // The reader thread's read returned this long after the bench's write.
+        let read_at = st.remove("last_byte_mono").unwrap_or(f64::NAN) * 1000.0;
+        st.insert("pty".into(), (read_at - self.written_mono_us) / 1000.0);
+        Some(Trace {
+            latency: l,
+            overhead: l - api,
+            lookup_api: api_ms(reqs, "PassByScanCode"),
+            event_api: api_ms(reqs, "CreateScanEvent"),
+            st,
+        })
+    }
+}
+
+/// One traced scan: the bench's figures and the daemon's own stage times (ms since the last
+/// byte as the reader thread saw it).
+struct Trace {
+    latency: f64,
+    overhead: f64,
+    lookup_api: f64,
+    event_api: f64,
+    st: std::collections::HashMap<String, f64>,
+}
+
+impl Trace {
+    /// Where the overhead went: each step's time beyond the fake API's.
+    fn steps(&self) -> Vec<(&'static str, f64)> {
+        let at = |k: &str| self.st.get(k).copied().unwrap_or(f64::NAN);
+        let feedback = at("feedback");
+        vec![
+            // The bench's write -> the reader thread's read returning (the pty, the thread's
+            // wake-up), and the relay's line -> the bench (the pipe, the bench's wake-up).
+            ("pty -> reader's read", at("pty")),
+            ("relay line -> bench", self.latency - feedback - at("pty")),
+            ("reader -> lane", at("lane")),
+            ("lane -> online task", at("task") - at("lane")),
+            (
+                "lookup beyond the API",
+                at("looked_up") - at("task") - self.lookup_api,
+            ),
+            ("row: to the store", at("row_store") - at("looked_up")),
+            ("row: insert, commit", at("row_done") - at("row_store")),
+            ("row: back to the task", at("written") - at("row_done")),
+            (
+                "event beyond the API",
+                at("recorded") - at("written") - self.event_api,
+            ),
+            ("task -> lane", at("decided") - at("recorded")),
+            ("commit store step", at("stored") - at("decided")),
+            ("outputs told", feedback - at("stored")),
+        ]
+    }
+}
+
+/// The median of each step over all scans and over the slowest 1 %, and the ten slowest scans
+/// step by step: where the tail's time goes.
+fn stage_report(mut traces: Vec<Trace>) {
+    traces.sort_by(|a, b| a.overhead.partial_cmp(&b.overhead).unwrap());
+    let n = traces.len();
+    let tail = &traces[n - (n / 100).max(1)..];
+    let names: Vec<&str> = traces[0].steps().iter().map(|(k, _)| *k).collect();
+    let median_of = |set: &[Trace], i: usize| {
+        let mut v: Vec<f64> = set.iter().map(|t| t.steps()[i].1).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        percentile(&v, 0.5)
+    };
+    println!("\nstages (ms): median over all {n} scans, median over the slowest {} by overhead, and their largest", tail.len());
+    for (i, name) in names.iter().enumerate() {
+        let worst = tail.iter().map(|t| t.steps()[i].1).fold(f64::MIN, f64::max);
+        println!(
+            "  {name:<30} {:>8.3} {:>8.3} {:>8.3}",
+            median_of(&traces, i),
+            median_of(tail, i),
+            worst
+        );
+    }
+    // The daemon's own part: from its reader's read to the outputs, minus the fake API.
+    let inside: Vec<f64> = traces
+        .iter()
+        .map(|t| t.st.get("feedback").copied().unwrap_or(f64::NAN) - t.lookup_api - t.event_api)
+        .collect();
+    println!(
+        "{}",
+        tail_summary("inside the daemon (read -> outputs)", inside)
+    );
+    println!("the ten slowest scans, step by step (ms):");
+    println!(
+        "  {:>8} {}",
+        "overhead",
+        names
+            .iter()
+            .map(|n| format!("{:>9}", n.split_whitespace().next().unwrap()))
+            .collect::<String>()
+    );
+    for t in traces.iter().rev().take(10) {
+        println!(
+            "  {:>8.3} {}",
+            t.overhead,
+            t.steps()
+                .iter()
+                .map(|(_, v)| format!("{v:>9.3}"))
+                .collect::<String>()
+        );
+    }
+    println!();
 }
 
 fn online(rt: &tokio::runtime::Runtime) {
@@ -386,7 +584,7 @@ fn python(rt: &tokio::runtime::Runtime) {
     println!("python baseline (tests/benches/baseline.py): {scans} scans (after 20 warm-up)");
     println!("{}", summary("last byte -> relay on", latency));
     println!("{}", summary("fake API time (2 requests)", api));
-    println!("{}", summary("baseline overhead", overhead));
+    println!("{}", tail_summary("baseline overhead", overhead));
 }
 
 /// A TCP proxy that delays every chunk by `delay` in each direction (order kept).
@@ -895,7 +1093,7 @@ fn busy(rt: &tokio::runtime::Runtime) {
     let cli_every = Duration::from_millis(arg("--cli-every-ms", 250));
     let (stop, threads) = background(rig.dir.path().join("config.toml"), addr, cli_every);
     let t0 = Instant::now();
-    let mut overhead = Vec::new();
+    let (mut overhead, mut traces) = (Vec::new(), Vec::new());
     for i in 0..(20 + scans) {
         let before = if online { sim.request_count() } else { 0 };
         let code = if online {
@@ -904,21 +1102,16 @@ fn busy(rt: &tokio::runtime::Runtime) {
             format!("OFFLINE-{i:06}")
         };
         let l = rig.scan(&code).expect("accepted");
-        let api = if online {
+        let reqs = if online {
             sim.requests_since(before)
-                .iter()
-                .filter(|r| {
-                    r.operation_name.as_deref() == Some("PassByScanCode")
-                        || r.operation_name.as_deref() == Some("CreateScanEvent")
-                })
-                .map(|r| r.handling_us + r.delay_us)
-                .sum::<u64>() as f64
-                / 1000.0
         } else {
-            0.0
+            Vec::new()
         };
+        let api = api_ms(&reqs, "");
+        let trace = rig.trace(&reqs, l, api);
         if i >= 20 {
             overhead.push(l - api);
+            traces.extend(trace);
         }
     }
     let took = t0.elapsed();
@@ -944,6 +1137,9 @@ fn busy(rt: &tokio::runtime::Runtime) {
             String::new()
         }
     );
+    if !traces.is_empty() {
+        stage_report(traces);
+    }
     println!("{}", tail_summary("daemon overhead", overhead));
 }
 
