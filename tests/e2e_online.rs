@@ -76,6 +76,48 @@ async fn accept_pulses_relay_and_records_one_scan_event() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_accept_during_the_pulse_says_the_door_stays_open_longer() {
+    // A pulse long enough that the second scan falls inside it on a slow machine too.
+    let mut h = Harness::start(Opts {
+        relay_ms: 1500,
+        ..Opts::default()
+    })
+    .await;
+    h.write(b"VALID-0001\r\n");
+    h.wait_scan(1);
+    h.write(b"VALID-0002\r\n");
+    h.wait_scan(2);
+    assert!(
+        h.wait_switched("relay", false, 2, T),
+        "relay never off again"
+    );
+    // One "on" edge, one line saying its time started over, one "off" a full pulse later.
+    let relay: Vec<_> = h
+        .outputs()
+        .into_iter()
+        .filter(|c| c.output == "relay")
+        .collect();
+    assert_eq!(relay.iter().filter(|c| c.on).count(), 1, "{relay:?}");
+    let restarts = h.restarts_of("relay");
+    assert_eq!(restarts.len(), 1, "{restarts:?}");
+    let on = relay.iter().find(|c| c.on).unwrap().ts_ms;
+    let off = relay.iter().rev().find(|c| !c.on).unwrap().ts_ms;
+    assert!(
+        on <= restarts[0] && restarts[0] < off,
+        "{relay:?} {restarts:?}"
+    );
+    assert!(
+        off - restarts[0] >= 1490,
+        "the second guest's pulse was cut short"
+    );
+    assert_eq!(h.restarts_of("green").len(), 1);
+    // A reject during the pulse does not touch the relay.
+    h.write(b"VOIDED-0001\r\n");
+    h.wait_scan(3);
+    assert_eq!(h.restarts_of("relay").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejections_light_red_and_record_nothing() {
     let mut h = Harness::start(Opts {
         rules: "projects = [\"proj-main\", \"proj-loyalty\"]\ntemplates = [\"tpl-entry\"]",

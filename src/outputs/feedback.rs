@@ -53,6 +53,11 @@ impl State {
         self.schedule[i].clear();
         if self.on[i] != on {
             self.write(i, on);
+        } else if on && !then.is_empty() && !self.halted {
+            // On already, and its time starts over.
+            if let Err(e) = self.backend.restarted(i) {
+                tracing::error!(output = %self.names[i], "cannot set output: {e}");
+            }
         }
         for (after, state) in then {
             self.schedule[i].push_back((now + *after, *state));

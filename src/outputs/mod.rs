@@ -20,6 +20,13 @@ use crate::config::{Config, LineRef, OutputBackendKind, OutputsConfig, SimLog};
 pub trait OutputBackend: Send {
     fn set(&mut self, index: usize, on: bool) -> io::Result<()>;
 
+    /// An output that is on was switched on again: its time starts over (a second guest
+    /// admitted while the door is still open). The line does not change, so a GPIO backend
+    /// has nothing to do; the `sim` backend says so, for whoever watches it.
+    fn restarted(&mut self, _index: usize) -> io::Result<()> {
+        Ok(())
+    }
+
     /// Hands the lines back at the end of a clean stop, after they were set off; nothing is
     /// set after it. Only `gpiod` has something to do (inputs at their off pull).
     fn release(&mut self) -> io::Result<()> {
@@ -28,7 +35,9 @@ pub trait OutputBackend: Send {
 }
 
 /// Writes one JSON object per output change, one per line:
-/// `{"ts_ms": <unix ms>, "output": "relay", "on": true}`.
+/// `{"ts_ms": <unix ms>, "output": "relay", "on": true}`; an output that is on and starts its
+/// time over (a second accept during the relay's pulse) adds `"restarted": true` to an `on`
+/// line.
 pub struct SimBackend {
     out: Box<dyn Write + Send>,
     names: Vec<String>,
@@ -65,6 +74,19 @@ impl OutputBackend for SimBackend {
             .unwrap_or(0);
         // One write per line, so a reader of the file never sees half a line.
         let line = format!("{{\"ts_ms\":{ts_ms},\"output\":\"{output}\",\"on\":{on}}}\n");
+        self.out.write_all(line.as_bytes())?;
+        self.out.flush()
+    }
+
+    fn restarted(&mut self, index: usize) -> io::Result<()> {
+        let output = self.names.get(index).map(String::as_str).unwrap_or("?");
+        let ts_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let line = format!(
+            "{{\"ts_ms\":{ts_ms},\"output\":\"{output}\",\"on\":true,\"restarted\":true}}\n"
+        );
         self.out.write_all(line.as_bytes())?;
         self.out.flush()
     }

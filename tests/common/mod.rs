@@ -302,15 +302,28 @@ status = {{ pin = 24 }}
         m.flush().unwrap();
     }
 
+    /// The outputs' changes (not the lines of an output that was on already and started its
+    /// time over: [`Harness::restarts_of`]).
     pub fn outputs(&self) -> Vec<OutputChange> {
         let text = std::fs::read_to_string(&self.outputs_path).unwrap_or_default();
         text.lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["restarted"].as_bool() != Some(true))
             .map(|v| OutputChange {
                 ts_ms: v["ts_ms"].as_u64().unwrap(),
                 output: v["output"].as_str().unwrap().to_owned(),
                 on: v["on"].as_bool().unwrap(),
             })
+            .collect()
+    }
+
+    /// When `output` started its time over while on (`"restarted": true` lines), unix ms.
+    pub fn restarts_of(&self, output: &str) -> Vec<u64> {
+        let text = std::fs::read_to_string(&self.outputs_path).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["restarted"].as_bool() == Some(true) && v["output"] == output)
+            .map(|v| v["ts_ms"].as_u64().unwrap())
             .collect()
     }
 
