@@ -25,6 +25,10 @@ enum Command {
     CheckConfig {
         #[arg(long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// The file's syntax and values alone: not the token, the CA file or the GPIO chips
+        /// of this machine (a config written on a laptop for a door elsewhere).
+        #[arg(long)]
+        file_only: bool,
     },
     /// Register this device with Tiketo (needs the workspace API token).
     Enroll {
@@ -182,7 +186,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::CheckConfig { config } => {
+        Command::CheckConfig { config, file_only } => {
             let cfg = match config::load(&config) {
                 Ok(cfg) => cfg,
                 Err(e) => {
@@ -191,24 +195,36 @@ fn main() -> ExitCode {
                 }
             };
             let mut problems = Vec::new();
-            match tiketo_gate::enrol::load_credentials(&cfg.device.state_dir) {
-                // Enrolled: the workspace token is no longer needed.
-                Ok(Some(_)) => {}
-                Ok(None) => {
-                    if let Err(e) = tiketo_gate::enrol::workspace_token(&cfg) {
-                        problems.push(format!("not enrolled yet, and {e}"));
+            let mut hints = Vec::new();
+            if !file_only {
+                match tiketo_gate::enrol::load_credentials(&cfg.device.state_dir) {
+                    // Enrolled: the workspace token is no longer needed.
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        if let Err(e) = tiketo_gate::enrol::workspace_token(&cfg) {
+                            problems.push(format!("not enrolled yet, and {e}"));
+                            hints.push(format!(
+                                "not enrolled yet: no device credentials in {} (at its first start the daemon \
+                                 registers this device with the workspace API token, from api.token_file or \
+                                 TIKETO_GATE_TOKEN, and keeps its own token there). To check only this file's \
+                                 syntax and values, on a machine without the token: tiketo-gate check-config \
+                                 --file-only --config {}",
+                                cfg.device.state_dir.display(),
+                                cfg.source.display()
+                            ));
+                        }
                     }
+                    Err(e) => problems.push(e),
                 }
-                Err(e) => problems.push(e),
-            }
-            if let Some(ca) = &cfg.api.ca_file {
-                if let Err(e) = std::fs::read(ca) {
-                    problems.push(format!("api.ca_file {}: cannot read: {e}", ca.display()));
+                if let Some(ca) = &cfg.api.ca_file {
+                    if let Err(e) = std::fs::read(ca) {
+                        problems.push(format!("api.ca_file {}: cannot read: {e}", ca.display()));
+                    }
                 }
             }
             let mut warnings = cfg.notes.clone();
             warnings.extend(tiketo_gate::outputs::safety_warnings(&cfg));
-            if cfg.outputs.backend == config::OutputBackendKind::Gpiod {
+            if cfg.outputs.backend == config::OutputBackendKind::Gpiod && !file_only {
                 let inputs = tiketo_gate::outputs::inputs::lines(&cfg.inputs);
                 warnings.extend(tiketo_gate::outputs::gpiod::probe(&cfg.outputs, &inputs));
             }
@@ -219,7 +235,7 @@ fn main() -> ExitCode {
                 println!("{}", cfg.summary());
                 ExitCode::SUCCESS
             } else {
-                for p in problems {
+                for p in problems.iter().chain(&hints) {
                     eprintln!("{}: {p}", cfg.source.display());
                 }
                 ExitCode::from(2)

@@ -261,3 +261,66 @@ async fn under_systemd_log_lines_carry_journal_priorities() {
         "{text}"
     );
 }
+
+/// On a laptop, the example config fails only for the token it cannot have, says why and
+/// how to check the file alone; `--file-only` checks syntax and values and nothing of this
+/// machine, and still names the file, line and key of a mistake.
+#[test]
+fn check_config_file_only_needs_no_token_and_the_error_says_how() {
+    let bin = env!("CARGO_BIN_EXE_tiketo-gate");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(format!("{root}/config/example.toml"))
+        .unwrap()
+        .replace(
+            "/etc/tiketo-gate/token",
+            &format!("{}/no-token", dir.path().display()),
+        )
+        .replace(
+            "/var/lib/tiketo-gate",
+            &format!("{}/state", dir.path().display()),
+        );
+    let cfg = dir.path().join("door.toml");
+    std::fs::write(&cfg, &text).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin)
+            .arg("check-config")
+            .args(args)
+            .arg("--config")
+            .arg(&cfg)
+            .env_remove("TIKETO_GATE_TOKEN")
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not enrolled yet, and api.token_file"),
+        "{err}"
+    );
+    assert!(
+        err.contains("registers this device with the workspace API token"),
+        "{err}"
+    );
+    assert!(err.contains("check-config --file-only --config"), "{err}");
+    let out = run(&["--file-only"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: "));
+    std::fs::write(
+        &cfg,
+        text.replace("policy = \"cache\"", "policy = \"cashe\""),
+    )
+    .unwrap();
+    let out = run(&["--file-only"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("door.toml:") && err.contains("offline.policy"),
+        "{err}"
+    );
+}
