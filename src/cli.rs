@@ -202,7 +202,15 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
 
 /// `tiketo-gate queue list [--dead] [--json]`.
 pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> ExitCode {
-    let rows = match open(cfg, false).and_then(|s| s.list(dead, limit).map_err(|e| e.to_string())) {
+    let key = crate::fingerprint::Fingerprint::load(&cfg.device.state_dir);
+    let fp = |code: &str| {
+        key.as_ref()
+            .map(|k| k.of(code))
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows = match open(cfg, false)
+        .and_then(|s| s.list_with(dead, limit, fp).map_err(|e| e.to_string()))
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("tiketo-gate queue list: {e}");
@@ -225,17 +233,18 @@ pub fn queue_list(cfg: &Config, dead: bool, as_json: bool, limit: usize) -> Exit
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  error",
-        "seq", "scan id", "code", "scanned at", "attempts"
+        "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  {:<8}  error",
+        "seq", "scan id", "code", "scanned at", "attempts", "fp"
     );
     for r in rows {
         println!(
-            "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  {}",
+            "{:>8}  {:<36}  {:<10}  {:<24}  {:>8}  {:<8}  {}",
             r.seq,
             r.scan_id,
             r.code,
             r.scanned_at,
             r.attempts,
+            r.code_fp,
             r.last_error.as_deref().unwrap_or("-")
         );
     }

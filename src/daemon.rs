@@ -146,6 +146,11 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             .expect("store open task")
     };
     let shared = Shared::new(store, Link::new(OFFLINE_AFTER_FAILURES));
+    // The key of the codes' fingerprints (the `fp` of the scan lines), made at first start.
+    match crate::fingerprint::Fingerprint::load_or_create(&cfg.device.state_dir) {
+        Ok(f) => crate::fingerprint::install(f),
+        Err(e) => tracing::warn!("code fingerprints are off (fp=-): {e}"),
+    }
     if let Ok(c) = shared.store.run(|s| s.counts()).await {
         shared.outbox.set_pending(c.pending);
         if c.pending > 0 {

@@ -44,6 +44,7 @@ pub mod display;
 pub mod doctor;
 pub mod door;
 pub mod enrol;
+pub mod fingerprint;
 pub mod framing;
 pub mod hid;
 pub mod hours;

@@ -503,6 +503,8 @@ pub struct DoorState {
 pub struct RecentScan {
     pub at: String,
     pub code: String,
+    /// The code's fingerprint ([`crate::fingerprint`]), `-` without a key.
+    pub code_fp: String,
     pub verdict: &'static str,
     pub reason: &'static str,
     pub mode: &'static str,

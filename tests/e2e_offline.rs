@@ -579,3 +579,53 @@ async fn back_online_distribution() {
         );
     }
 }
+
+/// Codes that mask alike (`…0001`) are told apart by their fingerprint, the same in the scan
+/// line and the queue, and the same code keeps its fingerprint across a restart; the key is
+/// the device's own (mode 0600), so the tag means nothing elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fingerprint_tells_codes_that_mask_alike_apart_in_the_log_and_the_queue() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut h = Harness::start(opts("accept")).await;
+    h.sim.stop().await;
+    let codes = ["VALID-0001", "APPSYNC-0001", "VALID-0001"];
+    let mut fps = Vec::new();
+    for (i, c) in codes.iter().enumerate() {
+        h.write(format!("{c}\r\n").as_bytes());
+        let line = h.wait_scan(i + 1);
+        assert_eq!(field(&line, "code"), Some("…0001"), "{line}");
+        let fp = field(&line, "fp").expect("an fp field").to_owned();
+        assert!(
+            fp.len() == 8 && fp.chars().all(|c| c.is_ascii_hexdigit()),
+            "{line}"
+        );
+        fps.push(fp);
+    }
+    assert_eq!(fps[0], fps[2], "the same code, the same fingerprint");
+    assert_ne!(fps[0], fps[1], "codes that mask alike, told apart");
+    let key = h
+        .dir
+        .path()
+        .join("state")
+        .join(tiketo_gate::fingerprint::FILE_NAME);
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let out = h.cli(&["queue", "list", "--json"]);
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listed: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["code_fp"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, fps, "{rows}");
+    let table = String::from_utf8_lossy(&h.cli(&["queue", "list"]).stdout).into_owned();
+    assert!(table.contains(&fps[1]), "{table}");
+
+    h.kill9();
+    h.restart_daemon();
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(4);
+    assert_eq!(field(&line, "fp"), Some(fps[0].as_str()), "{line}");
+    h.check_invariants();
+}

@@ -296,6 +296,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         detail = %detail.as_deref().unwrap_or("-"),
         reader = %to.reader,
         direction = %to.direction,
+        fp = %c.code.as_deref().map(crate::fingerprint::of).unwrap_or_else(|| "-".into()),
         "scan"
     );
     if let Some(st) = &c.stages {
@@ -338,6 +339,9 @@ fn record<S, F>(
     to.shared.board.push_recent(RecentScan {
         at: crate::clock::rfc3339_ms(time::OffsetDateTime::now_utc()),
         code: code.map(mask_code).unwrap_or_else(|| "-".into()),
+        code_fp: code
+            .map(crate::fingerprint::of)
+            .unwrap_or_else(|| "-".into()),
         verdict: verdict.as_str(),
         reason: reason.as_str(),
         mode: mode.as_str(),

@@ -13,6 +13,8 @@ pub struct ListedRow {
     pub seq: i64,
     pub scan_id: String,
     pub code: String,
+    /// The code's fingerprint ([`crate::fingerprint`]), `-` without the device's key.
+    pub code_fp: String,
     pub verdict: String,
     pub reason: String,
     pub online: bool,
@@ -27,11 +29,22 @@ pub struct ListedRow {
 }
 
 impl Store {
-    /// Rows for `queue list`: pending (or dead), oldest first.
+    /// Rows for `queue list`: pending (or dead), oldest first (no fingerprints).
     pub fn list(&self, dead: bool, limit: usize) -> Result<Vec<ListedRow>> {
+        self.list_with(dead, limit, |_| "-".into())
+    }
+
+    /// The same, each row with its code's fingerprint `fp(code)` (the code itself stays
+    /// here).
+    pub fn list_with(
+        &self,
+        dead: bool,
+        limit: usize,
+        fp: impl Fn(&str) -> String,
+    ) -> Result<Vec<ListedRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT seq, scan_id, code_masked, verdict, reason, online, scanned_at, clock_synced, outbox, attempts, event_id, last_error,
-                    reader, direction
+                    reader, direction, code
              FROM scans WHERE outbox = ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
@@ -42,6 +55,7 @@ impl Store {
                         seq: r.get(0)?,
                         scan_id: r.get(1)?,
                         code: r.get(2)?,
+                        code_fp: fp(&r.get::<_, String>(14)?),
                         verdict: r.get(3)?,
                         reason: r.get(4)?,
                         online: r.get(5)?,
