@@ -29,6 +29,12 @@ pub fn reconnect() -> impl Iterator<Item = Duration> {
     schedule(Duration::from_millis(100), Duration::from_secs(5))
 }
 
+/// Reconnecting to the MQTT broker: 250 ms doubling to 10 s, jittered (a venue's doors do
+/// not come back in step when the broker restarts).
+pub fn mqtt() -> impl Iterator<Item = Duration> {
+    schedule(Duration::from_millis(250), Duration::from_secs(10))
+}
+
 /// The probe's steps: 250 ms doubling to [`PROBE_CAP`].
 pub const PROBE_FIRST: Duration = Duration::from_millis(250);
 /// The longest the probe waits between two tries (start to start): a door is back online

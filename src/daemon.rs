@@ -201,6 +201,12 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tasks.spawn_with("status writer", |stop| {
         crate::status::write(shared.clone(), cfg.store.max_pending, stop)
     });
+    if let Some(m) = cfg.mqtt.clone() {
+        let max_pending = cfg.store.max_pending;
+        tasks.spawn_with("mqtt", |stop| {
+            crate::mqtt::link::run(m, shared.clone(), max_pending, stop)
+        });
+    }
     tasks.spawn("prune", prune(shared.clone(), cfg.store.retention));
     tasks.spawn("checkpoint", checkpoint(shared.clone()));
 

@@ -54,6 +54,7 @@ pub mod link;
 pub mod logging;
 pub mod mask;
 pub mod metrics;
+pub mod mqtt;
 pub mod outputs;
 pub mod reader;
 pub mod replay;

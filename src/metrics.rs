@@ -47,6 +47,7 @@ pub struct Metrics {
     pub dead: Gauge,
     pub online: Gauge,
     pub reader_connected: Gauge,
+    pub mqtt_connected: Gauge,
     pub enrolled: Gauge,
     pub clock_synced: Gauge,
     pub store_ok: Gauge,
@@ -116,6 +117,11 @@ pub fn metrics() -> &'static Metrics {
             "reader_connected",
             "1 while every reader is connected",
         );
+        let mqtt_connected = g(
+            &mut registry,
+            "mqtt_connected",
+            "1 while connected to the MQTT broker ([mqtt]; 0 without it)",
+        );
         let enrolled = g(
             &mut registry,
             "enrolled",
@@ -177,6 +183,7 @@ pub fn metrics() -> &'static Metrics {
             dead,
             online,
             reader_connected,
+            mqtt_connected,
             enrolled,
             clock_synced,
             store_ok,

@@ -44,6 +44,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[display]`: the guest screen (None unless `display.listen` is set).
     pub display: Option<crate::display::DisplayConfig>,
+    /// `[mqtt]`: the door on the venue's broker (None unless `mqtt.url` is set).
+    pub mqtt: Option<MqttConfig>,
     /// What is valid but likely not what was meant (check-config prints them).
     pub notes: Vec<String>,
 }
@@ -56,6 +58,40 @@ pub struct HoursConfig {
     /// The name it was given (None: the system's).
     pub zone_name: Option<String>,
     pub unsynced_clock: crate::hours::UnsyncedClock,
+}
+
+/// `[mqtt]`: the door on an MQTT broker (off unless `url` is set).
+#[derive(Debug, Clone)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    /// `mqtts://`: TLS through rustls (the system roots, or `ca_file`).
+    pub tls: bool,
+    pub ca_file: Option<PathBuf>,
+    /// A client certificate and its key (both or neither).
+    pub client_cert: Option<(PathBuf, PathBuf)>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub client_id: String,
+    /// The door's topic prefix (`tiketo-gate/<device.name>` unless set).
+    pub topic: String,
+    pub command_key_file: Option<PathBuf>,
+    pub home_assistant: bool,
+    pub home_assistant_commands: bool,
+    pub keep_alive: Duration,
+    pub max_pending: u64,
+}
+
+impl MqttConfig {
+    /// The broker as the summary and the logs show it (never a password).
+    pub fn broker(&self) -> String {
+        format!(
+            "{}://{}:{}",
+            if self.tls { "mqtts" } else { "mqtt" },
+            self.host,
+            self.port
+        )
+    }
 }
 
 /// `[http]`: the metrics, health and status page endpoint (off unless `listen` is set).

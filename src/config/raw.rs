@@ -26,6 +26,26 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) http: RawHttp,
     pub(super) display: Option<RawDisplay>,
+    #[serde(default)]
+    pub(super) mqtt: RawMqtt,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawMqtt {
+    pub(super) url: Option<String>,
+    pub(super) ca_file: Option<PathBuf>,
+    pub(super) cert_file: Option<PathBuf>,
+    pub(super) key_file: Option<PathBuf>,
+    pub(super) username: Option<String>,
+    pub(super) password_file: Option<PathBuf>,
+    pub(super) client_id: Option<String>,
+    pub(super) topic: Option<String>,
+    pub(super) command_key_file: Option<PathBuf>,
+    pub(super) home_assistant: Option<bool>,
+    pub(super) home_assistant_commands: Option<bool>,
+    pub(super) keep_alive_s: Option<u64>,
+    pub(super) max_pending: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default)]

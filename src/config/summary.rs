@@ -118,6 +118,19 @@ impl Config {
                 d.listen, d.language
             ));
         }
+        if let Some(m) = &self.mqtt {
+            extra.push_str(&format!(
+                ", mqtt {} as {} under {}{}",
+                m.broker(),
+                m.client_id,
+                m.topic,
+                if m.command_key_file.is_some() {
+                    " (signed commands on)"
+                } else {
+                    ""
+                }
+            ));
+        }
         format!(
             "ok: {}: device \"{}\", {reader}, api {} (timeout {} ms), offline policy {}, state {}, outputs {backend} [{}]{inputs}{extra}",
             self.source.display(),

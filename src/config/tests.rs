@@ -615,3 +615,64 @@ fn the_guest_screen() {
         ),
     ]);
 }
+
+#[test]
+fn mqtt_is_off_without_a_url_and_checked_with_one() {
+    let c = parse_str("[device]\nname = \"front-door\"\n").unwrap();
+    assert!(c.mqtt.is_none());
+    let c = parse_str(
+        "[device]\nname = \"front-door\"\n[mqtt]\nurl = \"mqtts://broker.venue:8884\"\nusername = \"front\"\npassword_file = \"/etc/tiketo-gate/mqtt-password\"\n",
+    )
+    .unwrap();
+    let m = c.mqtt.as_ref().unwrap();
+    assert_eq!(
+        (m.tls, m.host.as_str(), m.port),
+        (true, "broker.venue", 8884)
+    );
+    assert_eq!(m.client_id, "front-door");
+    assert_eq!(m.topic, "tiketo-gate/front-door");
+    assert_eq!(m.keep_alive, Duration::from_secs(10));
+    assert_eq!(m.max_pending, 100_000);
+    assert!(!m.home_assistant && m.command_key_file.is_none());
+    assert!(
+        c.summary().ends_with(
+            ", mqtt mqtts://broker.venue:8884 as front-door under tiketo-gate/front-door"
+        ),
+        "{}",
+        c.summary()
+    );
+    expect_errors(&[
+        (
+            "[mqtt]\ntopic = \"x\"\n",
+            &["test.toml:1: mqtt.url: missing: [mqtt] is off without it"],
+        ),
+        (
+            "[mqtt]\nurl = \"http://broker\"\n",
+            &["test.toml:2: mqtt.url: http:// is not a broker url"],
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nclient_id = \"front door\"\ntopic = \"v/+/d\"\n",
+            &[
+                "test.toml:3: mqtt.client_id: \"front door\": only A-Z a-z 0-9 _ -",
+                "test.toml:4: mqtt.topic: \"v/+/d\": no wildcards",
+            ],
+        ),
+        (
+            "[device]\nname = \"Front Door\"\n[mqtt]\nurl = \"mqtt://b\"\n",
+            &["mqtt.client_id: missing: device.name \"Front Door\" is not a client id"],
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nkeep_alive_s = 60\nhome_assistant_commands = true\npassword_file = \"/p\"\ncert_file = \"/c\"\n",
+            &[
+                "test.toml:3: mqtt.keep_alive_s",
+                "mqtt.home_assistant_commands: only with home_assistant = true",
+                "mqtt.username: missing: a password_file needs a username",
+                "mqtt.key_file: missing: cert_file needs its key_file",
+            ],
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nkeepalive = 5\n",
+            &["test.toml:3: mqtt.keepalive: unknown key"],
+        ),
+    ]);
+}

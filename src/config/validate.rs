@@ -105,6 +105,7 @@ impl Validator<'_> {
         let display = raw
             .display
             .and_then(|d| self.display(d, &device.name, &readers, http.listen));
+        let mqtt = self.mqtt(raw.mqtt, &device.name);
         Config {
             source: file.to_owned(),
             device,
@@ -119,8 +120,133 @@ impl Validator<'_> {
             inputs,
             http,
             display,
+            mqtt,
             notes,
         }
+    }
+
+    /// `[mqtt]`: everything checked, `None` unless `url` is set (a table with other keys but
+    /// no url is a mistake, not a silent "off").
+    pub(super) fn mqtt(&mut self, raw: RawMqtt, device: &str) -> Option<MqttConfig> {
+        let Some(url) = raw.url.as_deref() else {
+            let given = raw.ca_file.is_some()
+                || raw.cert_file.is_some()
+                || raw.key_file.is_some()
+                || raw.username.is_some()
+                || raw.password_file.is_some()
+                || raw.client_id.is_some()
+                || raw.topic.is_some()
+                || raw.command_key_file.is_some()
+                || raw.home_assistant.is_some()
+                || raw.home_assistant_commands.is_some()
+                || raw.keep_alive_s.is_some()
+                || raw.max_pending.is_some();
+            if given {
+                self.problem(
+                    "mqtt.url",
+                    "missing: [mqtt] is off without it (e.g. \"mqtt://broker.local:1883\")",
+                );
+            }
+            return None;
+        };
+        let (tls, host, port) = match crate::mqtt::settings::parse_url(url) {
+            Ok(t) => t,
+            Err(e) => {
+                self.problem("mqtt.url", e);
+                (false, String::new(), 1883)
+            }
+        };
+        if !tls && raw.ca_file.is_some() {
+            self.problem("mqtt.ca_file", "only with an mqtts:// url");
+        }
+        let client_cert = match (raw.cert_file, raw.key_file) {
+            (Some(c), Some(k)) => {
+                if !tls {
+                    self.problem("mqtt.cert_file", "only with an mqtts:// url");
+                }
+                Some((c, k))
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem("mqtt.key_file", "missing: cert_file needs its key_file");
+                None
+            }
+            (None, Some(_)) => {
+                self.problem("mqtt.cert_file", "missing: key_file needs its cert_file");
+                None
+            }
+        };
+        if raw.password_file.is_some() && raw.username.is_none() {
+            self.problem(
+                "mqtt.username",
+                "missing: a password_file needs a username (MQTT has no password alone)",
+            );
+        }
+        let client_id = match raw.client_id {
+            Some(id) => {
+                if let Err(e) = crate::mqtt::settings::check_client_id(&id) {
+                    self.problem("mqtt.client_id", e);
+                }
+                id
+            }
+            None => {
+                if crate::mqtt::settings::check_client_id(device).is_err() {
+                    self.problem(
+                        "mqtt.client_id",
+                        format!(
+                            "missing: device.name \"{device}\" is not a client id (only A-Z a-z 0-9 _ -): set one"
+                        ),
+                    );
+                }
+                device.to_owned()
+            }
+        };
+        let topic = match raw.topic {
+            Some(t) => {
+                if let Err(e) = crate::mqtt::settings::check_topic(&t) {
+                    self.problem("mqtt.topic", e);
+                }
+                t
+            }
+            None => {
+                let t = format!("tiketo-gate/{device}");
+                if let Err(e) = crate::mqtt::settings::check_topic(&t) {
+                    self.problem(
+                        "mqtt.topic",
+                        format!("missing: the default {t:?} does not do ({e}): set one"),
+                    );
+                }
+                t
+            }
+        };
+        let home_assistant = raw.home_assistant.unwrap_or(false);
+        let home_assistant_commands = raw.home_assistant_commands.unwrap_or(false);
+        if home_assistant_commands && !home_assistant {
+            self.problem(
+                "mqtt.home_assistant_commands",
+                "only with home_assistant = true",
+            );
+        }
+        // The broker gives a dead door's will after 1.5 keep-alives: within 30 s at 20. (rumqttc
+        // takes no keep-alive under 5 s.)
+        let keep_alive = self.range("mqtt.keep_alive_s", raw.keep_alive_s, 10, 5, 20);
+        let max_pending = self.range("mqtt.max_pending", raw.max_pending, 100_000, 1, 10_000_000);
+        Some(MqttConfig {
+            host,
+            port,
+            tls,
+            ca_file: raw.ca_file,
+            client_cert,
+            username: raw.username,
+            password_file: raw.password_file,
+            client_id,
+            topic,
+            command_key_file: raw.command_key_file,
+            home_assistant,
+            home_assistant_commands,
+            keep_alive: Duration::from_secs(keep_alive),
+            max_pending,
+        })
     }
 
     /// `[reader]` or `[[readers]]` (not both); none at all: one serial reader with defaults.
