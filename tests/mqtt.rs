@@ -21,16 +21,23 @@ struct Broker {
     child: Option<Child>,
     port: u16,
     dir: tempfile::TempDir,
+    /// With TLS: a second listener on this port with a test CA's certificate for 127.0.0.1.
+    tls_port: Option<u16>,
 }
 
 impl Broker {
     fn start() -> Broker {
+        Broker::start_with(false)
+    }
+
+    fn start_with(tls: bool) -> Broker {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let b = Broker {
             child: None,
             port,
             dir,
+            tls_port: tls.then(free_port),
         };
         b.write_files();
         let mut b = b;
@@ -56,17 +63,36 @@ impl Broker {
             "pattern readwrite tiketo-gate/%u/#\nuser watcher\ntopic read tiketo-gate/#\n",
         )
         .unwrap();
-        std::fs::write(
-            d.join("mosquitto.conf"),
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {pw}\nacl_file {acl}\npersistence true\npersistence_location {dir}/\nlog_dest stderr\n",
-                port = self.port,
-                pw = passwd.display(),
-                acl = d.join("acl").display(),
-                dir = d.display(),
-            ),
-        )
-        .unwrap();
+        let mut conf = format!(
+            "allow_anonymous false\npassword_file {pw}\nacl_file {acl}\npersistence true\npersistence_location {dir}/\nlog_dest stderr\nlistener {port} 127.0.0.1\n",
+            port = self.port,
+            pw = passwd.display(),
+            acl = d.join("acl").display(),
+            dir = d.display(),
+        );
+        if let Some(tls_port) = self.tls_port {
+            use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+            let ca_key = KeyPair::generate().unwrap();
+            let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+            ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            ca.distinguished_name
+                .push(rcgen::DnType::CommonName, "tiketo-gate test broker CA");
+            let ca_cert = ca.self_signed(&ca_key).unwrap();
+            let issuer = Issuer::new(ca, ca_key);
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            std::fs::write(d.join("ca.pem"), ca_cert.pem()).unwrap();
+            std::fs::write(d.join("server.pem"), cert.pem()).unwrap();
+            std::fs::write(d.join("server.key"), key.serialize_pem()).unwrap();
+            conf.push_str(&format!(
+                "listener {tls_port} 127.0.0.1\ncafile {d}/ca.pem\ncertfile {d}/server.pem\nkeyfile {d}/server.key\n",
+                d = d.display()
+            ));
+        }
+        std::fs::write(d.join("mosquitto.conf"), conf).unwrap();
     }
 
     fn spawn(&mut self) {
@@ -274,6 +300,40 @@ async fn a_broker_that_is_down_or_hangs_costs_the_scans_nothing_and_is_joined_wh
     );
     broker.spawn();
     let mut w = Watcher::start(broker.port).await;
+    w.wait("tiketo-gate/test-door/status", |b| b == "online")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtts_with_the_brokers_ca_connects_and_without_it_does_not() {
+    let broker = Broker::start_with(true);
+    let tls_port = broker.tls_port.unwrap();
+    let table = |ca: &str| {
+        format!(
+            "[mqtt]\nurl = \"mqtts://127.0.0.1:{tls_port}\"\nusername = \"test-door\"\npassword_file = \"{}\"\n{ca}",
+            broker.password_file().display()
+        )
+    };
+    // The system's roots do not know the test CA: refused, and said so.
+    let h = Harness::start(Opts {
+        tail: table(""),
+        ..Opts::default()
+    })
+    .await;
+    assert!(
+        wait_until(T, || h.logs().contains("mqtt connection lost or refused")),
+        "{}",
+        h.logs()
+    );
+    assert!(!h.logs().contains("mqtt connected"), "{}", h.logs());
+    drop(h);
+    let mut w = Watcher::start(broker.port).await;
+    let ca = broker.dir.path().join("ca.pem");
+    let _h = Harness::start(Opts {
+        tail: table(&format!("ca_file = \"{}\"\n", ca.display())),
+        ..Opts::default()
+    })
+    .await;
     w.wait("tiketo-gate/test-door/status", |b| b == "online")
         .await;
 }
