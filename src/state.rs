@@ -165,13 +165,13 @@ pub struct ApiState {
     auth_error: Arc<Mutex<String>>,
     /// The schema mismatch, while it lasts (a watch: the status LED follows it).
     mismatch: Arc<tokio::sync::watch::Sender<Option<Mismatch>>>,
-    status_wake: Arc<Notify>,
+    status_wake: StatusWake,
     /// Told when the token is taken again after an auth error (the paused replay resumes).
     auth_back: Arc<Notify>,
 }
 
 impl ApiState {
-    fn new(link: Link, status_wake: Arc<Notify>) -> Self {
+    fn new(link: Link, status_wake: StatusWake) -> Self {
         ApiState {
             link,
             auth_error: Default::default(),
@@ -266,7 +266,7 @@ impl ApiState {
                 caller = ?by,
                 "API MISMATCH: the API's schema does not fit this daemon: {detail}; scans are decided by the offline policy and scan events wait (nothing is dropped) until it fits again"
             );
-            self.status_wake.notify_one();
+            self.status_wake.notify();
         }
     }
 
@@ -287,7 +287,7 @@ impl ApiState {
             tracing::info!(
                 "the API's schema fits this daemon again; scans go online and the queue resumes"
             );
-            self.status_wake.notify_one();
+            self.status_wake.notify();
             self.auth_back.notify_one();
         }
     }
@@ -317,7 +317,7 @@ impl ApiState {
             Some(e) => {
                 if a.is_empty() {
                     tracing::error!("the API refuses the token: {e}; scans are decided offline and replay is paused");
-                    self.status_wake.notify_one();
+                    self.status_wake.notify();
                 }
                 *a = e.to_string();
             }
@@ -325,7 +325,7 @@ impl ApiState {
                 if !a.is_empty() {
                     a.clear();
                     tracing::info!("the API takes the token again; replay resumes");
-                    self.status_wake.notify_one();
+                    self.status_wake.notify();
                     self.auth_back.notify_one();
                 }
             }
@@ -348,11 +348,11 @@ pub struct Outbox {
     /// Lanes deciding a scan now: the replay gives way to them ([`Outbox::wait_quiet`]).
     live: Arc<AtomicI64>,
     quiet: Arc<Notify>,
-    status_wake: Arc<Notify>,
+    status_wake: StatusWake,
 }
 
 impl Outbox {
-    fn new(status_wake: Arc<Notify>) -> Self {
+    fn new(status_wake: StatusWake) -> Self {
         Outbox {
             pending: Default::default(),
             inflight: Default::default(),
@@ -416,7 +416,7 @@ impl Outbox {
         // Status shows the first sync at once; later ones ride the writer's 10 s round
         // (one meta write per scan would double the scan path's fsyncs).
         if now - before > 10_000 {
-            self.status_wake.notify_one();
+            self.status_wake.notify();
         }
     }
 
@@ -520,8 +520,33 @@ pub struct Board {
     door: Arc<Mutex<Option<DoorState>>>,
     enrolled: Arc<AtomicBool>,
     recent: Arc<Mutex<VecDeque<RecentScan>>>,
-    /// Wakes the status writer (something `status` shows changed).
-    pub status_wake: Arc<Notify>,
+    /// Something `status` shows changed: wakes the status writer and the MQTT state.
+    pub status_wake: StatusWake,
+}
+
+/// "Something the status shows changed", for any number of watchers (the status writer, the
+/// MQTT state): a counter in a watch channel, so each watcher sees every change, and one that
+/// is busy when it comes sees it on its next wait. (A `Notify` wakes one waiter: with two, a
+/// change woke one of them and the other learned of it up to 10 s later.)
+#[derive(Clone)]
+pub struct StatusWake(Arc<tokio::sync::watch::Sender<u64>>);
+
+impl Default for StatusWake {
+    fn default() -> Self {
+        StatusWake(Arc::new(tokio::sync::watch::channel(0).0))
+    }
+}
+
+impl StatusWake {
+    /// Something changed.
+    pub fn notify(&self) {
+        self.0.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A watcher's receiver: `changed()` returns once per change since its last wait.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.subscribe()
+    }
 }
 
 impl Board {
@@ -549,7 +574,7 @@ impl Board {
         crate::metrics::metrics()
             .reader_connected
             .set(self.all_readers_connected() as i64);
-        self.status_wake.notify_one();
+        self.status_wake.notify();
     }
 
     /// How many readers there are, and the names of those that are not connected.
@@ -571,7 +596,7 @@ impl Board {
 
     pub fn set_door(&self, door: Option<DoorState>) {
         *lock(&self.door) = door;
-        self.status_wake.notify_one();
+        self.status_wake.notify();
     }
 
     pub fn enrolled(&self) -> bool {

@@ -197,6 +197,7 @@ pub struct PageExtras {
 pub async fn write(shared: Shared, max_pending: u64, mut shutdown: Shutdown) {
     let mut last: Vec<(&'static str, String)> = Vec::new();
     let mut changes = shared.api.link.subscribe();
+    let mut wake = shared.board.status_wake.subscribe();
     loop {
         let now = Status::now(&shared, max_pending).meta();
         if now != last {
@@ -216,7 +217,7 @@ pub async fn write(shared: Shared, max_pending: u64, mut shutdown: Shutdown) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
             _ = changes.changed() => {}
-            _ = shared.board.status_wake.notified() => {}
+            _ = wake.changed() => {}
             _ = shutdown.recv() => return,
         }
     }

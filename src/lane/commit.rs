@@ -270,13 +270,19 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         to.shared.outbox.admitted();
     }
     if reason == Reason::QueueFull {
-        to.shared.board.status_wake.notify_one();
+        to.shared.board.status_wake.notify();
         tracing::error!(
             max_pending = to.max_pending,
             "the queue of unsent scan events is full: nothing more is admitted offline until it drains"
         );
     }
-    record(to, c.code.as_deref(), verdict, reason, c.mode, latency);
+    // The code's fingerprint, once for the status page and the scan line.
+    let fp = c
+        .code
+        .as_deref()
+        .map(crate::fingerprint::of)
+        .unwrap_or_else(|| "-".into());
+    record(to, c.code.as_deref(), &fp, verdict, reason, c.mode, latency);
     to.shared
         .display
         .verdict(to.reader, verdict, reason, holder.as_deref());
@@ -296,7 +302,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
         detail = %detail.as_deref().unwrap_or("-"),
         reader = %to.reader,
         direction = %to.direction,
-        fp = %c.code.as_deref().map(crate::fingerprint::of).unwrap_or_else(|| "-".into()),
+        fp = %fp,
         "scan"
     );
     if let Some(st) = &c.stages {
@@ -317,6 +323,7 @@ pub async fn commit<S: CommitStore, F: Signal>(c: Commit, to: &Sinks<'_, S, F>) 
 fn record<S, F>(
     to: &Sinks<'_, S, F>,
     code: Option<&str>,
+    fp: &str,
     verdict: Verdict,
     reason: Reason,
     mode: Mode,
@@ -339,9 +346,7 @@ fn record<S, F>(
     to.shared.board.push_recent(RecentScan {
         at: crate::clock::rfc3339_ms(time::OffsetDateTime::now_utc()),
         code: code.map(mask_code).unwrap_or_else(|| "-".into()),
-        code_fp: code
-            .map(crate::fingerprint::of)
-            .unwrap_or_else(|| "-".into()),
+        code_fp: fp.to_owned(),
         verdict: verdict.as_str(),
         reason: reason.as_str(),
         mode: mode.as_str(),

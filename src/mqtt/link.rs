@@ -122,6 +122,7 @@ pub async fn run(cfg: MqttConfig, shared: Shared, max_pending: u64, mut shutdown
     let broker = cfg.broker();
     let (client, mut events) = AsyncClient::new(opts, 64);
     let mut changes = shared.api.link.subscribe();
+    let mut wake = shared.board.status_wake.subscribe();
     let mut connected = false;
     let mut last_state = String::new();
     let mut failures: u32 = 0;
@@ -155,17 +156,7 @@ pub async fn run(cfg: MqttConfig, shared: Shared, max_pending: u64, mut shutdown
                     }
                 }
             },
-            _ = changes.changed() => {
-                if connected {
-                    publish_state(&client, &shared, max_pending, &topics, &mut last_state).await;
-                }
-            }
-            _ = tick.tick() => {
-                if connected {
-                    publish_state(&client, &shared, max_pending, &topics, &mut last_state).await;
-                }
-            }
-            _ = shared.board.status_wake.notified() => {
+            _ = state_may_have_changed(&mut changes, &mut wake, &mut tick) => {
                 if connected {
                     publish_state(&client, &shared, max_pending, &topics, &mut last_state).await;
                 }
@@ -177,6 +168,20 @@ pub async fn run(cfg: MqttConfig, shared: Shared, max_pending: u64, mut shutdown
                 return;
             }
         }
+    }
+}
+
+/// Returns when the state may have changed: the link's mode, anything `status` shows, or
+/// 10 s passed (the queue's counts move without a wake).
+async fn state_may_have_changed<T>(
+    link: &mut tokio::sync::watch::Receiver<T>,
+    wake: &mut tokio::sync::watch::Receiver<u64>,
+    tick: &mut tokio::time::Interval,
+) {
+    tokio::select! {
+        _ = link.changed() => {}
+        _ = wake.changed() => {}
+        _ = tick.tick() => {}
     }
 }
 

@@ -4,14 +4,10 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-/// The demo's guest screen has one port (config/demo.toml): one demo at a time.
-static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-#[test]
-fn the_demo_runs_end_to_end_and_renders_the_door() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+/// The demo as the README runs it, from the repository's top folder, its three streams piped.
+fn demo() -> std::process::Child {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tiketo-sim"))
+    Command::new(env!("CARGO_BIN_EXE_tiketo-sim"))
         .arg("demo")
         .current_dir(&root)
         .env_remove("CARGO")
@@ -20,7 +16,16 @@ fn the_demo_runs_end_to_end_and_renders_the_door() {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("demo starts");
+        .expect("demo starts")
+}
+
+/// The demo's guest screen has one port (config/demo.toml): one demo at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+#[test]
+fn the_demo_runs_end_to_end_and_renders_the_door() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let mut child = demo();
     // Give the daemon time to enrol, then type codes and end the input.
     std::thread::sleep(std::time::Duration::from_millis(1500));
     child
@@ -54,17 +59,7 @@ fn the_demo_runs_end_to_end_and_renders_the_door() {
 fn ctrl_c_ends_the_demo_as_ctrl_d_does() {
     use std::io::BufRead;
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tiketo-sim"))
-        .arg("demo")
-        .current_dir(&root)
-        .env_remove("CARGO")
-        .env_remove("TIKETO_GATE_TOKEN")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("demo starts");
+    let mut child = demo();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel::<String>();
     std::thread::spawn(move || {
