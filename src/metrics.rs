@@ -37,6 +37,21 @@ pub struct ApiLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    /// `open`, `lockdown`, `release`, `normal`, or `unknown` (unreadable).
+    pub action: String,
+    /// `done` or `refused`.
+    pub outcome: &'static str,
+    /// `jwt` (`<topic>/cmd`) or `home_assistant` (`<topic>/ha/...`).
+    pub source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReaderOnly {
+    pub reader: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub scans: Family<ScanLabels, Counter>,
@@ -48,6 +63,12 @@ pub struct Metrics {
     pub online: Gauge,
     pub reader_connected: Gauge,
     pub mqtt_connected: Gauge,
+    pub mqtt_events_published: Counter,
+    pub mqtt_events_dropped: Counter,
+    pub mqtt_events_pending: Gauge,
+    pub mqtt_commands: Family<CommandLabels, Counter>,
+    pub lockdown: Family<ReaderOnly, Gauge>,
+    pub release: Family<ReaderOnly, Gauge>,
     pub enrolled: Gauge,
     pub clock_synced: Gauge,
     pub store_ok: Gauge,
@@ -122,6 +143,41 @@ pub fn metrics() -> &'static Metrics {
             "mqtt_connected",
             "1 while connected to the MQTT broker ([mqtt]; 0 without it)",
         );
+        let mqtt_events_published = Counter::default();
+        registry.register(
+            "mqtt_events_published",
+            "Events the MQTT broker acknowledged (QoS 1) on <topic>/events",
+            mqtt_events_published.clone(),
+        );
+        let mqtt_events_dropped = Counter::default();
+        registry.register(
+            "mqtt_events_dropped",
+            "Events dropped from the broker's copy past mqtt.max_pending (oldest first; scans are kept)",
+            mqtt_events_dropped.clone(),
+        );
+        let mqtt_events_pending = g(
+            &mut registry,
+            "mqtt_events_pending",
+            "Events in the store not yet acknowledged by the MQTT broker",
+        );
+        let mqtt_commands = Family::<CommandLabels, Counter>::default();
+        registry.register(
+            "mqtt_commands",
+            "Remote commands received over MQTT, by action, outcome (done or refused) and source",
+            mqtt_commands.clone(),
+        );
+        let lockdown = Family::<ReaderOnly, Gauge>::default();
+        registry.register(
+            "lockdown",
+            "1 while the reader is in lockdown (every scan rejected; the exit button still opens)",
+            lockdown.clone(),
+        );
+        let release = Family::<ReaderOnly, Gauge>::default();
+        registry.register(
+            "release",
+            "1 while the reader's relay is held released (the door unlocked)",
+            release.clone(),
+        );
         let enrolled = g(
             &mut registry,
             "enrolled",
@@ -184,6 +240,12 @@ pub fn metrics() -> &'static Metrics {
             online,
             reader_connected,
             mqtt_connected,
+            mqtt_events_published,
+            mqtt_events_dropped,
+            mqtt_events_pending,
+            mqtt_commands,
+            lockdown,
+            release,
             enrolled,
             clock_synced,
             store_ok,

@@ -175,7 +175,7 @@ impl CommitStore for StoreHandle {
                 pass,
                 exit,
             } => {
-                s.mark_sent(&scan_id, Some(&event_id))?;
+                s.mark_sent_live(&scan_id, &event_id)?;
                 if exit {
                     // The guest is out: the next offline entry is not a second one.
                     s.reset_offline_uses(&code)?;

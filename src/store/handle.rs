@@ -17,11 +17,16 @@ pub struct StoreHandle {
     inner: std::sync::Arc<std::sync::Mutex<HandleState>>,
     side: std::sync::Arc<std::sync::Mutex<Option<Store>>>,
     path: PathBuf,
+    /// Counts the commits that queued events for the broker (the MQTT task's wake-up).
+    events_wake: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 struct HandleState {
     store: Option<Store>,
     last_attempt: Option<std::time::Instant>,
+    /// The broker's copy of the events: kept, bounded, when `[mqtt]` is on (set again on
+    /// a store opened anew).
+    events: Option<u64>,
 }
 
 impl StoreHandle {
@@ -33,10 +38,26 @@ impl StoreHandle {
             inner: std::sync::Arc::new(std::sync::Mutex::new(HandleState {
                 store,
                 last_attempt: Some(std::time::Instant::now()),
+                events: None,
             })),
             side: Default::default(),
             path: path.to_owned(),
+            events_wake: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         }
+    }
+
+    /// Keeps the broker's copy of the events (`[mqtt]`), at most `max_pending` rows.
+    pub fn keep_events(&self, max_pending: u64) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.events = Some(max_pending);
+        if let Some(s) = g.store.as_mut() {
+            s.keep_events(Some(max_pending));
+        }
+    }
+
+    /// Changes each time a commit queued events for the broker.
+    pub fn events_wake(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events_wake.subscribe()
     }
 
     fn try_open(path: &Path) -> Option<Store> {
@@ -79,9 +100,18 @@ impl StoreHandle {
         F: FnOnce(&mut Store) -> Result<T> + Send + 'static,
     {
         let (inner, side, path) = (self.inner.clone(), self.side.clone(), self.path.clone());
-        tokio::task::spawn_blocking(move || Self::on_main(&inner, &side, &path, f))
-            .await
-            .map_err(|e| StoreError(format!("store task failed: {e}")))?
+        let wake = self.events_wake.clone();
+        tokio::task::spawn_blocking(move || {
+            Self::on_main(&inner, &side, &path, |s| {
+                let r = f(s);
+                if s.take_new_events() {
+                    wake.send_modify(|n| *n = n.wrapping_add(1));
+                }
+                r
+            })
+        })
+        .await
+        .map_err(|e| StoreError(format!("store task failed: {e}")))?
     }
 
     /// Runs `f` on the main connection, first trying to open it again (at most every 5 s)
@@ -99,6 +129,10 @@ impl StoreHandle {
         {
             g.last_attempt = Some(std::time::Instant::now());
             g.store = Self::try_open(path);
+            let events = g.events;
+            if let Some(s) = g.store.as_mut() {
+                s.keep_events(events);
+            }
             // The file may be a new one: the second connection opens it afresh.
             *side.lock().unwrap_or_else(|p| p.into_inner()) = None;
             if g.store.is_some() {

@@ -19,7 +19,7 @@ use crate::decision::{PassFacts, Reason, Verdict};
 use crate::mask::mask_code;
 
 pub const FILE_NAME: &str = "tiketo-gate.db";
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -64,6 +64,17 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE scans ADD COLUMN direction TEXT NOT NULL DEFAULT 'entry' CHECK (direction IN ('entry', 'exit'));",
     // v3: the pass's parameters, for the guest screen's greeting offline.
     "ALTER TABLE pass_cache ADD COLUMN parameters TEXT;",
+    // v4: the broker's copy of the events (`[mqtt]`), the remote commands' ids and the door's
+    // lockdown or release.
+    "CREATE TABLE mqtt_events (seq INTEGER PRIMARY KEY AUTOINCREMENT, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+     CREATE INDEX mqtt_events_age ON mqtt_events(at_ms);
+     CREATE TABLE command_ids (jti TEXT PRIMARY KEY, exp_ms INTEGER NOT NULL);
+     CREATE TABLE door_overrides (
+        reader TEXT PRIMARY KEY,
+        mode TEXT NOT NULL CHECK (mode IN ('lockdown', 'release')),
+        since_ms INTEGER NOT NULL,
+        jti TEXT
+     );",
 ];
 
 #[derive(Debug)]
@@ -126,6 +137,10 @@ pub struct Store {
     path: PathBuf,
     /// Whether commits wait for fsync now (`synchronous=FULL`).
     full_sync: bool,
+    /// The broker's copy of the events: kept (bounded by this many rows) when `[mqtt]` is on.
+    pub(crate) events: Option<u64>,
+    /// Events were written since the last look (the MQTT task's wake-up).
+    pub(crate) new_events: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -137,10 +152,12 @@ enum Conflict {
 
 use crate::clock::now_ms;
 
+mod events;
 mod handle;
 mod outbox;
 mod queue;
 
+pub use events::{DoorOverride, EventRow, OverrideMode};
 pub use handle::StoreHandle;
 pub use outbox::{Counts, PendingRow};
 pub use queue::ListedRow;
@@ -168,6 +185,8 @@ impl Store {
             conn,
             path: path.to_owned(),
             full_sync: true,
+            events: None,
+            new_events: false,
         };
         store.setup()?;
         Ok(store)
@@ -225,6 +244,8 @@ impl Store {
             conn,
             path: path.to_owned(),
             full_sync: true,
+            events: None,
+            new_events: false,
         })
     }
 
@@ -394,7 +415,17 @@ impl Store {
                 tx.execute("DELETE FROM offline_uses WHERE code = ?1", [&s.code])?;
             }
         }
+        // The row as the guest saw it is final, except an online accept written ahead of its
+        // event: its event goes out when the server has answered (or the offline policy
+        // decided instead).
+        let final_row = !matches!(conflict, Conflict::Ignore);
+        if final_row {
+            events::queue_scan_event(&tx, self.events, &s.scan_id.to_string())?;
+        }
         tx.commit()?;
+        if final_row {
+            self.after_events();
+        }
         Ok(())
     }
 
@@ -511,6 +542,10 @@ impl Store {
         )?;
         self.conn
             .execute("DELETE FROM pass_cache WHERE verified_at_ms < ?1", [cutoff])?;
+        self.conn
+            .execute("DELETE FROM mqtt_events WHERE at_ms < ?1", [cutoff])?;
+        self.conn
+            .execute("DELETE FROM command_ids WHERE exp_ms < ?1", [now_ms])?;
         Ok(scans)
     }
 }

@@ -43,13 +43,33 @@ impl Store {
         Ok(())
     }
 
-    /// A live scan the server refused: it was not admitted.
+    /// The server has the event of a live scan (the guest is being admitted now): marked
+    /// sent, and its event for the broker queued in the same transaction.
+    pub fn mark_sent_live(&mut self, scan_id: &str, event_id: &str) -> Result<()> {
+        self.sync(false)?;
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, last_error = NULL WHERE scan_id = ?1",
+            params![scan_id, event_id, now_ms()],
+        )?;
+        super::events::queue_scan_event(&tx, self.events, scan_id)?;
+        tx.commit()?;
+        self.after_events();
+        Ok(())
+    }
+
+    /// A live scan the server refused: it was not admitted (its event for the broker queued
+    /// in the same transaction).
     pub fn mark_refused(&mut self, scan_id: &str, error: &str) -> Result<()> {
         self.sync(false)?;
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        tx.execute(
             "UPDATE scans SET verdict = 'reject', reason = 'refused', outbox = NULL, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
             params![scan_id, error, now_ms()],
         )?;
+        super::events::queue_scan_event(&tx, self.events, scan_id)?;
+        tx.commit()?;
+        self.after_events();
         Ok(())
     }
 
