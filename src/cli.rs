@@ -186,6 +186,19 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
             }
         );
     }
+    for o in st.overrides.iter() {
+        println!(
+            "{}:{}{} since {} (remote command{})",
+            o.mode.as_str().to_uppercase(),
+            " ".repeat(14usize.saturating_sub(o.mode.as_str().len() + 1)),
+            o.reader,
+            ago(o.since_ms),
+            o.jti
+                .as_deref()
+                .map(|j| format!(" {j}"))
+                .unwrap_or_default()
+        );
+    }
     if let Some(e) = s("auth_error") {
         println!("AUTH ERROR:    {e}");
     }

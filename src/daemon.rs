@@ -201,16 +201,33 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     tasks.spawn_with("status writer", |stop| {
         crate::status::write(shared.clone(), cfg.store.max_pending, stop)
     });
-    if let Some(m) = cfg.mqtt.clone() {
-        let max_pending = cfg.store.max_pending;
-        tasks.spawn_with("mqtt", |stop| {
-            crate::mqtt::link::run(m, shared.clone(), max_pending, stop)
-        });
-    }
     tasks.spawn("prune", prune(shared.clone(), cfg.store.retention));
     tasks.spawn("checkpoint", checkpoint(shared.clone()));
 
     shared.board.set_readers(&cfg.readers);
+    // A lockdown or release from before the stop holds again (the store has it).
+    let remote = crate::mqtt::act::Door::new(&cfg.device.name, &cfg.readers, &feedback, &shared);
+    match shared.store.read(|s| s.overrides()).await {
+        Ok(all) => {
+            for o in &all {
+                tracing::warn!(reader = %o.reader, mode = o.mode.as_str(), since = %crate::clock::rfc3339_from_ms(o.since_ms), "the reader is in {} (a remote command); a normal command ends it", o.mode.as_str());
+            }
+            shared.board.set_overrides(all);
+            remote.apply_holds();
+        }
+        Err(e) => tracing::error!("cannot read the lockdown or release from the store: {e}"),
+    }
+    if let Some(m) = cfg.mqtt.clone() {
+        shared.store.keep_events(m.max_pending);
+        let parts = crate::mqtt::link::Parts {
+            shared: shared.clone(),
+            max_pending: cfg.store.max_pending,
+            device: cfg.device.name.clone(),
+            door: remote,
+            door_sensor: cfg.inputs.door_sensor.is_some(),
+        };
+        tasks.spawn_with("mqtt", |stop| crate::mqtt::link::run(m, parts, stop));
+    }
     let budget = cfg.api.timeout;
     let auth = match auth {
         Auth::Device(c) => {
@@ -279,7 +296,13 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         Ok(Some((handle, events))) => {
             tasks.spawn(
                 "door",
-                crate::door::run(events, cfg.inputs.clone(), feedback.clone(), shared.clone()),
+                crate::door::run(
+                    events,
+                    cfg.inputs.clone(),
+                    feedback.clone(),
+                    shared.clone(),
+                    cfg.device.name.clone(),
+                ),
             );
             Some(handle)
         }

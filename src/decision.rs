@@ -77,6 +77,8 @@ pub enum Reason {
     /// Outside the reader's opening hours (`rules.hours`, `rules.closed_dates`), or the
     /// clock is not synced and `rules.unsynced_clock = "reject"`; decided without the API.
     OutsideHours,
+    /// The door is in lockdown (a remote command): every scan rejected until `normal`.
+    Lockdown,
 }
 
 impl Reason {
@@ -96,6 +98,7 @@ impl Reason {
             Reason::QueueFull => "queue_full",
             Reason::NotEnrolled => "not_enrolled",
             Reason::OutsideHours => "outside_hours",
+            Reason::Lockdown => "lockdown",
         }
     }
 }
@@ -109,7 +112,7 @@ impl Reason {
         match self {
             Malformed | NotEnrolled | QueueFull | ApiError | OfflinePolicy => true,
             Valid | NotFound | Voided | Expired | WrongProject | WrongTemplate | Refused
-            | AlreadyUsed | OutsideHours => false,
+            | AlreadyUsed | OutsideHours | Lockdown => false,
         }
     }
 }

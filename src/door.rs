@@ -16,7 +16,17 @@ pub async fn run(
     cfg: InputsConfig,
     feedback: Feedback,
     shared: Shared,
+    device: String,
 ) {
+    let note = |what: &'static str, extra: serde_json::Value| {
+        let shared = shared.clone();
+        let body = door_event(&device, what, extra);
+        async move {
+            if let Err(e) = shared.store.run(move |s| s.push_event(&body)).await {
+                tracing::warn!("the door event is not stored for the broker: {e}");
+            }
+        }
+    };
     let mut door = cfg
         .door_sensor
         .as_ref()
@@ -49,6 +59,7 @@ pub async fn run(
                         crate::metrics::metrics().door_held_open.set(1);
                         publish(&shared, d, door_since_ms);
                         tracing::warn!(open_s = open_for.as_secs(), held_open_secs = held_secs, "door held open");
+                        note("held_open", serde_json::json!({"open_s": open_for.as_secs()})).await;
                     }
                 }
                 continue;
@@ -77,6 +88,7 @@ pub async fn run(
                 if feedback.pulse_output(&button.relay) {
                     crate::metrics::metrics().exit_requests.inc();
                     tracing::info!(output = %button.relay, "exit button: door released");
+                    note("exit_button", serde_json::json!({"output": button.relay})).await;
                 } else {
                     tracing::warn!(output = %button.relay, "exit button pressed, but the output cannot be pulsed");
                 }
@@ -84,14 +96,18 @@ pub async fn run(
             InputName::DoorSensor => {
                 let Some(d) = door.as_mut() else { continue };
                 let now = Instant::now();
-                let note = d.update(ev.active, now);
+                let d_note = d.update(ev.active, now);
                 door_since_ms = if ev.initial { 0 } else { now_ms() };
                 let m = crate::metrics::metrics();
                 m.door_open.set(ev.active as i64);
-                match note {
-                    Some(DoorNote::Opened) => tracing::info!("door opened"),
+                match d_note {
+                    Some(DoorNote::Opened) => {
+                        tracing::info!("door opened");
+                        note("opened", serde_json::json!({})).await;
+                    }
                     Some(DoorNote::Closed { was_held, open_for }) => {
                         m.door_held_open.set(0);
+                        note("closed", serde_json::json!({"open_ms": open_for.as_millis() as u64, "was_held_open": was_held})).await;
                         if was_held {
                             tracing::info!(
                                 open_s = open_for.as_secs(),
@@ -113,6 +129,24 @@ pub async fn run(
             }
         }
     }
+}
+
+/// A door event for the broker: `type` `door`, `event` (`opened`, `closed`, `held_open`,
+/// `exit_button`), `id`, `at`, `device`, and what else it says.
+fn door_event(device: &str, what: &str, extra: serde_json::Value) -> String {
+    let mut v = serde_json::json!({
+        "type": "door",
+        "event": what,
+        "id": uuid::Uuid::new_v4().to_string(),
+        "at": crate::clock::rfc3339_ms(time::OffsetDateTime::now_utc()),
+        "device": device,
+    });
+    if let (Some(m), Some(e)) = (v.as_object_mut(), extra.as_object()) {
+        for (k, x) in e {
+            m.insert(k.clone(), x.clone());
+        }
+    }
+    v.to_string()
 }
 
 fn publish(shared: &Shared, d: &DoorMonitor, since_ms: i64) {

@@ -520,6 +520,8 @@ pub struct Board {
     door: Arc<Mutex<Option<DoorState>>>,
     enrolled: Arc<AtomicBool>,
     recent: Arc<Mutex<VecDeque<RecentScan>>>,
+    /// The readers in lockdown or release (remote commands; the store holds them too).
+    overrides: Arc<Mutex<Vec<crate::store::DoorOverride>>>,
     /// Something `status` shows changed: wakes the status writer and the MQTT state.
     pub status_wake: StatusWake,
 }
@@ -550,6 +552,34 @@ impl StatusWake {
 }
 
 impl Board {
+    /// The readers in lockdown or release, as the store now says.
+    pub fn set_overrides(&self, all: Vec<crate::store::DoorOverride>) {
+        let m = crate::metrics::metrics();
+        for r in lock(&self.readers).iter() {
+            let mode = crate::store::override_of(&all, &r.name);
+            let label = crate::metrics::ReaderOnly {
+                reader: r.name.clone(),
+            };
+            m.lockdown
+                .get_or_create(&label)
+                .set((mode == Some(crate::store::OverrideMode::Lockdown)) as i64);
+            m.release
+                .get_or_create(&label)
+                .set((mode == Some(crate::store::OverrideMode::Release)) as i64);
+        }
+        *lock(&self.overrides) = all;
+        self.status_wake.notify();
+    }
+
+    /// A reader's lockdown or release.
+    pub fn override_of(&self, reader: &str) -> Option<crate::store::OverrideMode> {
+        crate::store::override_of(&lock(&self.overrides), reader)
+    }
+
+    pub fn overrides(&self) -> Vec<crate::store::DoorOverride> {
+        lock(&self.overrides).clone()
+    }
+
     /// Registers the readers (all disconnected until they say otherwise).
     pub fn set_readers(&self, readers: &[crate::config::ReaderConfig]) {
         *lock(&self.readers) = readers

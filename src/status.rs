@@ -33,6 +33,8 @@ pub struct Status {
     pub daemon_pid: u32,
     pub readers: Vec<ReaderState>,
     pub door: Option<DoorState>,
+    /// The readers in lockdown or release (remote commands), from the store.
+    pub overrides: Vec<crate::store::DoorOverride>,
     /// When the daemon wrote it (unix ms; 0: never), for a status read from the store.
     pub at_ms: i64,
 }
@@ -53,6 +55,7 @@ impl Status {
             daemon_pid: std::process::id(),
             readers: shared.board.readers(),
             door: shared.board.door(),
+            overrides: shared.board.overrides(),
             at_ms: now_ms(),
         }
     }
@@ -105,8 +108,33 @@ impl Status {
             door: meta("door")?
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .flatten(),
+            // A store an older daemon made has no such table: no override there.
+            overrides: match store.overrides() {
+                Err(e) if e.0.contains("no such table") => Vec::new(),
+                r => r?,
+            },
             at_ms: num("status_at_ms")?,
         })
+    }
+
+    /// Whether any reader is in this lockdown or release.
+    pub fn any(&self, mode: crate::store::OverrideMode) -> bool {
+        self.overrides.iter().any(|o| o.mode == mode)
+    }
+
+    /// The overrides as JSON: `[{"reader", "mode", "since", "jti"}]`.
+    pub fn overrides_json(&self) -> Value {
+        self.overrides
+            .iter()
+            .map(|o| {
+                json!({
+                    "reader": o.reader,
+                    "mode": o.mode.as_str(),
+                    "since": rfc3339_from_ms(o.since_ms),
+                    "jti": o.jti,
+                })
+            })
+            .collect()
     }
 
     /// `tiketo-gate status --json`: the stored status, the store's counts, the enrolment.
@@ -148,6 +176,9 @@ impl Status {
                 v
             }),
             "store": store.display().to_string(),
+            "lockdown": self.any(crate::store::OverrideMode::Lockdown),
+            "release": self.any(crate::store::OverrideMode::Release),
+            "overrides": self.overrides_json(),
         })
     }
 
@@ -175,6 +206,9 @@ impl Status {
             "recent": page.recent,
             "admin": page.admin,
             "version": env!("CARGO_PKG_VERSION"),
+            "lockdown": self.any(crate::store::OverrideMode::Lockdown),
+            "release": self.any(crate::store::OverrideMode::Release),
+            "overrides": self.overrides_json(),
         })
     }
 }
@@ -251,6 +285,7 @@ mod tests {
                 since_ms: 5,
                 held_open: true,
             }),
+            overrides: vec![],
             at_ms: 1_764_000_002_000,
         };
         store.set_meta_all(&status.meta(), status.at_ms).unwrap();

@@ -106,6 +106,20 @@ impl Validator<'_> {
             .display
             .and_then(|d| self.display(d, &device.name, &readers, http.listen));
         let mqtt = self.mqtt(raw.mqtt, &device.name);
+        if mqtt.is_some() {
+            // Reader names become topic levels (`<topic>/ha/<reader>/lock`) and command claims.
+            for r in &readers {
+                if r.name.is_empty() || r.name.contains(['/', '+', '#', '\0']) {
+                    self.problem(
+                        &format!("{}.name", r.key),
+                        format!(
+                            "\"{}\" cannot be an MQTT topic level (no / + # with [mqtt])",
+                            r.name
+                        ),
+                    );
+                }
+            }
+        }
         Config {
             source: file.to_owned(),
             device,

@@ -83,6 +83,7 @@ pub fn word_key(verdict: Verdict, reason: Reason) -> &'static str {
         Reason::Voided => "voided",
         Reason::Refused => "refused",
         Reason::OutsideHours => "closed",
+        Reason::Lockdown => "locked",
         Reason::NotEnrolled => "not_ready",
         Reason::OfflinePolicy | Reason::QueueFull | Reason::ApiError | Reason::Valid => "ask_staff",
     }

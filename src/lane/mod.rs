@@ -236,6 +236,9 @@ impl Lane {
         stages: &Arc<stages::Stages>,
     ) -> commit::Commit {
         let s = &self.settings;
+        if self.shared.board.override_of(&s.reader) == Some(crate::store::OverrideMode::Lockdown) {
+            return scan::lockdown(s, code, last_byte);
+        }
         if let Some(why) = crate::hours::closed_now(
             &s.hours,
             s.unsynced_clock,

@@ -75,6 +75,14 @@ pub fn outside_hours(s: &LaneSettings, code: &str, last_byte: Instant, why: &str
     c
 }
 
+/// A code read while the reader is in lockdown (a remote command): rejected here, without
+/// the API, until `normal`.
+pub fn lockdown(s: &LaneSettings, code: &str, last_byte: Instant) -> Commit {
+    let mut c = local_reject(s, code, last_byte, Reason::Lockdown);
+    c.detail = Some("lockdown: every scan rejected until a normal command".into());
+    c
+}
+
 fn local_reject(s: &LaneSettings, code: &str, last_byte: Instant, reason: Reason) -> Commit {
     let base = RowBase::new(code, last_byte, s);
     let row = base.row(Verdict::Reject, reason, false, None);

@@ -118,6 +118,11 @@ fn number(v: &Option<serde_json::Value>) -> Option<i64> {
     }
 }
 
+/// A `jti` fit to be logged and answered: 1 to 200 characters, none of them a control.
+fn readable_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 200 && !s.chars().any(char::is_control)
+}
+
 /// Checks a message on `<topic>/cmd` (all but the `jti` memory).
 pub fn check_jwt(
     payload: &[u8],
@@ -163,6 +168,7 @@ pub fn check_jwt(
                 .and_then(|j| j.as_str())
                 .map(str::to_owned)
         })
+        .filter(|j| readable_id(j))
     };
     let refuse = |error: String| Refusal {
         jti: unverified_jti.clone(),
@@ -194,7 +200,7 @@ pub fn check_jwt(
             })?;
     let c = data.claims;
     let jti = match &c.jti {
-        Some(serde_json::Value::String(s)) if !s.is_empty() && s.len() <= 200 => s.clone(),
+        Some(serde_json::Value::String(s)) if readable_id(s) => s.clone(),
         _ => return Err(refuse("no jti (a unique string)".into())),
     };
     let refuse = |error: String, action: Option<Action>| Refusal {

@@ -1,12 +1,17 @@
 //! The broker connection: one task owns the client and its event loop. It says the door is
 //! there (`<topic>/status`: retained `online`; the will, and a clean stop, retained `offline`)
-//! and what state it is in (`<topic>/state`: retained JSON, republished on each change). A scan
-//! never waits for it: the broker down, refusing or hanging costs the scan path nothing.
+//! and what state it is in (`<topic>/state`: retained JSON, republished on each change); it
+//! publishes the store's events in order at QoS 1 and deletes each once the broker has
+//! acknowledged it ([`super::window`]); it takes signed commands on `<topic>/cmd` and Home
+//! Assistant's on `<topic>/ha/<reader>/lock`, and answers each on `<topic>/cmd/ack`; it
+//! publishes Home Assistant's discovery. A scan never waits for it: the broker down, refusing
+//! or hanging costs the scan path nothing (the scan's transaction writes the event's row; this
+//! task is woken after it).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet};
+use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish, SubscribeReasonCode};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
@@ -14,30 +19,48 @@ use crate::config::MqttConfig;
 use crate::shutdown::Shutdown;
 use crate::state::Shared;
 
+use super::act::Door;
+use super::command::{self, Action, Context};
 use super::state::{state_json, Topics};
+use super::window::Window;
+
+/// Events in flight at once (unacknowledged QoS 1 publishes).
+const EVENT_WINDOW: usize = 64;
+/// Acknowledged events deleted in one transaction at most this many at a time (or every
+/// [`DELETE_EVERY`]).
+const DELETE_BATCH: usize = 64;
+const DELETE_EVERY: Duration = Duration::from_millis(50);
 
 /// The password, read once at start (never logged): one line, surrounding whitespace
 /// trimmed. A file others may read is warned about, as the token file is by doctor.
 pub fn read_password(path: &std::path::Path) -> Result<String, String> {
+    read_secret("mqtt.password_file", path).map(|p| p.trim().to_owned())
+}
+
+/// The command key, read once at start (never logged): surrounding whitespace trimmed, at
+/// least 32 bytes.
+pub fn read_command_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    let text = read_secret("mqtt.command_key_file", path)?;
+    command::key_from(&text).map_err(|e| format!("mqtt.command_key_file {}: {e}", path.display()))
+}
+
+/// A secret file's text: not empty; warned about when every user may read it.
+fn read_secret(key: &str, path: &std::path::Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("mqtt.password_file {}: cannot read: {e}", path.display()))?;
-    let p = text.trim();
-    if p.is_empty() {
-        return Err(format!(
-            "mqtt.password_file {}: the file is empty",
-            path.display()
-        ));
+        .map_err(|e| format!("{key} {}: cannot read: {e}", path.display()))?;
+    if text.trim().is_empty() {
+        return Err(format!("{key} {}: the file is empty", path.display()));
     }
     if let Ok(m) = std::fs::metadata(path) {
         if m.permissions().mode() & 0o004 != 0 {
             tracing::warn!(
-                "mqtt.password_file {} is readable by every user: chmod 640 it",
+                "{key} {} is readable by every user: chmod 640 it",
                 path.display()
             );
         }
     }
-    Ok(p.to_owned())
+    Ok(text)
 }
 
 /// The rustls configuration for `mqtts://`: the system's roots, or `ca_file`'s; a client
@@ -82,7 +105,7 @@ fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, String> {
 }
 
 /// The client's options: id, broker, keep-alive, credentials, the will, TLS.
-fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, String> {
+pub fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, String> {
     let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(cfg.keep_alive);
     o.set_connection_timeout(5);
@@ -109,8 +132,20 @@ fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, String> {
     Ok(o)
 }
 
+/// What the task needs besides the connection's settings.
+pub struct Parts {
+    pub shared: Shared,
+    /// `store.max_pending` (the status's queue-full flag).
+    pub max_pending: u64,
+    /// `device.name`: the commands' `aud`.
+    pub device: String,
+    pub door: Door,
+    /// With a door sensor (Home Assistant's door entity).
+    pub door_sensor: bool,
+}
+
 /// The connection's life until the daemon stops.
-pub async fn run(cfg: MqttConfig, shared: Shared, max_pending: u64, mut shutdown: Shutdown) {
+pub async fn run(cfg: MqttConfig, parts: Parts, shutdown: Shutdown) {
     let topics = Topics::new(&cfg.topic);
     let opts = match options(&cfg, &topics) {
         Ok(o) => o,
@@ -119,54 +154,375 @@ pub async fn run(cfg: MqttConfig, shared: Shared, max_pending: u64, mut shutdown
             return;
         }
     };
-    let broker = cfg.broker();
-    let (client, mut events) = AsyncClient::new(opts, 64);
-    let mut changes = shared.api.link.subscribe();
-    let mut wake = shared.board.status_wake.subscribe();
-    let mut connected = false;
-    let mut last_state = String::new();
-    let mut failures: u32 = 0;
-    let mut backoff = crate::backoff::mqtt();
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    loop {
-        tokio::select! {
-            ev = events.poll() => match ev {
-                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                    connected = true;
-                    failures = 0;
-                    backoff = crate::backoff::mqtt();
-                    crate::metrics::metrics().mqtt_connected.set(1);
-                    tracing::info!(broker = %broker, client_id = %cfg.client_id, topic = %cfg.topic, "mqtt connected");
-                    let _ = client.try_publish(topics.status.clone(), QoS::AtLeastOnce, true, "online");
-                    last_state.clear();
-                    publish_state(&client, &shared, max_pending, &topics, &mut last_state).await;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if connected || failures == 0 {
-                        tracing::warn!(broker = %broker, "mqtt connection lost or refused ({e}); retrying");
+    let key = match &cfg.command_key_file {
+        None => None,
+        Some(p) => match read_command_key(p) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::error!("mqtt commands are off: {e}");
+                None
+            }
+        },
+    };
+    let (client, events) = AsyncClient::new(opts, 256);
+    let mut link = Link {
+        readers: parts.door.reader_names(),
+        cfg,
+        topics,
+        client,
+        key,
+        parts,
+        window: Window::new(EVENT_WINDOW),
+        delivered: Vec::new(),
+        connected: false,
+        last_state: String::new(),
+        refused_logged: false,
+    };
+    link.run(events, shutdown).await
+}
+
+struct Link {
+    cfg: MqttConfig,
+    topics: Topics,
+    client: AsyncClient,
+    key: Option<Vec<u8>>,
+    parts: Parts,
+    readers: Vec<String>,
+    window: Window,
+    /// Events the broker acknowledged, to delete.
+    delivered: Vec<i64>,
+    connected: bool,
+    last_state: String,
+    /// The broker refused an event this session (logged once).
+    refused_logged: bool,
+}
+
+impl Link {
+    async fn run(&mut self, mut events: rumqttc::v5::EventLoop, mut shutdown: Shutdown) {
+        let broker = self.cfg.broker();
+        let shared = self.parts.shared.clone();
+        let mut changes = shared.api.link.subscribe();
+        let mut wake = shared.board.status_wake.subscribe();
+        let mut new_events = shared.store.events_wake();
+        let mut failures: u32 = 0;
+        let mut backoff = crate::backoff::mqtt();
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut delete_tick = tokio::time::interval(DELETE_EVERY);
+        self.update_pending_gauge().await;
+        loop {
+            tokio::select! {
+                ev = events.poll() => match ev {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        failures = 0;
+                        backoff = crate::backoff::mqtt();
+                        tracing::info!(broker = %broker, client_id = %self.cfg.client_id, topic = %self.cfg.topic, "mqtt connected");
+                        self.on_connect().await;
                     }
-                    connected = false;
-                    crate::metrics::metrics().mqtt_connected.set(0);
-                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
-                    failures = failures.saturating_add(1);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.recv() => return,
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => self.window.outgoing(pkid),
+                    Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                        if let Some(seq) = self.window.acked(ack.pkid) {
+                            if matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                                self.delivered.push(seq);
+                            } else if !self.refused_logged {
+                                self.refused_logged = true;
+                                tracing::error!(topic = %self.topics.events, reason = ?ack.reason, "mqtt: the broker refused the door's events (its ACL?); they are kept and sent again at the next connection");
+                            }
+                            if self.delivered.len() >= DELETE_BATCH {
+                                self.flush_delivered().await;
+                            }
+                            self.fill().await;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => self.on_message(p).await,
+                    Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                        if ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_))) {
+                            tracing::error!(codes = ?ack.return_codes, "mqtt: the broker refused a subscription (its ACL?): commands may not arrive");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        if self.connected || failures == 0 {
+                            tracing::warn!(broker = %broker, "mqtt connection lost or refused ({e}); retrying");
+                        }
+                        self.connected = false;
+                        self.window.reset();
+                        crate::metrics::metrics().mqtt_connected.set(0);
+                        let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                        failures = failures.saturating_add(1);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = shutdown.recv() => {
+                                self.flush_delivered().await;
+                                return;
+                            }
+                        }
+                    }
+                },
+                _ = new_events.changed() => self.fill().await,
+                _ = delete_tick.tick(), if !self.delivered.is_empty() => self.flush_delivered().await,
+                _ = state_may_have_changed(&mut changes, &mut wake, &mut tick) => {
+                    self.update_pending_gauge().await;
+                    if self.connected {
+                        self.publish_state().await;
                     }
                 }
-            },
-            _ = state_may_have_changed(&mut changes, &mut wake, &mut tick) => {
-                if connected {
-                    publish_state(&client, &shared, max_pending, &topics, &mut last_state).await;
+                _ = shutdown.recv() => {
+                    self.flush_delivered().await;
+                    if self.connected {
+                        stop(&self.client, &mut events, &self.topics).await;
+                    }
+                    return;
                 }
             }
-            _ = shutdown.recv() => {
-                if connected {
-                    stop(&client, &mut events, &topics).await;
-                }
+        }
+    }
+
+    /// A publish request, remembered in the window's order.
+    fn publish(
+        &mut self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        body: impl Into<bytes::Bytes>,
+        seq: Option<i64>,
+    ) -> bool {
+        let ok = self
+            .client
+            .try_publish(topic.to_owned(), qos, retain, body.into())
+            .is_ok();
+        if ok {
+            self.window.handed(seq);
+        }
+        ok
+    }
+
+    /// A fresh session (the client starts clean: nothing of the last one is kept).
+    async fn on_connect(&mut self) {
+        self.connected = true;
+        self.refused_logged = false;
+        self.window.reset();
+        crate::metrics::metrics().mqtt_connected.set(1);
+        let status = self.topics.status.clone();
+        self.publish(&status, QoS::AtLeastOnce, true, "online", None);
+        self.last_state.clear();
+        self.publish_state().await;
+        if self.key.is_some() {
+            let _ = self
+                .client
+                .try_subscribe(self.topics.cmd.clone(), QoS::AtLeastOnce);
+        }
+        if self.cfg.home_assistant {
+            let _ = self
+                .client
+                .try_subscribe(format!("{}/+/lock", self.topics.ha), QoS::AtLeastOnce);
+            let _ = self
+                .client
+                .try_subscribe(super::ha::STATUS_TOPIC, QoS::AtLeastOnce);
+            self.discovery();
+        }
+        // Acknowledged before the drop: not sent again.
+        self.flush_delivered().await;
+        self.fill().await;
+    }
+
+    /// Home Assistant's discovery, retained.
+    fn discovery(&mut self) {
+        let readers: Vec<(String, bool)> = self.parts.door.readers_with_relay();
+        let d = super::ha::Door {
+            node: &self.cfg.client_id,
+            device: &self.parts.device,
+            readers: &readers,
+            door_sensor: self.parts.door_sensor,
+        };
+        for (topic, body) in super::ha::discovery(&d, &self.topics) {
+            self.publish(&topic, QoS::AtLeastOnce, true, body, None);
+        }
+    }
+
+    /// Hands the client the next events from the store, as many as the window has room for.
+    async fn fill(&mut self) {
+        if !self.connected || self.window.room() == 0 {
+            return;
+        }
+        let (after, room) = (self.window.after(), self.window.room());
+        let rows = match self
+            .parts
+            .shared
+            .store
+            .read(move |s| s.events_after(after, room))
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!("mqtt: cannot read the events to publish: {e}");
                 return;
             }
+        };
+        let events_topic = self.topics.events.clone();
+        for row in rows {
+            if !self.publish(
+                &events_topic,
+                QoS::AtLeastOnce,
+                false,
+                row.body.clone(),
+                Some(row.seq),
+            ) {
+                break;
+            }
+            if self.cfg.home_assistant {
+                if let Some((topic, body)) = super::ha::verdict_of(&row.body, &self.topics) {
+                    self.publish(&topic, QoS::AtMostOnce, false, body, None);
+                }
+            }
+        }
+    }
+
+    /// Deletes the events the broker acknowledged.
+    async fn flush_delivered(&mut self) {
+        if self.delivered.is_empty() {
+            return;
+        }
+        let seqs = std::mem::take(&mut self.delivered);
+        let n = seqs.len() as u64;
+        match self
+            .parts
+            .shared
+            .store
+            .run(move |s| s.events_delivered(&seqs))
+            .await
+        {
+            Ok(()) => {
+                crate::metrics::metrics().mqtt_events_published.inc_by(n);
+            }
+            Err(e) => {
+                tracing::warn!("mqtt: delivered events not deleted ({e}); they may be sent again")
+            }
+        }
+    }
+
+    async fn update_pending_gauge(&self) {
+        if let Ok(n) = self.parts.shared.store.read(|s| s.events_pending()).await {
+            crate::metrics::metrics().mqtt_events_pending.set(n);
+        }
+    }
+
+    /// Publishes the state when it changed.
+    async fn publish_state(&mut self) {
+        let shared = &self.parts.shared;
+        let status = crate::status::Status::now(shared, self.parts.max_pending);
+        let counts = shared.store.read(|s| s.counts()).await.ok();
+        let body = state_json(&status, counts.as_ref()).to_string();
+        if self.last_state != body {
+            let topic = self.topics.state.clone();
+            if self.publish(&topic, QoS::AtLeastOnce, true, body.clone(), None) {
+                self.last_state = body;
+            }
+        }
+    }
+
+    /// A message on a topic the door subscribed to.
+    async fn on_message(&mut self, p: Publish) {
+        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+        if topic == super::ha::STATUS_TOPIC {
+            if p.payload.as_ref() == b"online" && self.cfg.home_assistant {
+                tracing::info!("mqtt: Home Assistant is online: discovery published again");
+                self.discovery();
+            }
+            return;
+        }
+        let (source, checked) = if topic == self.topics.cmd {
+            let Some(key) = self.key.clone() else { return };
+            let newest = self
+                .parts
+                .shared
+                .store
+                .read(|s| s.newest_command_iat())
+                .await
+                .unwrap_or(0);
+            let cx = Context {
+                device: &self.parts.device,
+                readers: &self.readers,
+                now: time::OffsetDateTime::now_utc().unix_timestamp(),
+                clock_synced: crate::clock::clock_synced(),
+                newest_iat: newest,
+            };
+            ("jwt", command::check_jwt(&p.payload, p.retain, &key, &cx))
+        } else if let Some(reader) = self.topics.ha_lock_reader(&topic) {
+            let cx = Context {
+                device: &self.parts.device,
+                readers: &self.readers,
+                now: time::OffsetDateTime::now_utc().unix_timestamp(),
+                clock_synced: crate::clock::clock_synced(),
+                newest_iat: 0,
+            };
+            let c = command::check_home_assistant(&p.payload, p.retain, reader, &cx);
+            let c = match c {
+                Ok(_) if !self.cfg.home_assistant_commands => Err(command::Refusal {
+                    jti: None,
+                    action: c.ok().map(|c| c.action),
+                    error:
+                        "Home Assistant's commands are off (mqtt.home_assistant_commands = false)"
+                            .into(),
+                }),
+                other => other,
+            };
+            ("home_assistant", c)
+        } else {
+            return;
+        };
+        let result = match checked {
+            Err(r) => Err(r),
+            Ok(c) => self.remember_and_apply(c, source).await,
+        };
+        let (jti, action, outcome) = match &result {
+            Ok((c, readers)) => (c.jti.clone(), Some(c.action), Ok(readers.as_slice())),
+            Err(r) => (r.jti.clone(), r.action, Err(r.error.as_str())),
+        };
+        super::act::note(action, jti.as_deref(), source, outcome);
+        let ack = command::ack_json(jti.as_deref(), outcome.map(|_| ()));
+        let ack_topic = self.topics.ack.clone();
+        self.publish(&ack_topic, QoS::AtLeastOnce, false, ack, None);
+    }
+
+    /// The `jti` remembered (durably: a replay after a restart is refused), then the command
+    /// done.
+    async fn remember_and_apply(
+        &mut self,
+        c: command::Command,
+        source: &'static str,
+    ) -> Result<(command::Command, Vec<String>), command::Refusal> {
+        let refuse = |c: &command::Command, error: String| command::Refusal {
+            jti: c.jti.clone(),
+            action: Some(c.action),
+            error,
+        };
+        if let Some(jti) = c.jti.clone() {
+            let (exp_ms, iat) = (c.exp.saturating_mul(1000), c.iat);
+            match self
+                .parts
+                .shared
+                .store
+                .run(move |s| s.remember_command(&jti, exp_ms, iat))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(refuse(&c, "jti already seen (a replay)".into())),
+                Err(e) => {
+                    return Err(refuse(
+                        &c,
+                        format!("cannot remember the jti, nothing done: {e}"),
+                    ))
+                }
+            }
+        }
+        match self.parts.door.apply(&c, source).await {
+            Ok(readers) => {
+                if c.action != Action::Open {
+                    self.publish_state().await;
+                }
+                Ok((c, readers))
+            }
+            Err(e) => Err(refuse(&c, e)),
         }
     }
 }
@@ -199,24 +555,4 @@ async fn stop(client: &AsyncClient, events: &mut rumqttc::v5::EventLoop, topics:
     })
     .await;
     tracing::info!("mqtt: offline published, disconnected");
-}
-
-/// Publishes the state when it changed.
-async fn publish_state(
-    client: &AsyncClient,
-    shared: &Shared,
-    max_pending: u64,
-    topics: &Topics,
-    last: &mut String,
-) {
-    let status = crate::status::Status::now(shared, max_pending);
-    let counts = shared.store.read(|s| s.outbox_counts()).await.ok();
-    let body = state_json(&status, counts.as_ref()).to_string();
-    if *last != body
-        && client
-            .try_publish(topics.state.clone(), QoS::AtLeastOnce, true, body.clone())
-            .is_ok()
-    {
-        *last = body;
-    }
 }

@@ -3,7 +3,7 @@
 use serde_json::{json, Value};
 
 use crate::status::Status;
-use crate::store::Counts;
+use crate::store::{Counts, OverrideMode};
 
 /// The door's topics under its prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +12,14 @@ pub struct Topics {
     pub status: String,
     /// Retained JSON: [`state_json`].
     pub state: String,
+    /// QoS 1, one JSON object per event, in order.
+    pub events: String,
+    /// Signed commands in.
+    pub cmd: String,
+    /// Every command's answer.
+    pub ack: String,
+    /// Home Assistant's side: `<ha>/<reader>/lock` (its commands), `<ha>/<reader>/verdict`.
+    pub ha: String,
 }
 
 impl Topics {
@@ -19,7 +27,20 @@ impl Topics {
         Topics {
             status: format!("{prefix}/status"),
             state: format!("{prefix}/state"),
+            events: format!("{prefix}/events"),
+            cmd: format!("{prefix}/cmd"),
+            ack: format!("{prefix}/cmd/ack"),
+            ha: format!("{prefix}/ha"),
         }
+    }
+
+    /// The reader of a Home Assistant command topic (`<ha>/<reader>/lock`).
+    pub fn ha_lock_reader<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.ha.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/lock")
+            .filter(|r| !r.is_empty() && !r.contains('/'))
     }
 }
 
@@ -44,14 +65,19 @@ pub fn state_json(s: &Status, counts: Option<&Counts>) -> Value {
         "mode": mode,
         "pending": counts.map(|c| c.pending),
         "dead": counts.map(|c| c.dead),
-        "lockdown": false,
-        "release": false,
+        "lockdown": s.any(OverrideMode::Lockdown),
+        "release": s.any(OverrideMode::Release),
         "clock_synced": s.clock_synced,
-        "readers": s.readers.iter().map(|r| json!({
-            "name": r.name,
-            "direction": r.direction,
-            "connected": r.connected,
-        })).collect::<Vec<_>>(),
+        "readers": s.readers.iter().map(|r| {
+            let o = crate::store::override_of(&s.overrides, &r.name);
+            json!({
+                "name": r.name,
+                "direction": r.direction,
+                "connected": r.connected,
+                "lockdown": o == Some(OverrideMode::Lockdown),
+                "release": o == Some(OverrideMode::Release),
+            })
+        }).collect::<Vec<_>>(),
     });
     if let Some(d) = door {
         v["door"] = Value::String(d);
@@ -81,6 +107,7 @@ mod tests {
                 connected: true,
             }],
             door: None,
+            overrides: vec![],
             at_ms: 0,
         }
     }

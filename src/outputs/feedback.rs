@@ -34,11 +34,17 @@ struct State {
     /// turn (offline: 1 s on, 1 s off), and where in it the LED is.
     status_blink: Option<(Vec<Duration>, usize)>,
     halted: bool,
+    /// Outputs held on (a door released by a remote command): their pulses' ends do not
+    /// turn them off; the safe state does.
+    held: Vec<bool>,
 }
 
 impl State {
     fn write(&mut self, i: usize, on: bool) {
         if self.halted && on {
+            return;
+        }
+        if !on && self.held[i] && !self.halted {
             return;
         }
         if let Err(e) = self.backend.set(i, on) {
@@ -180,6 +186,7 @@ impl Feedback {
             status: cfg.lines.iter().position(|(n, _)| n == "status"),
             status_blink: None,
             halted: false,
+            held: vec![false; n],
         };
         for i in 0..n {
             state.write(i, false);
@@ -289,6 +296,30 @@ impl Feedback {
             }
             let p = s.pulse(Some(i));
             s.set_now(Some(i), true, &[(p, false)], now);
+        }
+        self.inner.wake.notify_one();
+        true
+    }
+
+    /// Holds an output on (`true`: a door released by a remote command) or lets it go back
+    /// to its pulses (`false`: off now unless a pulse is still running). False when the
+    /// output is not configured or the outputs are in their safe state.
+    pub fn hold(&self, name: &str, on: bool) -> bool {
+        let now = Instant::now();
+        {
+            let mut s = self.lock();
+            let Some(i) = s.names.iter().position(|n| n == name) else {
+                return false;
+            };
+            if s.halted {
+                return false;
+            }
+            s.held[i] = on;
+            if on {
+                s.set_now(Some(i), true, &[], now);
+            } else if s.schedule[i].is_empty() {
+                s.write(i, false);
+            }
         }
         self.inner.wake.notify_one();
         true
@@ -766,6 +797,27 @@ mod tests {
         // The same pattern again changes nothing.
         fb.set_status_pattern(&[ms(150), ms(150), ms(150), ms(900)]);
         timers.abort();
+    }
+
+    #[test]
+    fn a_held_relay_outlasts_pulses_until_let_go_and_the_safe_state_ends_it() {
+        let (rec, fb) = setup(&cfg());
+        let lane = std_lane(&fb);
+        let relay_on = || fb.states().iter().any(|(n, on)| n == "relay" && *on);
+        assert!(fb.hold("relay", true));
+        assert!(relay_on());
+        lane.accept();
+        fb.lock().run_due(Instant::now() + Duration::from_secs(60));
+        assert!(relay_on(), "a pulse's end does not lock a released door");
+        assert!(!fb.states().iter().any(|(n, on)| n == "green" && *on));
+        assert!(fb.hold("relay", false));
+        assert!(!relay_on());
+        assert_eq!(changes(&rec).last(), Some(&(OutputName::Relay, false)));
+        assert!(!fb.hold("nothing", true));
+        fb.hold("relay", true);
+        fb.safe_state();
+        assert!(!relay_on(), "the safe state locks the door");
+        assert!(!fb.hold("relay", true));
     }
 
     #[test]

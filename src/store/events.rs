@@ -175,14 +175,31 @@ impl Store {
             .query_row("SELECT COUNT(*) FROM mqtt_events", [], |r| r.get(0))?)
     }
 
-    /// Remembers a command's id until `exp_ms`; false when it was seen already (a replay).
-    pub fn remember_command(&mut self, jti: &str, exp_ms: i64) -> Result<bool> {
-        self.sync(false)?;
-        let n = self.conn.execute(
+    /// Remembers a command's id until `exp_ms` (and its `iat` as the newest, if it is);
+    /// false when the id was seen already (a replay). Durable before the command is done.
+    pub fn remember_command(&mut self, jti: &str, exp_ms: i64, iat: i64) -> Result<bool> {
+        self.sync(true)?;
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
             "INSERT INTO command_ids (jti, exp_ms) VALUES (?1, ?2) ON CONFLICT(jti) DO NOTHING",
             params![jti, exp_ms],
         )?;
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('command_newest_iat', ?1)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value
+             WHERE CAST(meta.value AS INTEGER) < CAST(excluded.value AS INTEGER)",
+            [iat.to_string()],
+        )?;
+        tx.commit()?;
         Ok(n == 1)
+    }
+
+    /// The newest `iat` of a command done so far (0: none).
+    pub fn newest_command_iat(&self) -> Result<i64> {
+        Ok(self
+            .get_meta("command_newest_iat")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
     }
 
     /// Sets (or with `None` ends) the lockdown or release of these readers, with the
@@ -356,8 +373,8 @@ mod tests {
         let path = dir.path().join("x.db");
         {
             let mut s = Store::open(&path).unwrap();
-            assert!(s.remember_command("j1", now_ms() + 60_000).unwrap());
-            assert!(!s.remember_command("j1", now_ms() + 60_000).unwrap());
+            assert!(s.remember_command("j1", now_ms() + 60_000, 5).unwrap());
+            assert!(!s.remember_command("j1", now_ms() + 60_000, 5).unwrap());
             s.set_overrides(
                 &["a".into(), "b".into()],
                 Some(OverrideMode::Lockdown),
@@ -370,7 +387,7 @@ mod tests {
         }
         let mut s = Store::open(&path).unwrap();
         assert!(
-            !s.remember_command("j1", 0).unwrap(),
+            !s.remember_command("j1", 0, 3).unwrap(),
             "remembered across a restart"
         );
         let o = s.overrides().unwrap();
@@ -382,6 +399,7 @@ mod tests {
         // Expired ids are pruned with the rest.
         s.prune(std::time::Duration::from_secs(86_400), now_ms() + 120_000)
             .unwrap();
-        assert!(s.remember_command("j1", 0).unwrap());
+        assert!(s.remember_command("j1", 0, 9).unwrap());
+        assert_eq!(s.newest_command_iat().unwrap(), 9);
     }
 }

@@ -157,7 +157,7 @@ mod handle;
 mod outbox;
 mod queue;
 
-pub use events::{DoorOverride, EventRow, OverrideMode};
+pub use events::{override_of, DoorOverride, EventRow, OverrideMode};
 pub use handle::StoreHandle;
 pub use outbox::{Counts, PendingRow};
 pub use queue::ListedRow;
