@@ -49,7 +49,13 @@ impl Broker {
         let d = self.dir.path();
         let passwd = d.join("passwd");
         std::fs::write(&passwd, "").unwrap();
-        for (u, p) in [("test-door", "door-secret"), ("watcher", "watcher-secret")] {
+        for (u, p) in [
+            ("test-door", "door-secret"),
+            ("other-door", "other-secret"),
+            ("watcher", "watcher-secret"),
+            ("controller", "controller-secret"),
+            ("homeassistant", "ha-secret"),
+        ] {
             let ok = Command::new(mosquitto_passwd())
                 .args(["-b"])
                 .arg(&passwd)
@@ -58,9 +64,13 @@ impl Broker {
                 .expect("mosquitto_passwd (Debian's mosquitto package) runs");
             assert!(ok.success());
         }
+        // docs/config.md's ACL, word for word, and a watcher that reads everything.
         std::fs::write(
             d.join("acl"),
-            "pattern readwrite tiketo-gate/%u/#\nuser watcher\ntopic read tiketo-gate/#\n",
+            format!(
+                "{}\nuser watcher\ntopic read tiketo-gate/#\ntopic read homeassistant/#\n",
+                readme_acl()
+            ),
         )
         .unwrap();
         let mut conf = format!(
@@ -122,6 +132,14 @@ impl Broker {
         }
     }
 
+    /// SIGTERM: mosquitto writes its persistence (sessions, queued messages) and exits.
+    fn stop_gracefully(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg(c.id().to_string()).status();
+            let _ = c.wait();
+        }
+    }
+
     fn password_file(&self) -> PathBuf {
         let p = self.dir.path().join("door-password");
         std::fs::write(&p, "door-secret\n").unwrap();
@@ -143,6 +161,17 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The mosquitto ACL that docs/config.md shows (between its `acl_file` fences).
+fn readme_acl() -> String {
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/config.md")).unwrap();
+    let start = doc
+        .find("```text\n# acl_file")
+        .expect("docs/config.md shows the ACL");
+    let body = &doc[start + "```text\n".len()..];
+    body[..body.find("```").unwrap()].to_owned()
 }
 
 fn mosquitto() -> PathBuf {
@@ -355,4 +384,620 @@ fn a_wrong_mqtt_table_is_named_by_file_line_and_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("door.toml:5: mqtt.topic"), "{err}");
+}
+
+/// An MQTT client of the test's own, as any user: what it receives, and its PUBACKs' reasons.
+struct Peer {
+    client: AsyncClient,
+    rx: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
+    seen: Vec<PeerEvent>,
+}
+
+#[derive(Debug, Clone)]
+enum PeerEvent {
+    Message(String, String, bool),
+    PubAck(String),
+}
+
+impl Peer {
+    /// Connects as `user`; `session`: a persistent session (messages kept while it is away).
+    async fn start(
+        port: u16,
+        user: &str,
+        password: &str,
+        subscribe: &[&str],
+        session: bool,
+    ) -> Peer {
+        let mut o = MqttOptions::new(
+            format!("{user}-peer-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        o.set_credentials(user, password);
+        o.set_keep_alive(Duration::from_secs(5));
+        if session {
+            o.set_clean_start(false);
+            let mut props = rumqttc::v5::mqttbytes::v5::ConnectProperties::new();
+            props.session_expiry_interval = Some(3600);
+            o.set_connect_properties(props);
+        }
+        let (client, mut events) = AsyncClient::new(o, 1024);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let subs: Vec<String> = subscribe.iter().map(|s| s.to_string()).collect();
+        let c2 = client.clone();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let mut ready_tx = Some(ready_tx);
+        tokio::spawn(async move {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        for s in &subs {
+                            let _ = c2.subscribe(s.clone(), QoS::AtLeastOnce).await;
+                        }
+                        if subs.is_empty() {
+                            if let Some(r) = ready_tx.take() {
+                                let _ = r.send(());
+                            }
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        if let Some(r) = ready_tx.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let body = String::from_utf8_lossy(&p.payload).into_owned();
+                        if tx.send(PeerEvent::Message(topic, body, p.retain)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(a))) => {
+                        let _ = tx.send(PeerEvent::PubAck(format!("{:?}", a.reason)));
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        });
+        let _ = tokio::time::timeout(T, ready_rx).await;
+        Peer {
+            client,
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    async fn send(&self, topic: &str, body: impl Into<Vec<u8>>, retain: bool) {
+        self.client
+            .publish(topic.to_owned(), QoS::AtLeastOnce, retain, body.into())
+            .await
+            .unwrap();
+    }
+
+    /// The next event that fits, within `T`.
+    async fn wait(&mut self, what: &str, ok: impl Fn(&PeerEvent) -> bool) -> PeerEvent {
+        let end = Instant::now() + T;
+        while Instant::now() < end {
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(200), self.rx.recv()).await
+            {
+                self.seen.push(m.clone());
+                if ok(&m) {
+                    return m;
+                }
+            }
+        }
+        panic!("no {what}; seen: {:?}", self.seen);
+    }
+
+    /// The next message on `topic`.
+    async fn message(&mut self, topic: &str) -> (String, bool) {
+        match self
+            .wait(
+                topic,
+                |e| matches!(e, PeerEvent::Message(t, _, _) if t == topic),
+            )
+            .await
+        {
+            PeerEvent::Message(_, b, r) => (b, r),
+            _ => unreachable!(),
+        }
+    }
+
+    /// Everything received so far and within `d`, without waiting for anything in particular.
+    async fn drain(&mut self, d: Duration) -> Vec<PeerEvent> {
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            if let Ok(Some(m)) =
+                tokio::time::timeout(Duration::from_millis(100), self.rx.recv()).await
+            {
+                self.seen.push(m);
+            }
+        }
+        self.seen.clone()
+    }
+}
+
+const KEY: &str = "a-test-key-of-the-venue-0123456789abcdef";
+
+fn key_file(h: &Harness) -> PathBuf {
+    let p = h.dir.path().join("command.key");
+    std::fs::write(&p, format!("{KEY}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    p
+}
+
+fn now_s() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A signed command.
+fn jwt(claims: serde_json::Value, key: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+    )
+    .unwrap()
+}
+
+fn cmd(act: &str, jti: &str) -> serde_json::Value {
+    serde_json::json!({"aud": "test-door", "act": act, "iat": now_s(), "exp": now_s() + 60, "jti": jti})
+}
+
+const CMD: &str = "tiketo-gate/test-door/cmd";
+const ACK: &str = "tiketo-gate/test-door/cmd/ack";
+
+/// The next ack, as JSON.
+async fn ack(p: &mut Peer) -> serde_json::Value {
+    let (b, _) = p.message(ACK).await;
+    serde_json::from_str(&b).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_events_of_500_scans_over_a_broker_restart_and_a_kill_9_all_arrive_in_order() {
+    let mut broker = Broker::start();
+    let mut h = Harness::start(Opts {
+        tail: broker.mqtt_table(""),
+        relay_ms: 20,
+        ..Opts::default()
+    })
+    .await;
+    let mut w = Peer::start(
+        broker.port,
+        "watcher",
+        "watcher-secret",
+        &["tiketo-gate/test-door/events"],
+        true,
+    )
+    .await;
+    let mut n = 0;
+    let mut scan = |h: &mut Harness, n: &mut usize| {
+        *n += 1;
+        let code = if *n % 7 == 0 {
+            format!("NOPE-{:06}", *n)
+        } else {
+            "VALID-0001".to_owned()
+        };
+        h.write(format!("{code}\r\n").as_bytes());
+        h.wait_scan(*n);
+    };
+    for _ in 0..200 {
+        scan(&mut h, &mut n);
+    }
+    // The broker goes away (a clean stop: it keeps the watcher's session), the door scans on.
+    broker.stop_gracefully();
+    for _ in 0..150 {
+        scan(&mut h, &mut n);
+    }
+    // Power cut: the daemon killed, the events still in its store.
+    h.kill9();
+    broker.spawn();
+    h.restart_daemon();
+    for _ in 0..150 {
+        scan(&mut h, &mut n);
+    }
+    let ids: Vec<String> = h
+        .scan_lines()
+        .iter()
+        .map(|l| field(l, "scan_id").unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 500);
+    let mut got: Vec<String> = Vec::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while got.len() < 500 && Instant::now() < end {
+        if let Ok(Some(PeerEvent::Message(_, body, _))) =
+            tokio::time::timeout(Duration::from_millis(200), w.rx.recv()).await
+        {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["type"], "scan", "{v}");
+            assert!(!body.contains("VALID-0001"), "never the full code: {body}");
+            let id = v["scanId"].as_str().unwrap().to_owned();
+            // At least once: a consumer dedupes by scanId.
+            if !got.contains(&id) {
+                got.push(id);
+            }
+        }
+    }
+    let missing: Vec<usize> = (0..500).filter(|i| !got.contains(&ids[*i])).collect();
+    assert!(
+        missing.is_empty(),
+        "scans whose event never arrived: {missing:?}\n{}",
+        h.logs()
+    );
+    assert_eq!(got, ids, "in the order they happened");
+    // Delivered events leave the store.
+    assert!(wait_until(T, || h.store().events_pending().unwrap() == 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_commands_open_lock_down_and_release_and_every_bad_one_is_refused() {
+    let broker = Broker::start();
+    let mut h = Harness::start(Opts {
+        tail: String::new(),
+        relay_ms: 300,
+        outputs_extra: "sim_inputs = \"@DIR@/inputs\"\n".into(),
+        ..Opts::default()
+    })
+    .await;
+    let key = key_file(&h);
+    let mut ctl = Peer::start(
+        broker.port,
+        "controller",
+        "controller-secret",
+        &[ACK],
+        false,
+    )
+    .await;
+    // A retained command waiting on the broker before the door connects: never obeyed.
+    ctl.send(CMD, jwt(cmd("open", "retained-1"), KEY), true)
+        .await;
+    h.opts.tail = broker.mqtt_table(&format!("command_key_file = \"{}\"\n", key.display()))
+        + "[inputs]\nexit_button = { pin = 5, active_low = true, bias = \"pull-up\" }\n";
+    h.kill9();
+    h.restart_daemon();
+    let a = ack(&mut ctl).await;
+    assert_eq!(
+        (a["jti"].as_str(), a["ok"].as_bool()),
+        (Some("retained-1"), Some(false)),
+        "{a}"
+    );
+    assert!(a["error"].as_str().unwrap().contains("retained"), "{a}");
+    assert!(!h.changes_of("relay").contains(&true));
+    ctl.send(CMD, Vec::new(), true).await; // the retained message cleared
+
+    // open: relay and green, no scan.
+    let t = jwt(cmd("open", "open-1"), KEY);
+    ctl.send(CMD, t.clone(), false).await;
+    let a = ack(&mut ctl).await;
+    assert_eq!(
+        (a["jti"].as_str(), a["ok"].as_bool()),
+        (Some("open-1"), Some(true)),
+        "{a}"
+    );
+    assert!(h.wait_switched("relay", true, 1, T), "{}", h.logs());
+    assert!(h.changes_of("green").contains(&true));
+    assert!(h.scan_lines().is_empty());
+    assert!(h.sim.scan_events().is_empty());
+    h.wait_log("mqtt command done", T);
+
+    // Refused, with nothing done: a replay, a bad signature, another aud, expired, not yet
+    // valid, garbage, too big, an unknown reader.
+    let synced = h.status_json()["clock_synced"] == true;
+    let bad: Vec<(String, &str, Option<&str>)> = vec![
+        (t.clone(), "already seen", Some("open-1")),
+        (
+            jwt(cmd("open", "sig-1"), "another-key-another-key-another-key!"),
+            "bad signature",
+            Some("sig-1"),
+        ),
+        (
+            jwt(
+                serde_json::json!({"aud": "other-door", "act": "open", "iat": now_s(), "exp": now_s() + 60, "jti": "aud-1"}),
+                KEY,
+            ),
+            "aud",
+            Some("aud-1"),
+        ),
+        (
+            jwt(
+                serde_json::json!({"aud": "test-door", "act": "open", "iat": now_s() - 400, "exp": now_s() - 100, "jti": "exp-1"}),
+                KEY,
+            ),
+            "expired",
+            Some("exp-1"),
+        ),
+        // The clock's own refusal: synced, a token from the future; not synced (docs/config.md),
+        // one issued more than 300 s before the newest accepted (open-1's).
+        if synced {
+            (
+                jwt(
+                    serde_json::json!({"aud": "test-door", "act": "open", "iat": now_s() + 600, "exp": now_s() + 700, "jti": "nbf-1"}),
+                    KEY,
+                ),
+                "not yet valid",
+                Some("nbf-1"),
+            )
+        } else {
+            (
+                jwt(
+                    serde_json::json!({"aud": "test-door", "act": "open", "iat": now_s() - 320, "exp": now_s() - 25, "jti": "nbf-1"}),
+                    KEY,
+                ),
+                "newest",
+                Some("nbf-1"),
+            )
+        },
+        (
+            jwt(
+                serde_json::json!({"aud": "test-door", "act": "open", "iat": now_s(), "exp": now_s() + 3600, "jti": "long-1"}),
+                KEY,
+            ),
+            "300",
+            Some("long-1"),
+        ),
+        (
+            jwt(
+                serde_json::json!({"aud": "test-door", "act": "open", "reader": "roof", "iat": now_s(), "exp": now_s() + 60, "jti": "rd-1"}),
+                KEY,
+            ),
+            "roof",
+            Some("rd-1"),
+        ),
+        ("please open".into(), "not a compact JWT", None),
+        ("x".repeat(9000), "bytes", None),
+    ];
+    for (payload, why, jti) in bad {
+        ctl.send(CMD, payload, false).await;
+        let a = ack(&mut ctl).await;
+        assert_eq!(a["ok"], false, "{why}: {a}");
+        assert_eq!(a["jti"].as_str(), jti, "{why}: {a}");
+        assert!(a["error"].as_str().unwrap().contains(why), "{why}: {a}");
+    }
+    assert_eq!(
+        h.changes_of("relay").iter().filter(|on| **on).count(),
+        1,
+        "only the good open opened"
+    );
+    let metrics = h.logs();
+    assert!(
+        metrics.matches("mqtt command refused").count() >= 9,
+        "{metrics}"
+    );
+
+    // Another door's user cannot command this one (the README's ACL): the broker refuses it.
+    let mut other = Peer::start(broker.port, "other-door", "other-secret", &[], false).await;
+    other
+        .send(CMD, jwt(cmd("open", "other-1"), KEY), false)
+        .await;
+    let e = other
+        .wait("a PUBACK", |e| matches!(e, PeerEvent::PubAck(_)))
+        .await;
+    assert!(
+        matches!(&e, PeerEvent::PubAck(r) if r.contains("NotAuthorized")),
+        "{e:?}"
+    );
+
+    // lockdown: scans rejected (reason lockdown), the exit button still opens.
+    ctl.send(CMD, jwt(cmd("lockdown", "ld-1"), KEY), false)
+        .await;
+    assert_eq!(ack(&mut ctl).await["ok"], true);
+    h.write(b"VALID-0001\r\n");
+    let line = h.wait_scan(1);
+    assert_eq!(
+        (field(&line, "verdict"), field(&line, "reason")),
+        (Some("reject"), Some("lockdown")),
+        "{line}"
+    );
+    assert!(h.sim.scan_events().is_empty());
+    let st = h.status_json();
+    assert_eq!(st["lockdown"], true, "{st}");
+    assert_eq!(st["overrides"][0]["jti"], "ld-1", "{st}");
+    let text = String::from_utf8_lossy(&h.cli(&["status"]).stdout).into_owned();
+    assert!(text.contains("LOCKDOWN:"), "{text}");
+    let relay_ons = h.changes_of("relay").iter().filter(|on| **on).count();
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(h.dir.path().join("inputs"))
+        .unwrap();
+    use std::io::Write;
+    fifo.write_all(b"{\"input\":\"exit_button\",\"active\":true}\n{\"input\":\"exit_button\",\"active\":false}\n").unwrap();
+    assert!(
+        h.wait_switched("relay", true, relay_ons + 1, T),
+        "people can always leave"
+    );
+
+    // A restart, even kill -9: still in lockdown, and the old command's jti still known.
+    h.kill9();
+    h.restart_daemon();
+    h.write(b"VALID-0001\r\n");
+    assert_eq!(field(&h.wait_scan(2), "reason"), Some("lockdown"));
+    ctl.send(CMD, jwt(cmd("lockdown", "ld-1"), KEY), false)
+        .await;
+    let a = ack(&mut ctl).await;
+    assert!(a["error"].as_str().unwrap().contains("already seen"), "{a}");
+
+    // release: the relay held on past its pulse, across a clean restart (locked while stopped).
+    ctl.send(CMD, jwt(cmd("release", "rel-1"), KEY), false)
+        .await;
+    assert_eq!(ack(&mut ctl).await["ok"], true);
+    assert!(wait_until(T, || h
+        .outputs()
+        .iter()
+        .rev()
+        .find(|c| c.output == "relay")
+        .is_some_and(|c| c.on)));
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(
+        h.outputs()
+            .iter()
+            .rev()
+            .find(|c| c.output == "relay")
+            .is_some_and(|c| c.on),
+        "held past the pulse"
+    );
+    assert_eq!(h.status_json()["release"], true);
+    h.signal("TERM");
+    h.wait_exit(T);
+    assert!(
+        !h.outputs()
+            .iter()
+            .rev()
+            .find(|c| c.output == "relay")
+            .unwrap()
+            .on,
+        "locked while stopped"
+    );
+    h.restart_daemon();
+    assert!(
+        wait_until(T, || h
+            .outputs()
+            .iter()
+            .rev()
+            .find(|c| c.output == "relay")
+            .is_some_and(|c| c.on)),
+        "released again"
+    );
+
+    // normal: locked, scans decided as ever.
+    ctl.send(CMD, jwt(cmd("normal", "n-1"), KEY), false).await;
+    assert_eq!(ack(&mut ctl).await["ok"], true);
+    assert!(wait_until(T, || !h
+        .outputs()
+        .iter()
+        .rev()
+        .find(|c| c.output == "relay")
+        .unwrap()
+        .on));
+    let st = h.status_json();
+    assert_eq!(
+        (st["lockdown"].as_bool(), st["release"].as_bool()),
+        (Some(false), Some(false)),
+        "{st}"
+    );
+    h.write(b"VALID-0001\r\n");
+    assert_eq!(field(&h.wait_scan(3), "verdict"), Some("accept"));
+    // Every command done is an event.
+    let mut w = Peer::start(
+        broker.port,
+        "watcher",
+        "watcher-secret",
+        &["tiketo-gate/test-door/events"],
+        false,
+    )
+    .await;
+    drop(w.drain(Duration::from_millis(10)).await);
+    ctl.send(CMD, jwt(cmd("open", "open-2"), KEY), false).await;
+    let (b, _) = w.message("tiketo-gate/test-door/events").await;
+    let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+    assert_eq!(
+        (v["type"].as_str(), v["action"].as_str(), v["jti"].as_str()),
+        (Some("command"), Some("open"), Some("open-2")),
+        "{v}"
+    );
+    assert!(v["id"].is_string() && v["at"].is_string(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn home_assistant_sees_a_lock_and_its_open_is_obeyed_only_when_allowed() {
+    let broker = Broker::start();
+    let mut h = Harness::start(Opts {
+        tail: broker.mqtt_table("home_assistant = true\n"),
+        ..Opts::default()
+    })
+    .await;
+    let mut ha = Peer::start(
+        broker.port,
+        "homeassistant",
+        "ha-secret",
+        &["homeassistant/#", ACK, "tiketo-gate/test-door/ha/+/verdict"],
+        false,
+    )
+    .await;
+    let (lock, retained) = ha
+        .message("homeassistant/lock/test-door/reader/config")
+        .await;
+    assert!(retained, "discovery is retained");
+    let v: serde_json::Value = serde_json::from_str(&lock).unwrap();
+    for k in [
+        "name",
+        "unique_id",
+        "command_topic",
+        "state_topic",
+        "value_template",
+        "payload_open",
+        "payload_lock",
+        "payload_unlock",
+        "availability_topic",
+        "device",
+    ] {
+        assert!(!v[k].is_null(), "{k} in {v}");
+    }
+    assert_eq!(v["availability_topic"], "tiketo-gate/test-door/status");
+    let (ev, _) = ha
+        .message("homeassistant/event/test-door/reader_verdict/config")
+        .await;
+    let ev: serde_json::Value = serde_json::from_str(&ev).unwrap();
+    assert_eq!(ev["event_types"], serde_json::json!(["accept", "reject"]));
+    // A scan is an event entity's event.
+    h.write(b"VALID-0001\r\n");
+    h.wait_scan(1);
+    let (b, _) = ha.message("tiketo-gate/test-door/ha/reader/verdict").await;
+    assert!(b.contains("\"event_type\":\"accept\""), "{b}");
+    // Home Assistant restarted: discovery again.
+    ha.send("homeassistant/status", "online", false).await;
+    ha.message("homeassistant/sensor/test-door/mode/config")
+        .await;
+    h.wait_log("Home Assistant is online", T);
+
+    // OPEN without home_assistant_commands: refused, nothing done.
+    let topic = v["command_topic"].as_str().unwrap().to_owned();
+    ha.send(&topic, "OPEN", false).await;
+    let a = ack(&mut ha).await;
+    assert_eq!(a["ok"], false, "{a}");
+    assert!(
+        a["error"]
+            .as_str()
+            .unwrap()
+            .contains("home_assistant_commands"),
+        "{a}"
+    );
+    let before = h.changes_of("relay").iter().filter(|on| **on).count();
+
+    // With it: obeyed.
+    h.opts.tail = broker.mqtt_table("home_assistant = true\nhome_assistant_commands = true\n");
+    h.kill9();
+    h.restart_daemon();
+    ha.message("homeassistant/lock/test-door/reader/config")
+        .await;
+    ha.send(&topic, "OPEN", false).await;
+    let a = ack(&mut ha).await;
+    assert_eq!(
+        (a["ok"].as_bool(), a["jti"].as_str()),
+        (Some(true), None),
+        "{a}"
+    );
+    assert!(h.wait_switched("relay", true, before + 1, T));
+    // UNLOCK holds it, LOCK ends it; the lock's state follows.
+    ha.send(&topic, "UNLOCK", false).await;
+    assert_eq!(ack(&mut ha).await["ok"], true);
+    assert!(wait_until(T, || h.status_json()["release"] == true));
+    ha.send(&topic, "LOCK", false).await;
+    assert_eq!(ack(&mut ha).await["ok"], true);
+    assert!(wait_until(T, || h.status_json()["release"] == false));
+    // A door's own user cannot write Home Assistant's topic of another door.
+    let mut other = Peer::start(broker.port, "other-door", "other-secret", &[], false).await;
+    other.send(&topic, "OPEN", false).await;
+    let e = other
+        .wait("a PUBACK", |e| matches!(e, PeerEvent::PubAck(_)))
+        .await;
+    assert!(
+        matches!(&e, PeerEvent::PubAck(r) if r.contains("NotAuthorized")),
+        "{e:?}"
+    );
 }

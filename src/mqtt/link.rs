@@ -430,6 +430,11 @@ impl Link {
             }
             return;
         }
+        if p.payload.is_empty() {
+            // How a retained command is cleared from the broker: nothing to answer.
+            tracing::debug!(topic = %topic, "mqtt: an empty message ignored");
+            return;
+        }
         let (source, checked) = if topic == self.topics.cmd {
             let Some(key) = self.key.clone() else { return };
             let newest = self
