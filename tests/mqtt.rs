@@ -577,9 +577,9 @@ async fn the_events_of_500_scans_over_a_broker_restart_and_a_kill_9_all_arrive_i
     )
     .await;
     let mut n = 0;
-    let mut scan = |h: &mut Harness, n: &mut usize| {
+    let scan = |h: &mut Harness, n: &mut usize| {
         *n += 1;
-        let code = if *n % 7 == 0 {
+        let code = if (*n).is_multiple_of(7) {
             format!("NOPE-{:06}", *n)
         } else {
             "VALID-0001".to_owned()
