@@ -1001,3 +1001,71 @@ async fn home_assistant_sees_a_lock_and_its_open_is_obeyed_only_when_allowed() {
         "{e:?}"
     );
 }
+
+/// doctor's `mqtt broker` line, from `doctor --json`.
+fn doctor_line(h: &Harness, name: &str) -> serde_json::Value {
+    let out = h.cli(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} line in {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_tries_the_broker_as_the_door_and_names_a_wrong_password_or_a_denied_topic() {
+    let broker = Broker::start();
+    let mut h = Harness::start(Opts {
+        tail: broker.mqtt_table(""),
+        ..Opts::default()
+    })
+    .await;
+    let mut w = Watcher::start(broker.port).await;
+    w.wait("tiketo-gate/test-door/status", |b| b == "online")
+        .await;
+    let ok = doctor_line(&h, "mqtt broker");
+    assert_eq!(ok["status"], "ok", "{ok}");
+    assert!(
+        ok["message"]
+            .as_str()
+            .unwrap()
+            .contains("the daemon is online there"),
+        "{ok}"
+    );
+    // The daemon stayed connected beside it (another client id, no will).
+    assert_eq!(
+        h.logs().matches("mqtt connected").count(),
+        1,
+        "{}",
+        h.logs()
+    );
+    assert!(!h.logs().contains("connection lost"), "{}", h.logs());
+
+    // A wrong password: ✗, exit 1, the fix names the password file.
+    let pw = broker.dir.path().join("door-password");
+    std::fs::write(&pw, "not-the-password\n").unwrap();
+    let bad = doctor_line(&h, "mqtt broker");
+    assert_eq!(bad["status"], "fail", "{bad}");
+    assert!(
+        bad["fix"].as_str().unwrap().contains("password_file"),
+        "{bad}"
+    );
+    assert_eq!(h.cli(&["doctor"]).status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&h.cli(&["doctor"]).stdout).contains("not-the-password"));
+    std::fs::write(&pw, "door-secret\n").unwrap();
+
+    // Another door's topic: the ACL says no.
+    h.opts.tail = broker.mqtt_table("topic = \"tiketo-gate/other-door\"\n");
+    std::fs::write(h.config_path(), h.config_text()).unwrap();
+    let denied = doctor_line(&h, "mqtt broker");
+    assert_eq!(denied["status"], "fail", "{denied}");
+    assert!(
+        denied["message"].as_str().unwrap().contains("may not"),
+        "{denied}"
+    );
+    assert!(denied["fix"].as_str().unwrap().contains("ACL"), "{denied}");
+}

@@ -9,8 +9,10 @@
 //!
 //! One file per family of checks: [`local`] (the token, the state directory, the store),
 //! [`network`] (DNS to the schema: the API as this device sees it), [`device`] (readers,
-//! opening hours, the guest screen, the lines), [`hands_on`] (`--scan`, `--outputs`).
+//! opening hours, the guest screen, the lines), [`broker`] (`[mqtt]`: the broker, the command
+//! key), [`hands_on`] (`--scan`, `--outputs`).
 
+mod broker;
 mod device;
 mod hands_on;
 mod local;
@@ -194,6 +196,7 @@ async fn all(cfg: &Config, opts: &Options) -> Vec<Check> {
     out.extend(device::lines(cfg));
     out.extend(device::hours(cfg));
     out.extend(device::display(cfg, daemon).await);
+    out.extend(broker::broker(cfg).await);
     if opts.scan {
         out.extend(hands_on::scan(cfg, token.as_ref(), daemon, opts.scan_wait).await);
     }

@@ -106,9 +106,7 @@ fn tls_config(cfg: &MqttConfig) -> Result<rustls::ClientConfig, String> {
 
 /// The client's options: id, broker, keep-alive, credentials, the will, TLS.
 pub fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, String> {
-    let mut o = MqttOptions::new(cfg.client_id.clone(), cfg.host.clone(), cfg.port);
-    o.set_keep_alive(cfg.keep_alive);
-    o.set_connection_timeout(5);
+    let mut o = options_without_will(cfg, &cfg.client_id)?;
     o.set_last_will(LastWill::new(
         topics.status.clone(),
         "offline",
@@ -116,6 +114,15 @@ pub fn options(cfg: &MqttConfig, topics: &Topics) -> Result<MqttOptions, String>
         true,
         None,
     ));
+    Ok(o)
+}
+
+/// The options of another client of the door's user (doctor's, beside a running daemon:
+/// another client id, no will).
+pub fn options_without_will(cfg: &MqttConfig, client_id: &str) -> Result<MqttOptions, String> {
+    let mut o = MqttOptions::new(client_id.to_owned(), cfg.host.clone(), cfg.port);
+    o.set_keep_alive(cfg.keep_alive);
+    o.set_connection_timeout(5);
     if let Some(user) = &cfg.username {
         let password = match &cfg.password_file {
             Some(p) => read_password(p)?,
