@@ -221,6 +221,30 @@ fn main() -> ExitCode {
                         problems.push(format!("api.ca_file {}: cannot read: {e}", ca.display()));
                     }
                 }
+                // The broker's secrets and files, as the daemon reads them at start.
+                if let Some(m) = &cfg.mqtt {
+                    if let Some(p) = &m.password_file {
+                        if let Err(e) = tiketo_gate::mqtt::link::read_password(p) {
+                            problems.push(e);
+                        }
+                    }
+                    if let Some(p) = &m.command_key_file {
+                        if let Err(e) = tiketo_gate::mqtt::link::read_command_key(p) {
+                            problems.push(e);
+                        }
+                    }
+                    for (key, f) in [("mqtt.ca_file", m.ca_file.as_ref())].into_iter().chain(
+                        m.client_cert.iter().flat_map(|(c, k)| {
+                            [("mqtt.cert_file", Some(c)), ("mqtt.key_file", Some(k))]
+                        }),
+                    ) {
+                        if let Some(f) = f {
+                            if let Err(e) = std::fs::read(f) {
+                                problems.push(format!("{key} {}: cannot read: {e}", f.display()));
+                            }
+                        }
+                    }
+                }
             }
             let mut warnings = cfg.notes.clone();
             warnings.extend(tiketo_gate::outputs::safety_warnings(&cfg));

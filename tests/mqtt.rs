@@ -1069,3 +1069,44 @@ async fn doctor_tries_the_broker_as_the_door_and_names_a_wrong_password_or_a_den
     );
     assert!(denied["fix"].as_str().unwrap().contains("ACL"), "{denied}");
 }
+
+#[test]
+fn check_config_reads_the_command_key_as_the_daemon_will() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("command.key");
+    std::fs::write(&key, "too-short\n").unwrap();
+    let cfg = dir.path().join("door.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[device]\nname = \"front-door\"\nstate_dir = \"{d}/state\"\n[api]\ntoken_file = \"{d}/token\"\n[mqtt]\nurl = \"mqtt://broker:1883\"\ncommand_key_file = \"{k}\"\n",
+            d = dir.path().display(),
+            k = key.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("token"), "tok\n").unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_tiketo-gate"))
+            .args(["check-config", "--config"])
+            .arg(&cfg)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("mqtt.command_key_file") && err.contains("at least 32"),
+        "{err}"
+    );
+    assert!(!err.contains("too-short"), "the key is never shown: {err}");
+    std::fs::write(&key, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let out = run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
