@@ -26,6 +26,9 @@ use super::window::Window;
 
 /// Events in flight at once (unacknowledged QoS 1 publishes).
 const EVENT_WINDOW: usize = 64;
+/// QoS 1 publishes in flight at most: the events' window and room for the door's own
+/// messages (status, state, acks, discovery).
+const OUTGOING_INFLIGHT: u16 = 2 * EVENT_WINDOW as u16;
 /// Acknowledged events deleted in one transaction at most this many at a time (or every
 /// [`DELETE_EVERY`]).
 const DELETE_BATCH: usize = 64;
@@ -123,6 +126,14 @@ pub fn options_without_will(cfg: &MqttConfig, client_id: &str) -> Result<MqttOpt
     let mut o = MqttOptions::new(client_id.to_owned(), cfg.host.clone(), cfg.port);
     o.set_keep_alive(cfg.keep_alive);
     o.set_connection_timeout(5);
+    // Small messages that someone waits for (a command's ack, an event): no Nagle delay.
+    let mut net = rumqttc::NetworkOptions::new();
+    net.set_tcp_nodelay(true);
+    net.set_connection_timeout(5);
+    o.set_network_options(net);
+    // rumqttc keeps a slot per possible packet id in flight: 65,536 of them (about 10 MB)
+    // unless bounded. The events' window and the door's own messages fit in this.
+    o.set_outgoing_inflight_upper_limit(OUTGOING_INFLIGHT);
     if let Some(user) = &cfg.username {
         let password = match &cfg.password_file {
             Some(p) => read_password(p)?,

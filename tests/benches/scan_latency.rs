@@ -21,6 +21,10 @@
 //!
 //! `--state-on tmpfs` puts the daemon's state directory in /dev/shm (fsync costs nothing
 //! there): the daemon's own figures without the disk's tail.
+//! - `mqtt [--scans 300] [--rounds 2] [--commands 200] [--backlog 10000] [--broker-nodelay
+//!   true]`: against a mosquitto on loopback: the scan overhead with `[mqtt]` on and off in
+//!   alternating rounds, the events at a subscriber, signed command -> relay on, resident memory
+//!   on and off, and a backlog of N stored events drained.
 //! - `busy [--path online|offline] [--scans 10000] [--backlog 30000] [--cli-every-ms 250]`: the
 //!   tail under the background work of a door at work: a `/metrics` scrape every second,
 //!   `status` and `queue list` run from another process in a loop (a pause of
@@ -1161,6 +1165,7 @@ fn main() {
         "rss" => rss(&rt),
         "ready" => ready(&rt),
         "busy" => busy(&rt),
+        "mqtt" => mqtt(&rt),
         other => panic!("unknown --mode {other}"),
     }
 }
@@ -1170,4 +1175,312 @@ fn main() {
 fn daemon_bin() -> std::ffi::OsString {
     std::env::var_os("TIKETO_BENCH_DAEMON")
         .unwrap_or_else(|| env!("CARGO_BIN_EXE_tiketo-gate").into())
+}
+
+/// A mosquitto of the bench's own (Debian's package): anonymous, loopback, a free port.
+struct Mosquitto {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    fn start() -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port().port();
+        let conf = dir.path().join("m.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\nset_tcp_nodelay {}\n",
+                arg_str("--broker-nodelay", "true")
+            ),
+        )
+        .unwrap();
+        let bin = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("mosquitto (Debian's package) is installed");
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < end, "mosquitto never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Mosquitto {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A subscriber counting the messages on `topic` (with when the last one came).
+fn count_messages(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    topic: &str,
+) -> std::sync::Arc<std::sync::Mutex<(usize, Option<Instant>)>> {
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((0usize, None)));
+    let s2 = seen.clone();
+    let topic = topic.to_owned();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    rt.spawn(async move {
+        let mut o = MqttOptions::new(
+            format!("bench-sub-{}", std::process::id()),
+            "127.0.0.1",
+            port,
+        );
+        o.set_keep_alive(Duration::from_secs(10));
+        let (client, mut ev) = AsyncClient::new(o, 64);
+        loop {
+            match ev.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    let _ = client
+                        .subscribe(topic.clone(), rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                        .await;
+                }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    let _ = ready_tx.send(());
+                }
+                Ok(Event::Incoming(Packet::Publish(_))) => {
+                    let mut g = s2.lock().unwrap();
+                    g.0 += 1;
+                    g.1 = Some(Instant::now());
+                }
+                Ok(_) => {}
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed");
+    seen
+}
+
+/// `--mode mqtt`: the figures of issue 20, each against a real mosquitto on loopback.
+/// 1. scan overhead with `[mqtt]` on and off, alternating rounds in the same run;
+/// 2. events per second a door publishes while scanning (the on rounds' events at a subscriber);
+/// 3. a backlog of `--backlog` (10,000) events in the store drained after an outage;
+/// 4. command -> relay: a signed `open` published to `<topic>/cmd` until the relay's "on";
+/// 5. resident memory with it on, after all that.
+fn mqtt(rt: &tokio::runtime::Runtime) {
+    let scans = arg("--scans", 300) as usize;
+    let rounds = arg("--rounds", 2) as usize;
+    let backlog = arg("--backlog", 10_000) as usize;
+    let commands = arg("--commands", 200) as usize;
+    let sim = rt.block_on(Sim::start(SimOptions::default())).unwrap();
+    let broker = Mosquitto::start();
+    let key = "bench-command-key-0123456789abcdef-0123";
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("command.key");
+    std::fs::write(&key_file, key).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let mqtt_table = format!(
+        "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\ncommand_key_file = \"{}\"\n",
+        broker.port,
+        key_file.display()
+    );
+    let rig_with = |table: &str| {
+        Rig::daemon(
+            &sim,
+            RigOpts {
+                hid: false,
+                policy: "reject",
+                budget_ms: 5000,
+                url: sim.url(),
+                api_extra: table.to_owned(),
+                env: vec![],
+            },
+            |_| {},
+        )
+    };
+    let events = count_messages(rt, broker.port, "tiketo-gate/bench-door/events");
+    let mut on = rig_with(&mqtt_table);
+    let mut off = rig_with("");
+    println!("mqtt: {rounds} rounds of {scans} scans each with [mqtt] on and off, alternating (mosquitto on loopback)");
+    let (mut over_on, mut over_off) = (Vec::new(), Vec::new());
+    let mut on_time = Duration::ZERO;
+    let mut on_scans = 0;
+    for _ in 0..rounds {
+        let before = events.lock().unwrap().0;
+        let t = Instant::now();
+        let (_, _, o) = measure(&mut on, &sim, scans);
+        on_time += t.elapsed();
+        on_scans += scans + 20;
+        over_on.extend(o);
+        // Every event of the round reached the subscriber.
+        let end = Instant::now() + Duration::from_secs(10);
+        while events.lock().unwrap().0 < before + scans + 20 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let (_, _, o) = measure(&mut off, &sim, scans);
+        over_off.extend(o);
+    }
+    println!("{}", tail_summary("daemon overhead, [mqtt] on ", over_on));
+    println!("{}", tail_summary("daemon overhead, [mqtt] off", over_off));
+    let got = events.lock().unwrap().0;
+    println!(
+        "events while scanning: {got} of {on_scans} scans' events at the subscriber; {:.0} scans (and events) per second, the scan loop's own pace",
+        on_scans as f64 / on_time.as_secs_f64()
+    );
+    let off_rss = (
+        proc_status(off.pid(), "VmRSS:"),
+        proc_status(off.pid(), "VmHWM:"),
+    );
+    drop(off);
+
+    // 4. Command -> relay.
+    let mut lat = Vec::new();
+    {
+        use rumqttc::v5::{AsyncClient, MqttOptions};
+        let mut o = MqttOptions::new("bench-controller", "127.0.0.1", broker.port);
+        o.set_keep_alive(Duration::from_secs(10));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        o.set_network_options(net);
+        let (client, mut ev) = AsyncClient::new(o, 64);
+        rt.spawn(async move {
+            loop {
+                if ev.poll().await.is_err() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        std::thread::sleep(Duration::from_millis(300));
+        while on.rx.try_recv().is_ok() {}
+        for i in 0..(commands + 10) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs();
+            let token = jsonwebtoken::encode(
+                &jsonwebtoken::Header::default(),
+                &serde_json::json!({"aud": "bench-door", "act": "open", "iat": now, "exp": now + 60, "jti": format!("bench-{i}-{}", std::process::id())}),
+                &jsonwebtoken::EncodingKey::from_secret(key.as_bytes()),
+            )
+            .unwrap();
+            let t0 = Instant::now();
+            client
+                .try_publish(
+                    "tiketo-gate/bench-door/cmd",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    false,
+                    token,
+                )
+                .unwrap();
+            let t1 = loop {
+                let (t, line) = on
+                    .rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("no relay after a command");
+                if line.contains("\"relay\"") && line.contains("\"on\":true") {
+                    break t;
+                }
+            };
+            loop {
+                let (_, line) = on
+                    .rx
+                    .recv_timeout(Duration::from_secs(10))
+                    .expect("relay never off");
+                if line.contains("\"relay\"") && line.contains("\"on\":false") {
+                    break;
+                }
+            }
+            if i >= 10 {
+                lat.push((t1 - t0).as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    println!(
+        "{}",
+        summary(
+            &format!("command -> relay on ({commands} signed opens)"),
+            lat
+        )
+    );
+    println!(
+        "resident memory with [mqtt] on: {} kB (peak {} kB); off, after its rounds: {} kB (peak {} kB)",
+        proc_status(on.pid(), "VmRSS:"),
+        proc_status(on.pid(), "VmHWM:"),
+        off_rss.0,
+        off_rss.1
+    );
+    drop(on);
+
+    // 3. A backlog after an outage: the store holds `backlog` events when the daemon starts.
+    let before = events.lock().unwrap().0;
+    let rig = Rig::daemon(
+        &sim,
+        RigOpts {
+            hid: false,
+            policy: "reject",
+            budget_ms: 5000,
+            url: sim.url(),
+            api_extra: mqtt_table.clone(),
+            env: vec![],
+        },
+        |state| {
+            let mut store = Store::open(&Store::path_in(state)).unwrap();
+            store.keep_events(Some(100_000));
+            for i in 0..backlog {
+                store
+                    .push_event(&format!("{{\"type\":\"door\",\"event\":\"opened\",\"id\":\"bench-{i}\",\"at\":\"2026-12-05T12:00:00.000Z\",\"device\":\"bench-door\"}}"))
+                    .unwrap();
+            }
+        },
+    );
+    // Rig::daemon waited 800 ms for the start: counted.
+    let t0 = Instant::now() - Duration::from_millis(800);
+    let end = t0 + Duration::from_secs(300);
+    loop {
+        let (n, last) = *events.lock().unwrap();
+        if n >= before + backlog {
+            let took = last.unwrap() - t0;
+            println!(
+                "backlog: {backlog} stored events delivered in {:.2} s from the daemon's start ({:.0} events/s)",
+                took.as_secs_f64(),
+                backlog as f64 / took.as_secs_f64()
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "backlog stalled at {}", n - before);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let path = Store::path_in(&rig.dir.path().join("state"));
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = Store::open_existing(&path, false)
+            .unwrap()
+            .events_pending()
+            .unwrap();
+        if left == 0 {
+            println!(
+                "backlog: the store's copy empty {:.2} s after the start",
+                (Instant::now() - t0).as_secs_f64()
+            );
+            break;
+        }
+        assert!(Instant::now() < end, "{left} events never deleted");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
