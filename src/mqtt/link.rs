@@ -453,45 +453,43 @@ impl Link {
             tracing::debug!(topic = %topic, "mqtt: an empty message ignored");
             return;
         }
-        let (source, checked) = if topic == self.topics.cmd {
-            let Some(key) = self.key.clone() else { return };
-            let newest = self
-                .parts
-                .shared
+        let jwt = topic == self.topics.cmd;
+        let ha_reader = self.topics.ha_lock_reader(&topic).map(str::to_owned);
+        if !jwt && ha_reader.is_none() {
+            return;
+        }
+        let newest_iat = if jwt {
+            let shared = &self.parts.shared;
+            shared
                 .store
                 .read(|s| s.newest_command_iat())
                 .await
-                .unwrap_or(0);
-            let cx = Context {
-                device: &self.parts.device,
-                readers: &self.readers,
-                now: time::OffsetDateTime::now_utc().unix_timestamp(),
-                clock_synced: crate::clock::clock_synced(),
-                newest_iat: newest,
-            };
-            ("jwt", command::check_jwt(&p.payload, p.retain, &key, &cx))
-        } else if let Some(reader) = self.topics.ha_lock_reader(&topic) {
-            let cx = Context {
-                device: &self.parts.device,
-                readers: &self.readers,
-                now: time::OffsetDateTime::now_utc().unix_timestamp(),
-                clock_synced: crate::clock::clock_synced(),
-                newest_iat: 0,
-            };
-            let c = command::check_home_assistant(&p.payload, p.retain, reader, &cx);
-            let c = match c {
-                Ok(_) if !self.cfg.home_assistant_commands => Err(command::Refusal {
-                    jti: None,
-                    action: c.ok().map(|c| c.action),
-                    error:
-                        "Home Assistant's commands are off (mqtt.home_assistant_commands = false)"
-                            .into(),
-                }),
-                other => other,
-            };
-            ("home_assistant", c)
+                .unwrap_or(0)
         } else {
-            return;
+            0
+        };
+        let cx = Context {
+            device: &self.parts.device,
+            readers: &self.readers,
+            now: time::OffsetDateTime::now_utc().unix_timestamp(),
+            clock_synced: crate::clock::clock_synced(),
+            newest_iat,
+        };
+        let (source, checked) = match (&self.key, ha_reader) {
+            (Some(key), None) => ("jwt", command::check_jwt(&p.payload, p.retain, key, &cx)),
+            (None, None) => return,
+            (_, Some(reader)) => {
+                let c = command::check_home_assistant(&p.payload, p.retain, &reader, &cx);
+                let c = match c {
+                    Ok(c) if !self.cfg.home_assistant_commands => Err(command::Refusal {
+                        jti: None,
+                        action: Some(c.action),
+                        error: "Home Assistant's commands are off (mqtt.home_assistant_commands = false)".into(),
+                    }),
+                    other => other,
+                };
+                ("home_assistant", c)
+            }
         };
         let result = match checked {
             Err(r) => Err(r),

@@ -314,10 +314,14 @@ impl Feedback {
             if s.halted {
                 return false;
             }
+            if s.held[i] == on {
+                // Nothing changes (at start: no line written).
+                return true;
+            }
             s.held[i] = on;
             if on {
                 s.set_now(Some(i), true, &[], now);
-            } else if s.schedule[i].is_empty() {
+            } else if s.schedule[i].is_empty() && s.on[i] {
                 s.write(i, false);
             }
         }

@@ -277,30 +277,13 @@ pub fn override_of(all: &[DoorOverride], reader: &str) -> Option<OverrideMode> {
 mod tests {
     use super::super::NewScan;
     use super::*;
-    use crate::decision::{Direction, Reason, UseChange, Verdict};
-    use time::OffsetDateTime;
-    use uuid::Uuid;
+    use crate::decision::{UseChange, Verdict};
 
     fn scan(code: &str, verdict: Verdict, pending: bool) -> NewScan {
         NewScan {
-            scan_id: Uuid::new_v4(),
-            code: code.into(),
-            verdict,
-            reason: if verdict == Verdict::Accept {
-                Reason::OfflinePolicy
-            } else {
-                Reason::Voided
-            },
-            online: false,
-            scanned_at: OffsetDateTime::now_utc(),
-            boot_id: "boot".into(),
-            mono_ms: 42,
-            clock_synced: true,
             device: "door-1".into(),
             reader: "main".into(),
-            direction: Direction::Entry,
-            reward_points: None,
-            pending,
+            ..super::super::tests::scan(code, verdict, pending)
         }
     }
 

@@ -551,10 +551,11 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn scan(code: &str, verdict: Verdict, pending: bool) -> NewScan {
+    /// A decided scan for the store's tests.
+    pub(in crate::store) fn scan(code: &str, verdict: Verdict, pending: bool) -> NewScan {
         NewScan {
             scan_id: Uuid::new_v4(),
             code: code.into(),
