@@ -389,6 +389,8 @@ fn a_wrong_mqtt_table_is_named_by_file_line_and_key() {
 /// An MQTT client of the test's own, as any user: what it receives, and its PUBACKs' reasons.
 struct Peer {
     client: AsyncClient,
+    /// SUBACKs so far (one per subscription per connection).
+    subacks: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     rx: tokio::sync::mpsc::UnboundedReceiver<PeerEvent>,
     seen: Vec<PeerEvent>,
 }
@@ -408,8 +410,11 @@ impl Peer {
         subscribe: &[&str],
         session: bool,
     ) -> Peer {
+        // A client id of its own: two peers of one user must not take each other's session.
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut o = MqttOptions::new(
-            format!("{user}-peer-{}", std::process::id()),
+            format!("{user}-peer-{}-{n}", std::process::id()),
             "127.0.0.1",
             port,
         );
@@ -425,6 +430,8 @@ impl Peer {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let subs: Vec<String> = subscribe.iter().map(|s| s.to_string()).collect();
         let c2 = client.clone();
+        let subacks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let subacks2 = subacks.clone();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);
         tokio::spawn(async move {
@@ -441,6 +448,7 @@ impl Peer {
                         }
                     }
                     Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        subacks2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         if let Some(r) = ready_tx.take() {
                             let _ = r.send(());
                         }
@@ -463,6 +471,7 @@ impl Peer {
         let _ = tokio::time::timeout(T, ready_rx).await;
         Peer {
             client,
+            subacks,
             rx,
             seen: Vec::new(),
         }
@@ -553,6 +562,18 @@ fn cmd(act: &str, jti: &str) -> serde_json::Value {
 const CMD: &str = "tiketo-gate/test-door/cmd";
 const ACK: &str = "tiketo-gate/test-door/cmd/ack";
 
+/// Restarts the daemon (after `stop`) and waits until it has subscribed again: a command sent
+/// before that reaches no one (it is not retained).
+fn restart_and_subscribe(h: &mut Harness) {
+    let before = h.logs().matches("mqtt subscribed").count();
+    h.restart_daemon();
+    assert!(
+        wait_until(T, || h.logs().matches("mqtt subscribed").count() > before),
+        "{}",
+        h.logs()
+    );
+}
+
 /// The next ack, as JSON.
 async fn ack(p: &mut Peer) -> serde_json::Value {
     let (b, _) = p.message(ACK).await;
@@ -595,9 +616,16 @@ async fn the_events_of_500_scans_over_a_broker_restart_and_a_kill_9_all_arrive_i
     for _ in 0..150 {
         scan(&mut h, &mut n);
     }
-    // Power cut: the daemon killed, the events still in its store.
+    // Power cut: the daemon killed, the events still in its store. The broker back, and the
+    // watcher subscribed again before the door returns (what is under test is the door's
+    // store, not the broker's persistence of the watcher's session).
     h.kill9();
+    let subscribed = w.subacks.load(std::sync::atomic::Ordering::SeqCst);
     broker.spawn();
+    assert!(wait_until(T, || w
+        .subacks
+        .load(std::sync::atomic::Ordering::SeqCst)
+        > subscribed));
     h.restart_daemon();
     for _ in 0..150 {
         scan(&mut h, &mut n);
@@ -814,7 +842,7 @@ async fn signed_commands_open_lock_down_and_release_and_every_bad_one_is_refused
 
     // A restart, even kill -9: still in lockdown, and the old command's jti still known.
     h.kill9();
-    h.restart_daemon();
+    restart_and_subscribe(&mut h);
     h.write(b"VALID-0001\r\n");
     assert_eq!(field(&h.wait_scan(2), "reason"), Some("lockdown"));
     ctl.send(CMD, jwt(cmd("lockdown", "ld-1"), KEY), false)
@@ -853,7 +881,7 @@ async fn signed_commands_open_lock_down_and_release_and_every_bad_one_is_refused
             .on,
         "locked while stopped"
     );
-    h.restart_daemon();
+    restart_and_subscribe(&mut h);
     assert!(
         wait_until(T, || h
             .outputs()
@@ -919,10 +947,23 @@ async fn home_assistant_sees_a_lock_and_its_open_is_obeyed_only_when_allowed() {
         false,
     )
     .await;
-    let (lock, retained) = ha
+    let (lock, _) = ha
         .message("homeassistant/lock/test-door/reader/config")
         .await;
-    assert!(retained, "discovery is retained");
+    // Retained: a Home Assistant that subscribes later finds it.
+    let mut late = Peer::start(
+        broker.port,
+        "homeassistant",
+        "ha-secret",
+        &["homeassistant/lock/#"],
+        false,
+    )
+    .await;
+    let (again, retained) = late
+        .message("homeassistant/lock/test-door/reader/config")
+        .await;
+    assert!(retained && again == lock, "discovery is retained");
+    drop(late);
     let v: serde_json::Value = serde_json::from_str(&lock).unwrap();
     for k in [
         "name",
@@ -972,7 +1013,7 @@ async fn home_assistant_sees_a_lock_and_its_open_is_obeyed_only_when_allowed() {
     // With it: obeyed.
     h.opts.tail = broker.mqtt_table("home_assistant = true\nhome_assistant_commands = true\n");
     h.kill9();
-    h.restart_daemon();
+    restart_and_subscribe(&mut h);
     ha.message("homeassistant/lock/test-door/reader/config")
         .await;
     ha.send(&topic, "OPEN", false).await;

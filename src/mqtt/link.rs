@@ -238,7 +238,13 @@ impl Link {
                     }
                     Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => self.window.outgoing(pkid),
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(seq) = self.window.acked(ack.pkid) {
+                        let delivered = matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers);
+                        let event = self.window.acked(ack.pkid);
+                        if event.is_none() && !delivered && !self.refused_logged {
+                            self.refused_logged = true;
+                            tracing::error!(reason = ?ack.reason, "mqtt: the broker refused one of the door's messages (status, state, an ack or Home Assistant's discovery): its ACL? (doctor checks it)");
+                        }
+                        if let Some(seq) = event {
                             if matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
                                 self.delivered.push(seq);
                             } else if !self.refused_logged {
@@ -255,6 +261,9 @@ impl Link {
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         if ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_))) {
                             tracing::error!(codes = ?ack.return_codes, "mqtt: the broker refused a subscription (its ACL?): commands may not arrive");
+                        } else {
+                            // From here on a command reaches the door.
+                            tracing::info!("mqtt subscribed");
                         }
                     }
                     Ok(_) => {}
