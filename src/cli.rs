@@ -190,7 +190,7 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
         println!(
             "{}:{}{} since {} (remote command{})",
             o.mode.as_str().to_uppercase(),
-            " ".repeat(14usize.saturating_sub(o.mode.as_str().len() + 1)),
+            " ".repeat(15usize.saturating_sub(o.mode.as_str().len() + 1)),
             o.reader,
             ago(o.since_ms),
             o.jti
