@@ -247,6 +247,35 @@ async fn a_scan_appears_on_the_status_page_within_two_seconds() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // A lockdown (a remote command's, as the store holds it) has a card of its own.
+    h.plug();
+    h.kill9();
+    tiketo_gate::store::Store::open(&tiketo_gate::store::Store::path_in(
+        &h.dir.path().join("state"),
+    ))
+    .unwrap()
+    .set_overrides(
+        &["reader".into()],
+        Some(tiketo_gate::store::OverrideMode::Lockdown),
+        Some("ld-page"),
+        "{}",
+    )
+    .unwrap();
+    h.restart_daemon();
+    let start = Instant::now();
+    loop {
+        let text = d
+            .script("const c = document.getElementById('overridecard'); return c.hidden ? '' : c.innerText")
+            .await;
+        if text.as_str().unwrap_or("").contains("LOCKDOWN reader") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the page did not show the lockdown: {text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Where a guest-screen photograph goes.
