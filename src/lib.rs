@@ -64,3 +64,4 @@ pub mod slots;
 pub mod state;
 pub mod status;
 pub mod store;
+pub mod venue;
