@@ -242,10 +242,9 @@ impl Watcher {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_door_says_online_its_state_and_offline_by_will_and_by_clean_stop() {
-    let broker = Broker::start();
-    let mut h = Harness::start(Opts {
+/// A daemon on `broker` (its [mqtt] table, nothing more) and a watcher that has seen it online.
+async fn door_online(broker: &Broker) -> (Harness, Watcher) {
+    let h = Harness::start(Opts {
         tail: broker.mqtt_table(""),
         ..Opts::default()
     })
@@ -253,6 +252,13 @@ async fn the_door_says_online_its_state_and_offline_by_will_and_by_clean_stop() 
     let mut w = Watcher::start(broker.port).await;
     w.wait("tiketo-gate/test-door/status", |b| b == "online")
         .await;
+    (h, w)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_door_says_online_its_state_and_offline_by_will_and_by_clean_stop() {
+    let broker = Broker::start();
+    let (mut h, mut w) = door_online(&broker).await;
     let state = w
         .wait("tiketo-gate/test-door/state", |b| b.contains("\"mode\""))
         .await;
@@ -1060,14 +1066,7 @@ fn doctor_line(h: &Harness, name: &str) -> serde_json::Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_tries_the_broker_as_the_door_and_names_a_wrong_password_or_a_denied_topic() {
     let broker = Broker::start();
-    let mut h = Harness::start(Opts {
-        tail: broker.mqtt_table(""),
-        ..Opts::default()
-    })
-    .await;
-    let mut w = Watcher::start(broker.port).await;
-    w.wait("tiketo-gate/test-door/status", |b| b == "online")
-        .await;
+    let (mut h, _w) = door_online(&broker).await;
     let ok = doctor_line(&h, "mqtt broker");
     assert_eq!(ok["status"], "ok", "{ok}");
     assert!(

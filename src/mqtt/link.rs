@@ -245,7 +245,7 @@ impl Link {
                             tracing::error!(reason = ?ack.reason, "mqtt: the broker refused one of the door's messages (status, state, an ack or Home Assistant's discovery): its ACL? (doctor checks it)");
                         }
                         if let Some(seq) = event {
-                            if matches!(ack.reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers) {
+                            if delivered {
                                 self.delivered.push(seq);
                             } else if !self.refused_logged {
                                 self.refused_logged = true;

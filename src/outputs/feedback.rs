@@ -285,6 +285,15 @@ impl Feedback {
     /// Pulses one output for its `pulse_ms` (a wiring test from the status page, the exit
     /// button). False when that output is not configured.
     pub fn pulse_output(&self, name: &str) -> bool {
+        self.with_output(name, |s, i, now| {
+            let p = s.pulse(Some(i));
+            s.set_now(Some(i), true, &[(p, false)], now);
+        })
+    }
+
+    /// Runs `f` on the output `name` and wakes the timers; false (nothing done) when it is
+    /// not configured or the outputs are in their safe state.
+    fn with_output(&self, name: &str, f: impl FnOnce(&mut State, usize, Instant)) -> bool {
         let now = Instant::now();
         {
             let mut s = self.lock();
@@ -294,8 +303,7 @@ impl Feedback {
             if s.halted {
                 return false;
             }
-            let p = s.pulse(Some(i));
-            s.set_now(Some(i), true, &[(p, false)], now);
+            f(&mut s, i, now);
         }
         self.inner.wake.notify_one();
         true
@@ -305,18 +313,10 @@ impl Feedback {
     /// to its pulses (`false`: off now unless a pulse is still running). False when the
     /// output is not configured or the outputs are in their safe state.
     pub fn hold(&self, name: &str, on: bool) -> bool {
-        let now = Instant::now();
-        {
-            let mut s = self.lock();
-            let Some(i) = s.names.iter().position(|n| n == name) else {
-                return false;
-            };
-            if s.halted {
-                return false;
-            }
+        self.with_output(name, |s, i, now| {
             if s.held[i] == on {
                 // Nothing changes (at start: no line written).
-                return true;
+                return;
             }
             s.held[i] = on;
             if on {
@@ -324,9 +324,7 @@ impl Feedback {
             } else if s.schedule[i].is_empty() && s.on[i] {
                 s.write(i, false);
             }
-        }
-        self.inner.wake.notify_one();
-        true
+        })
     }
 
     /// Every output off (relay released: door locked), and nothing switches on again.

@@ -352,17 +352,23 @@ impl Rig {
             }
         };
         if t1.is_some() {
-            loop {
-                let (_, line) = self
-                    .rx
-                    .recv_timeout(Duration::from_secs(10))
-                    .expect("relay never off");
-                if line.contains("\"relay\"") && line.contains("\"on\":false") {
-                    break;
-                }
-            }
+            self.relay_line(false, "relay never off");
         }
         t1.map(|t| (t - t0).as_secs_f64() * 1000.0)
+    }
+
+    /// Waits for the relay's line saying `on`; returns when it arrived.
+    fn relay_line(&self, on: bool, missing: &str) -> Instant {
+        let want = format!("\"on\":{on}");
+        loop {
+            let (t, line) = self
+                .rx
+                .recv_timeout(Duration::from_secs(10))
+                .expect(missing);
+            if line.contains("\"relay\"") && line.contains(&want) {
+                return t;
+            }
+        }
     }
 
     fn pid(&self) -> u32 {
@@ -1388,24 +1394,8 @@ fn mqtt(rt: &tokio::runtime::Runtime) {
                     token,
                 )
                 .unwrap();
-            let t1 = loop {
-                let (t, line) = on
-                    .rx
-                    .recv_timeout(Duration::from_secs(10))
-                    .expect("no relay after a command");
-                if line.contains("\"relay\"") && line.contains("\"on\":true") {
-                    break t;
-                }
-            };
-            loop {
-                let (_, line) = on
-                    .rx
-                    .recv_timeout(Duration::from_secs(10))
-                    .expect("relay never off");
-                if line.contains("\"relay\"") && line.contains("\"on\":false") {
-                    break;
-                }
-            }
+            let t1 = on.relay_line(true, "no relay after a command");
+            on.relay_line(false, "relay never off");
             if i >= 10 {
                 lat.push((t1 - t0).as_secs_f64() * 1000.0);
             }
