@@ -217,6 +217,33 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
         }
         Err(e) => tracing::error!("cannot read the lockdown or release from the store: {e}"),
     }
+    // The venue's shared memory: its key read once, the store told to keep it.
+    let refresher = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let venue =
+        cfg.mqtt.as_ref().and_then(|m| m.venue.as_ref()).and_then(
+            |v| match crate::venue::read_key(&v.key_file) {
+                Ok(key) => Some(crate::mqtt::link::VenueParts {
+                    key: Arc::new(key),
+                    topic: v.topic.clone(),
+                    ttl_ms: cfg.offline.cache_ttl.as_millis() as i64,
+                    refresher: refresher.clone(),
+                }),
+                Err(e) => {
+                    tracing::error!("the venue is off, this door decides alone: {e}");
+                    None
+                }
+            },
+        );
+    if let Some(v) = &venue {
+        tracing::info!(venue = %v.topic, key_id = %v.key.id(), "venue: lookups and admissions shared with the venue's doors");
+        shared.store.keep_venue(crate::store::VenueCtx {
+            key: v.key.clone(),
+            door: cfg.device.name.clone(),
+            ttl_ms: v.ttl_ms,
+            max_uses: cfg.offline.max_offline_uses,
+        });
+    }
+    let venue_on = venue.is_some();
     if let Some(m) = cfg.mqtt.clone() {
         shared.store.keep_events(m.max_pending);
         let parts = crate::mqtt::link::Parts {
@@ -225,6 +252,7 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
             device: cfg.device.name.clone(),
             door: remote,
             door_sensor: cfg.inputs.door_sensor.is_some(),
+            venue,
         };
         tasks.spawn_with("mqtt", |stop| crate::mqtt::link::run(m, parts, stop));
     }
@@ -239,6 +267,17 @@ async fn main_loop(cfg: Config, auth: Auth, feedback: Feedback) -> ExitCode {
     // The API client, once there is a device token: the lanes take it from the slot. With
     // stored credentials it is there before the first code can arrive.
     let (slot, api_slot) = crate::lane::api_slot(auth.is_err());
+    if venue_on {
+        let (shared, api, per_minute, ttl) = (
+            shared.clone(),
+            api_slot.clone(),
+            cfg.offline.refresh_per_minute,
+            cfg.offline.cache_ttl,
+        );
+        tasks.spawn_with("venue refresh", move |stop| {
+            crate::venue::refresh::run(shared, api, refresher, per_minute, ttl, stop)
+        });
+    }
     let workspace = match auth {
         Ok(creds) => {
             if let Err(code) = go_online(&cfg, creds, &shared, &feedback, &slot, &mut tasks) {

@@ -233,6 +233,11 @@ fn main() -> ExitCode {
                             problems.push(e);
                         }
                     }
+                    if let Some(v) = &m.venue {
+                        if let Err(e) = tiketo_gate::venue::read_key(&v.key_file) {
+                            problems.push(e);
+                        }
+                    }
                     for (key, f) in [("mqtt.ca_file", m.ca_file.as_ref())].into_iter().chain(
                         m.client_cert.iter().flat_map(|(c, k)| {
                             [("mqtt.cert_file", Some(c)), ("mqtt.key_file", Some(k))]

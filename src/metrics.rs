@@ -52,6 +52,11 @@ pub struct ReaderOnly {
     pub reader: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeOnly {
+    pub outcome: String,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub scans: Family<ScanLabels, Counter>,
@@ -69,6 +74,10 @@ pub struct Metrics {
     pub mqtt_commands: Family<CommandLabels, Counter>,
     pub lockdown: Family<ReaderOnly, Gauge>,
     pub release: Family<ReaderOnly, Gauge>,
+    pub venue_conflicts: Counter,
+    pub venue_messages: Family<OutcomeOnly, Counter>,
+    pub venue_refreshes: Family<OutcomeOnly, Counter>,
+    pub venue_passes: Gauge,
     pub enrolled: Gauge,
     pub clock_synced: Gauge,
     pub store_ok: Gauge,
@@ -166,6 +175,29 @@ pub fn metrics() -> &'static Metrics {
             "Remote commands received over MQTT, by action, outcome (done or refused) and source",
             mqtt_commands.clone(),
         );
+        let venue_conflicts = Counter::default();
+        registry.register(
+            "venue_conflicts",
+            "Passes admitted offline past offline.max_offline_uses at two doors of the venue that did not know of each other (mqtt.venue)",
+            venue_conflicts.clone(),
+        );
+        let venue_messages = Family::<OutcomeOnly, Counter>::default();
+        registry.register(
+            "venue_messages",
+            "Venue records received from the broker, by outcome: merged, known (nothing new), foreign_key (another venue key), damaged",
+            venue_messages.clone(),
+        );
+        let venue_refreshes = Family::<OutcomeOnly, Counter>::default();
+        registry.register(
+            "venue_refreshes",
+            "Background verifications of cached passes (Query.pass) by this door for the venue, by outcome: ok, gone, error",
+            venue_refreshes.clone(),
+        );
+        let venue_passes = g(
+            &mut registry,
+            "venue_passes",
+            "Passes the venue's shared memory holds at this door (mqtt.venue)",
+        );
         let lockdown = Family::<ReaderOnly, Gauge>::default();
         registry.register(
             "lockdown",
@@ -246,6 +278,10 @@ pub fn metrics() -> &'static Metrics {
             mqtt_commands,
             lockdown,
             release,
+            venue_conflicts,
+            venue_messages,
+            venue_refreshes,
+            venue_passes,
             enrolled,
             clock_synced,
             store_ok,

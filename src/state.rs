@@ -513,6 +513,19 @@ pub struct RecentScan {
     pub direction: &'static str,
 }
 
+/// The venue (`mqtt.venue`) as this door sees it on the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VenueState {
+    /// `mqtt.venue`.
+    pub topic: String,
+    /// The doors heard from lately (their presence), this one included.
+    pub doors: Vec<String>,
+    /// This door refreshes the venue's passes (the first by name that reaches the API).
+    pub refreshing: bool,
+    /// A message sealed with another venue key was seen.
+    pub foreign_key: bool,
+}
+
 /// What status shows about the device itself.
 #[derive(Clone, Default)]
 pub struct Board {
@@ -522,6 +535,8 @@ pub struct Board {
     recent: Arc<Mutex<VecDeque<RecentScan>>>,
     /// The readers in lockdown or release (remote commands; the store holds them too).
     overrides: Arc<Mutex<Vec<crate::store::DoorOverride>>>,
+    /// The venue as the broker shows it (`mqtt.venue`).
+    venue: Arc<Mutex<Option<VenueState>>>,
     /// Something `status` shows changed: wakes the status writer and the MQTT state.
     pub status_wake: StatusWake,
 }
@@ -578,6 +593,23 @@ impl Board {
 
     pub fn overrides(&self) -> Vec<crate::store::DoorOverride> {
         lock(&self.overrides).clone()
+    }
+
+    /// The venue as the broker shows it now (wakes status when it changed).
+    pub fn set_venue(&self, v: VenueState) {
+        let changed = {
+            let mut g = lock(&self.venue);
+            let changed = g.as_ref() != Some(&v);
+            *g = Some(v);
+            changed
+        };
+        if changed {
+            self.status_wake.notify();
+        }
+    }
+
+    pub fn venue(&self) -> Option<VenueState> {
+        lock(&self.venue).clone()
     }
 
     /// Registers the readers (all disconnected until they say otherwise).

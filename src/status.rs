@@ -35,6 +35,13 @@ pub struct Status {
     pub door: Option<DoorState>,
     /// The readers in lockdown or release (remote commands), from the store.
     pub overrides: Vec<crate::store::DoorOverride>,
+    /// The venue (`mqtt.venue`), as the broker shows it.
+    pub venue: Option<crate::state::VenueState>,
+    /// The venue's conflicts: how many, and the newest (from the store; live: none read).
+    pub venue_conflicts: i64,
+    pub recent_conflicts: Vec<crate::store::VenueConflictRow>,
+    /// Passes the venue's memory holds (from the store; live: not read).
+    pub venue_passes: i64,
     /// When the daemon wrote it (unix ms; 0: never), for a status read from the store.
     pub at_ms: i64,
 }
@@ -56,6 +63,10 @@ impl Status {
             readers: shared.board.readers(),
             door: shared.board.door(),
             overrides: shared.board.overrides(),
+            venue: shared.board.venue(),
+            venue_conflicts: crate::metrics::metrics().venue_conflicts.get() as i64,
+            recent_conflicts: Vec::new(),
+            venue_passes: crate::metrics::metrics().venue_passes.get(),
             at_ms: now_ms(),
         }
     }
@@ -79,6 +90,10 @@ impl Status {
             (
                 "door",
                 serde_json::to_string(&self.door).unwrap_or_default(),
+            ),
+            (
+                "venue",
+                serde_json::to_string(&self.venue).unwrap_or_default(),
             ),
         ]
     }
@@ -113,6 +128,13 @@ impl Status {
                 Err(e) if e.0.contains("no such table") => Vec::new(),
                 r => r?,
             },
+            venue: meta("venue")?
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .flatten(),
+            // A store an older daemon made has no such tables: nothing of a venue there.
+            venue_conflicts: store.venue_conflicts(5).map(|c| c.0).unwrap_or(0),
+            recent_conflicts: store.venue_conflicts(5).map(|c| c.1).unwrap_or_default(),
+            venue_passes: store.venue_known().unwrap_or(0),
             at_ms: num("status_at_ms")?,
         })
     }
@@ -135,6 +157,29 @@ impl Status {
                 })
             })
             .collect()
+    }
+
+    /// The venue as JSON (`null` without `mqtt.venue`): `{"topic", "doors", "refreshing",
+    /// "foreign_key", "passes", "conflicts", "recent_conflicts": [{"code", "first_door",
+    /// "second_door", "at"}]}`.
+    pub fn venue_json(&self) -> Value {
+        match &self.venue {
+            None => Value::Null,
+            Some(v) => json!({
+                "topic": v.topic,
+                "doors": v.doors,
+                "refreshing": v.refreshing,
+                "foreign_key": v.foreign_key,
+                "passes": self.venue_passes,
+                "conflicts": self.venue_conflicts,
+                "recent_conflicts": self.recent_conflicts.iter().map(|c| json!({
+                    "code": c.code,
+                    "first_door": c.first_door,
+                    "second_door": c.second_door,
+                    "at": rfc3339_from_ms(c.at_ms),
+                })).collect::<Vec<_>>(),
+            }),
+        }
     }
 
     /// `tiketo-gate status --json`: the stored status, the store's counts, the enrolment.
@@ -179,6 +224,7 @@ impl Status {
             "lockdown": self.any(crate::store::OverrideMode::Lockdown),
             "release": self.any(crate::store::OverrideMode::Release),
             "overrides": self.overrides_json(),
+            "venue": self.venue_json(),
         })
     }
 
@@ -209,6 +255,7 @@ impl Status {
             "lockdown": self.any(crate::store::OverrideMode::Lockdown),
             "release": self.any(crate::store::OverrideMode::Release),
             "overrides": self.overrides_json(),
+            "venue": self.venue_json(),
         })
     }
 }
@@ -286,6 +333,15 @@ mod tests {
                 held_open: true,
             }),
             overrides: vec![],
+            venue: Some(crate::state::VenueState {
+                topic: "v/hall".into(),
+                doors: vec!["a".into(), "b".into()],
+                refreshing: true,
+                foreign_key: false,
+            }),
+            venue_conflicts: 0,
+            recent_conflicts: vec![],
+            venue_passes: 0,
             at_ms: 1_764_000_002_000,
         };
         store.set_meta_all(&status.meta(), status.at_ms).unwrap();

@@ -60,6 +60,11 @@ pub mod ops {
         name: "Projects",
         document: include_str!("operations/Projects.graphql"),
     };
+    /// A cached pass verified again by its ids (the venue's background refresh).
+    pub const PASS: Operation = Operation {
+        name: "Pass",
+        document: include_str!("operations/Pass.graphql"),
+    };
     pub const WARMUP: Operation = Operation {
         name: "Warmup",
         document: include_str!("operations/Warmup.graphql"),
@@ -72,6 +77,7 @@ pub mod ops {
         CREATE_SCAN_EVENT,
         REGISTER_DEVICE,
         PROJECTS,
+        PASS,
         WARMUP,
     ];
 }
@@ -115,6 +121,10 @@ pub fn documents_sent() -> Vec<introspect::Sent> {
             serde_json::json!({"input": {"name": "doctor"}}),
         ),
         op(ops::PROJECTS, serde_json::json!({})),
+        op(
+            ops::PASS,
+            serde_json::json!({"projectId": "doctor", "id": "doctor"}),
+        ),
         introspect::Sent {
             operation: "Replay",
             document: replay_document(2),
@@ -491,6 +501,17 @@ impl Client {
             .execute_op(op, serde_json::json!({ "code": code }))
             .await?;
         parse_pass(data.get("passByScanCode").unwrap_or(&Value::Null))
+    }
+
+    /// `pass(projectId, id)`: `None` when the API knows the pass no more.
+    pub async fn pass(&self, project_id: &str, id: &str) -> Result<Option<PassFacts>, ApiError> {
+        let data = self
+            .execute_op(
+                ops::PASS,
+                serde_json::json!({ "projectId": project_id, "id": id }),
+            )
+            .await?;
+        parse_pass(data.get("pass").unwrap_or(&Value::Null))
     }
 
     /// `createScanEvent`.

@@ -80,6 +80,16 @@ pub struct MqttConfig {
     pub home_assistant_commands: bool,
     pub keep_alive: Duration,
     pub max_pending: u64,
+    /// `mqtt.venue` and `mqtt.venue_key_file` (both or neither): the doors of a venue share
+    /// lookups and admissions.
+    pub venue: Option<VenueConfig>,
+}
+
+/// The venue's shared memory: its topic prefix and the key file of its secret.
+#[derive(Debug, Clone)]
+pub struct VenueConfig {
+    pub topic: String,
+    pub key_file: PathBuf,
 }
 
 impl MqttConfig {
@@ -200,6 +210,9 @@ pub struct OfflineConfig {
     pub max_offline_uses: u32,
     /// `offline.unknown = "accept"`.
     pub unknown_accepts: bool,
+    /// With `mqtt.venue`: at most this many background verifications (`Query.pass`) a minute
+    /// for the venue, by one door (0: none).
+    pub refresh_per_minute: u32,
 }
 
 impl OfflineConfig {

@@ -46,6 +46,8 @@ pub(super) struct RawMqtt {
     pub(super) home_assistant_commands: Option<bool>,
     pub(super) keep_alive_s: Option<u64>,
     pub(super) max_pending: Option<u64>,
+    pub(super) venue: Option<String>,
+    pub(super) venue_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -155,6 +157,7 @@ pub(super) struct RawOffline {
     pub(super) cache_ttl: Option<toml::Value>,
     pub(super) max_offline_uses: Option<u64>,
     pub(super) unknown: Option<String>,
+    pub(super) refresh_per_minute: Option<u64>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]

@@ -5,6 +5,17 @@
 #[allow(unused_imports)]
 use super::*;
 
+/// The venue's records' default request budget: 10 `Query.pass` a minute for the whole venue
+/// (600 an hour; at AppSync's $4 per million queries, about $0.06 a day per venue).
+const DEFAULT_REFRESH_PER_MINUTE: u64 = 10;
+
+/// The venue's topics and the door's own would overlap (one is the other, or holds it).
+fn venue_overlaps(venue: &str, door: &str) -> bool {
+    venue == door
+        || door.starts_with(&format!("{venue}/"))
+        || venue.starts_with(&format!("{door}/"))
+}
+
 pub(super) struct Validator<'a> {
     pub(super) loc: &'a Locator<'a>,
     pub(super) problems: Vec<Problem>,
@@ -154,7 +165,9 @@ impl Validator<'_> {
                 || raw.home_assistant.is_some()
                 || raw.home_assistant_commands.is_some()
                 || raw.keep_alive_s.is_some()
-                || raw.max_pending.is_some();
+                || raw.max_pending.is_some()
+                || raw.venue.is_some()
+                || raw.venue_key_file.is_some();
             if given {
                 self.problem(
                     "mqtt.url",
@@ -245,6 +258,35 @@ impl Validator<'_> {
         // takes no keep-alive under 5 s.)
         let keep_alive = self.range("mqtt.keep_alive_s", raw.keep_alive_s, 10, 5, 20);
         let max_pending = self.range("mqtt.max_pending", raw.max_pending, 100_000, 1, 10_000_000);
+        let door_topic = topic.clone();
+        let venue = match (raw.venue, raw.venue_key_file) {
+            (Some(topic), Some(key_file)) => {
+                if let Err(e) = crate::mqtt::settings::check_topic(&topic) {
+                    self.problem("mqtt.venue", e);
+                } else if venue_overlaps(&topic, &door_topic) {
+                    self.problem(
+                        "mqtt.venue",
+                        "must not be the door's own topic or hold it (the venue's topics are shared by its doors)",
+                    );
+                }
+                Some(VenueConfig { topic, key_file })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                self.problem(
+                    "mqtt.venue_key_file",
+                    "missing: a venue needs its key (the same secret on every door of the venue, at least 32 bytes)",
+                );
+                None
+            }
+            (None, Some(_)) => {
+                self.problem(
+                    "mqtt.venue",
+                    "missing: venue_key_file needs the venue's topic (e.g. \"tiketo-gate/venues/main-hall\")",
+                );
+                None
+            }
+        };
         Some(MqttConfig {
             host,
             port,
@@ -260,6 +302,7 @@ impl Validator<'_> {
             home_assistant_commands,
             keep_alive: Duration::from_secs(keep_alive),
             max_pending,
+            venue,
         })
     }
 
@@ -506,11 +549,19 @@ impl Validator<'_> {
             "reject",
             &["reject", "accept"],
         ) == "accept";
+        let refresh_per_minute = self.range(
+            "offline.refresh_per_minute",
+            raw.refresh_per_minute,
+            DEFAULT_REFRESH_PER_MINUTE,
+            0,
+            600,
+        ) as u32;
         OfflineConfig {
             policy,
             cache_ttl,
             max_offline_uses,
             unknown_accepts,
+            refresh_per_minute,
         }
     }
 

@@ -100,6 +100,11 @@ impl ApiSlotSender {
 }
 
 impl ApiSlot {
+    /// The client now, if the device is enrolled (for work that never waits for it).
+    pub fn current(&self) -> Option<Client> {
+        self.client.borrow().clone()
+    }
+
     /// The client, if the device is enrolled; a code read while the first enrolment attempt
     /// is on its way waits for it until `deadline` (a device starting up with a guest already
     /// at the door).

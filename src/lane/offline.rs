@@ -11,7 +11,8 @@ use crate::decision::{
     self, CacheView, OfflinePolicy, OfflineRules, PassFacts, Reason, Rules, UseChange, Verdict,
 };
 use crate::state::Shared;
-use crate::store::Store;
+use crate::store::{CacheEntry, Store};
+use crate::venue::ledger::{self, PassRecord};
 
 use super::row::RowBase;
 use super::LaneSettings;
@@ -51,15 +52,24 @@ impl OfflineInput {
         if let Some(f) = &self.fresh {
             s.cache_put(&self.base.code, Some(f), now)?;
         }
+        // What this door knows, and what the venue knows (`mqtt.venue`): the newer of the two.
+        let venue = match self.offline.policy {
+            OfflinePolicy::Cache => s.venue_record(&self.base.code)?,
+            _ => None,
+        };
         let view = if self.offline.policy == OfflinePolicy::Cache {
-            match s.cache_get(&self.base.code, self.cache_ttl, now)? {
-                Some(entry) => CacheView::Known(entry.facts),
-                None => CacheView::Unknown,
-            }
+            let local = s.cache_get(&self.base.code, self.cache_ttl, now)?;
+            known_view(local, venue.as_ref(), self.cache_ttl, now)
         } else {
             CacheView::Unknown
         };
-        let uses = decision::counted_uses(self.base.direction, s.offline_uses(&self.base.code)?);
+        // With the venue, its count (every door's offline entries since the last lookup or
+        // exit anywhere, this door's own included: they are written into it with each row).
+        let entries = match &venue {
+            Some(r) => ledger::uses(r),
+            None => s.offline_uses(&self.base.code)?,
+        };
+        let uses = decision::counted_uses(self.base.direction, entries);
         let (verdict, reason, reward, change) = self.verdict(&view, uses);
         s.upsert_offline_decision(&self.base.row(verdict, reason, false, reward), change)?;
         let parameters = match (&view, verdict) {
@@ -100,5 +110,80 @@ impl OfflineInput {
             }
             Err(reason) => (Verdict::Reject, reason, None, UseChange::None),
         }
+    }
+}
+
+/// The newest of this door's cache entry and the venue's lookup, each only if verified within
+/// `ttl` (pure).
+fn known_view(
+    local: Option<CacheEntry>,
+    venue: Option<&PassRecord>,
+    ttl: Duration,
+    now_ms: i64,
+) -> CacheView {
+    let ttl_ms = ttl.as_millis() as i64;
+    let from_venue = venue
+        .and_then(|r| r.lookup.as_ref())
+        .filter(|l| now_ms - l.verified_at_ms < ttl_ms);
+    match (local, from_venue) {
+        (Some(e), Some(l)) if l.verified_at_ms > e.verified_at_ms => CacheView::Known(l.facts()),
+        (Some(e), _) => CacheView::Known(e.facts),
+        (None, Some(l)) => CacheView::Known(l.facts()),
+        (None, None) => CacheView::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::venue::ledger::Lookup;
+
+    fn facts(voided: bool) -> PassFacts {
+        PassFacts {
+            id: "p1".into(),
+            template_id: "t1".into(),
+            project_id: Some("proj".into()),
+            expires: None,
+            voided,
+            scan_config: None,
+            parameters: None,
+        }
+    }
+
+    #[test]
+    fn the_newer_of_the_door_and_the_venue_is_what_is_known() {
+        let ttl = Duration::from_secs(60);
+        let local = |at| {
+            Some(CacheEntry {
+                facts: Some(facts(false)),
+                verified_at_ms: at,
+            })
+        };
+        let venue = |at, voided| PassRecord {
+            lookup: Some(Lookup::refreshed(Some(&facts(voided)), at, "b")),
+            admissions: vec![],
+        };
+        let now = 100_000;
+        assert_eq!(known_view(None, None, ttl, now), CacheView::Unknown);
+        assert_eq!(
+            known_view(None, Some(&venue(now - 1000, false)), ttl, now),
+            CacheView::Known(Some(facts(false))),
+            "looked up at another door only"
+        );
+        assert_eq!(
+            known_view(local(now - 5000), Some(&venue(now - 1000, true)), ttl, now),
+            CacheView::Known(Some(facts(true))),
+            "the venue's newer verification (voided) wins"
+        );
+        assert_eq!(
+            known_view(local(now - 500), Some(&venue(now - 1000, true)), ttl, now),
+            CacheView::Known(Some(facts(false))),
+            "this door's newer lookup wins"
+        );
+        assert_eq!(
+            known_view(None, Some(&venue(now - 61_000, false)), ttl, now),
+            CacheView::Unknown,
+            "past cache_ttl the venue's lookup is forgotten too"
+        );
     }
 }

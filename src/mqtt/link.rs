@@ -11,7 +11,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rumqttc::v5::mqttbytes::v5::{LastWill, Packet, PubAckReason, Publish, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, LastWill, Packet, PubAckReason, Publish, PublishProperties, SubscribeReasonCode,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
@@ -22,6 +24,7 @@ use crate::state::Shared;
 use super::act::Door;
 use super::command::{self, Action, Context};
 use super::state::{state_json, Topics};
+use super::venue::{Incoming, VenueTopics, PRESENCE_EXPIRY_S};
 use super::window::Window;
 
 /// Events in flight at once (unacknowledged QoS 1 publishes).
@@ -48,7 +51,7 @@ pub fn read_command_key(path: &std::path::Path) -> Result<Vec<u8>, String> {
 }
 
 /// A secret file's text: not empty; warned about when every user may read it.
-fn read_secret(key: &str, path: &std::path::Path) -> Result<String, String> {
+pub(crate) fn read_secret(key: &str, path: &std::path::Path) -> Result<String, String> {
     use std::os::unix::fs::PermissionsExt;
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{key} {}: cannot read: {e}", path.display()))?;
@@ -160,6 +163,26 @@ pub struct Parts {
     pub door: Door,
     /// With a door sensor (Home Assistant's door entity).
     pub door_sensor: bool,
+    /// `mqtt.venue`: the venue's shared memory.
+    pub venue: Option<VenueParts>,
+}
+
+/// The venue's part of the connection.
+pub struct VenueParts {
+    pub key: Arc<crate::venue::seal::VenueKey>,
+    pub topic: String,
+    pub ttl_ms: i64,
+    /// Set while this door is the one that refreshes the venue's passes.
+    pub refresher: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The venue as the task keeps it.
+struct VenueSide {
+    topics: VenueTopics,
+    refresher: Arc<std::sync::atomic::AtomicBool>,
+    /// Another venue key was said (once).
+    foreign_said: bool,
+    damaged_said: bool,
 }
 
 /// The connection's life until the daemon stops.
@@ -182,8 +205,21 @@ pub async fn run(cfg: MqttConfig, parts: Parts, shutdown: Shutdown) {
             }
         },
     };
+    let venue = parts.venue.as_ref().map(|v| VenueSide {
+        topics: VenueTopics::new(v.key.clone(), &v.topic, &parts.device, v.ttl_ms),
+        refresher: v.refresher.clone(),
+        foreign_said: false,
+        damaged_said: false,
+    });
+    let mut opts = opts;
+    if venue.is_some() {
+        // A pass's record may be larger than a command (the broker drops, for this door,
+        // what it says it cannot take).
+        opts.set_max_packet_size(Some(256 * 1024));
+    }
     let (client, events) = AsyncClient::new(opts, 256);
     let mut link = Link {
+        venue,
         readers: parts.door.reader_names(),
         cfg,
         topics,
@@ -200,6 +236,7 @@ pub async fn run(cfg: MqttConfig, parts: Parts, shutdown: Shutdown) {
 }
 
 struct Link {
+    venue: Option<VenueSide>,
     cfg: MqttConfig,
     topics: Topics,
     client: AsyncClient,
@@ -226,6 +263,7 @@ impl Link {
         let mut backoff = crate::backoff::mqtt();
         let mut tick = tokio::time::interval(Duration::from_secs(10));
         let mut delete_tick = tokio::time::interval(DELETE_EVERY);
+        let mut presence_tick = tokio::time::interval(Duration::from_secs(10));
         self.update_pending_gauge().await;
         loop {
             tokio::select! {
@@ -293,6 +331,7 @@ impl Link {
                         self.publish_state().await;
                     }
                 }
+                _ = presence_tick.tick(), if self.venue.is_some() => self.venue_presence(),
                 _ = shutdown.recv() => {
                     self.flush_delivered().await;
                     if self.connected {
@@ -347,6 +386,16 @@ impl Link {
                 .try_subscribe(super::ha::STATUS_TOPIC, QoS::AtLeastOnce);
             self.discovery();
         }
+        if let Some(v) = &self.venue {
+            // Not this door's own messages back (its store has them already).
+            let filters = v.topics.filters().map(|f| {
+                let mut f = Filter::new(f, QoS::AtLeastOnce);
+                f.nolocal = true;
+                f
+            });
+            let _ = self.client.try_subscribe_many(filters);
+            self.venue_presence();
+        }
         // Acknowledged before the drop: not sent again.
         self.flush_delivered().await;
         self.fill().await;
@@ -387,6 +436,12 @@ impl Link {
         };
         let events_topic = self.topics.events.clone();
         for row in rows {
+            if let Some(address) = &row.venue {
+                if !self.publish_record(address, row.venue_record.as_deref(), row.seq) {
+                    break;
+                }
+                continue;
+            }
             if !self.publish(
                 &events_topic,
                 QoS::AtLeastOnce,
@@ -431,6 +486,11 @@ impl Link {
         if let Ok(n) = self.parts.shared.store.read(|s| s.events_pending()).await {
             crate::metrics::metrics().mqtt_events_pending.set(n);
         }
+        if self.venue.is_some() {
+            if let Ok(n) = self.parts.shared.store.read(|s| s.venue_known()).await {
+                crate::metrics::metrics().venue_passes.set(n);
+            }
+        }
     }
 
     /// Publishes the state when it changed.
@@ -455,6 +515,9 @@ impl Link {
                 tracing::info!("mqtt: Home Assistant is online: discovery published again");
                 self.discovery();
             }
+            return;
+        }
+        if self.venue.is_some() && self.on_venue_message(&topic, &p.payload).await {
             return;
         }
         if p.payload.is_empty() {
@@ -554,6 +617,137 @@ impl Link {
             }
             Err(e) => Err(refuse(&c, e)),
         }
+    }
+}
+
+impl Link {
+    /// A venue record out of the store, sealed, retained, expiring when its cache would
+    /// forget it (or the retained message cleared when no door would use it any more).
+    fn publish_record(&mut self, address: &str, record: Option<&str>, seq: i64) -> bool {
+        let Some(v) = &self.venue else { return false };
+        let record: Option<crate::venue::ledger::PassRecord> =
+            record.and_then(|t| serde_json::from_str(t).ok());
+        let (topic, body, expiry) =
+            v.topics
+                .sealed_record(address, record.as_ref(), crate::clock::now_ms());
+        let props = PublishProperties {
+            message_expiry_interval: expiry,
+            ..Default::default()
+        };
+        let ok = self
+            .client
+            .try_publish_with_properties(topic, QoS::AtLeastOnce, true, body, props)
+            .is_ok();
+        if ok {
+            self.window.handed(Some(seq));
+        }
+        ok
+    }
+
+    /// This door's presence on the venue (every 10 s, and at each connection).
+    fn venue_presence(&mut self) {
+        if !self.connected {
+            return;
+        }
+        let api = !self.parts.shared.api.link.is_offline();
+        let now = crate::clock::now_ms();
+        let Some(v) = self.venue.as_mut() else { return };
+        let (topic, body) = v.topics.presence(api, now);
+        let props = PublishProperties {
+            message_expiry_interval: Some(PRESENCE_EXPIRY_S),
+            ..Default::default()
+        };
+        if self
+            .client
+            .try_publish_with_properties(topic, QoS::AtLeastOnce, true, body, props)
+            .is_ok()
+        {
+            self.window.handed(None);
+        }
+        self.venue_status(api, now);
+    }
+
+    /// Who refreshes, and what `status` shows of the venue.
+    fn venue_status(&mut self, api: bool, now: i64) {
+        let Some(v) = self.venue.as_mut() else { return };
+        let refresher = v.topics.refresher(api, now);
+        v.refresher
+            .store(refresher, std::sync::atomic::Ordering::Relaxed);
+        self.parts.shared.board.set_venue(crate::state::VenueState {
+            topic: self
+                .cfg
+                .venue
+                .as_ref()
+                .map(|c| c.topic.clone())
+                .unwrap_or_default(),
+            doors: v.topics.doors(now),
+            refreshing: refresher,
+            foreign_key: v.foreign_said,
+        });
+    }
+
+    /// A message on the venue's topics (false: not one of them).
+    async fn on_venue_message(&mut self, topic: &str, payload: &[u8]) -> bool {
+        let Some(v) = self.venue.as_mut() else {
+            return false;
+        };
+        let m = crate::metrics::metrics();
+        let count = |outcome: &str| {
+            m.venue_messages
+                .get_or_create(&crate::metrics::OutcomeOnly {
+                    outcome: outcome.into(),
+                })
+                .inc();
+        };
+        match v.topics.incoming(topic, payload) {
+            Incoming::NotVenue => return false,
+            Incoming::Cleared => {}
+            Incoming::Presence => {
+                let api = !self.parts.shared.api.link.is_offline();
+                self.venue_status(api, crate::clock::now_ms());
+            }
+            Incoming::Foreign => {
+                count("foreign_key");
+                if !v.foreign_said {
+                    v.foreign_said = true;
+                    tracing::error!(topic = %topic, "venue: a message sealed with another venue key: ignored (this door's mqtt.venue_key_file differs from the other doors', or another venue shares the topic); said once");
+                    let api = !self.parts.shared.api.link.is_offline();
+                    self.venue_status(api, crate::clock::now_ms());
+                }
+            }
+            Incoming::Damaged(why) => {
+                count("damaged");
+                if !v.damaged_said {
+                    v.damaged_said = true;
+                    tracing::warn!(topic = %topic, "venue: a message that is not a venue record ({why}): ignored; said once");
+                }
+            }
+            Incoming::Record { address, record } => {
+                let merged = self
+                    .parts
+                    .shared
+                    .store
+                    .run(move |s| s.venue_merge(&address, &record))
+                    .await;
+                match merged {
+                    Ok(r) => {
+                        count(if r.republish || !r.conflicts.is_empty() {
+                            "merged"
+                        } else {
+                            "known"
+                        });
+                        crate::store::log_conflicts(&r.conflicts);
+                        if !r.conflicts.is_empty() {
+                            self.parts.shared.board.status_wake.notify();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("venue: a record not merged ({e}); the broker keeps it")
+                    }
+                }
+            }
+        }
+        true
     }
 }
 

@@ -4,6 +4,7 @@
 //!
 //! - [`settings`], [`state`], [`command`], [`ha`], [`window`]: pure (what the URL, the topics,
 //!   a command, discovery and the acknowledgements mean);
+//! - [`venue`]: the venue's topics (sealed pass records, the doors' presence), pure;
 //! - [`link`]: the one task that owns the connection; [`act`]: a command done at the door.
 
 pub mod act;
@@ -12,4 +13,5 @@ pub mod ha;
 pub mod link;
 pub mod settings;
 pub mod state;
+pub mod venue;
 pub mod window;

@@ -108,6 +108,10 @@ mod tests {
             }],
             door: None,
             overrides: vec![],
+            venue: None,
+            venue_conflicts: 0,
+            recent_conflicts: vec![],
+            venue_passes: 0,
             at_ms: 0,
         }
     }

@@ -23,23 +23,32 @@ const SCAN_EVENT: &str = "INSERT INTO mqtt_events (at_ms, body)
         'code', code_masked)
     FROM scans WHERE scan_id = ?1";
 
-/// Queues the event of the scan `scan_id` (as its row now says) when events are kept.
+/// The scan `scan_id`'s row is final (as its row now says): its event queued when events are
+/// kept, and its admission written into the venue's memory when there is one.
 pub(super) fn queue_scan_event(
     tx: &Transaction<'_>,
     events: Option<u64>,
+    venue: Option<&super::VenueCtx>,
     scan_id: &str,
 ) -> Result<()> {
     if events.is_some() {
         tx.execute(SCAN_EVENT, params![scan_id, now_ms()])?;
     }
+    if let Some(ctx) = venue {
+        super::venue::note_final_scan(tx, ctx, scan_id)?;
+    }
     Ok(())
 }
 
-/// An event waiting for the broker.
+/// An event waiting for the broker, or a venue record to publish (`venue`: its address; the
+/// record is read as it is when it goes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
     pub seq: i64,
     pub body: String,
+    pub venue: Option<String>,
+    /// The venue record's JSON, as it is now (`None`: gone).
+    pub venue_record: Option<String>,
 }
 
 /// Lockdown or release.
@@ -141,13 +150,17 @@ impl Store {
     /// Up to `limit` events after `after`, oldest first.
     pub fn events_after(&self, after: i64, limit: usize) -> Result<Vec<EventRow>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT seq, body FROM mqtt_events WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT e.seq, e.body, e.venue, v.record FROM mqtt_events e
+             LEFT JOIN venue_passes v ON v.address = e.venue
+             WHERE e.seq > ?1 ORDER BY e.seq LIMIT ?2",
         )?;
         let rows = st
             .query_map(params![after, limit as i64], |r| {
                 Ok(EventRow {
                     seq: r.get(0)?,
                     body: r.get(1)?,
+                    venue: r.get(2)?,
+                    venue_record: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -168,11 +181,13 @@ impl Store {
         Ok(())
     }
 
-    /// How many events wait for the broker.
+    /// How many events (not venue records) wait for the broker.
     pub fn events_pending(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("SELECT COUNT(*) FROM mqtt_events", [], |r| r.get(0))?)
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM mqtt_events WHERE venue IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Remembers a command's id until `exp_ms` (and its `iat` as the newest, if it is);

@@ -27,6 +27,8 @@ struct HandleState {
     /// The broker's copy of the events: kept, bounded, when `[mqtt]` is on (set again on
     /// a store opened anew).
     events: Option<u64>,
+    /// The venue's memory (`mqtt.venue`), set again on a store opened anew.
+    venue: Option<super::VenueCtx>,
 }
 
 impl StoreHandle {
@@ -39,6 +41,7 @@ impl StoreHandle {
                 store,
                 last_attempt: Some(std::time::Instant::now()),
                 events: None,
+                venue: None,
             })),
             side: Default::default(),
             path: path.to_owned(),
@@ -52,6 +55,15 @@ impl StoreHandle {
         g.events = Some(max_pending);
         if let Some(s) = g.store.as_mut() {
             s.keep_events(Some(max_pending));
+        }
+    }
+
+    /// Keeps the venue's memory (`mqtt.venue`).
+    pub fn keep_venue(&self, ctx: super::VenueCtx) {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.venue = Some(ctx.clone());
+        if let Some(s) = g.store.as_mut() {
+            s.keep_venue(Some(ctx));
         }
     }
 
@@ -129,9 +141,10 @@ impl StoreHandle {
         {
             g.last_attempt = Some(std::time::Instant::now());
             g.store = Self::try_open(path);
-            let events = g.events;
+            let (events, venue) = (g.events, g.venue.clone());
             if let Some(s) = g.store.as_mut() {
                 s.keep_events(events);
+                s.keep_venue(venue);
             }
             // The file may be a new one: the second connection opens it afresh.
             *side.lock().unwrap_or_else(|p| p.into_inner()) = None;

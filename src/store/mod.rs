@@ -19,7 +19,7 @@ use crate::decision::{PassFacts, Reason, Verdict};
 use crate::mask::mask_code;
 
 pub const FILE_NAME: &str = "tiketo-gate.db";
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     // v1
@@ -75,6 +75,28 @@ const MIGRATIONS: &[&str] = &[
         since_ms INTEGER NOT NULL,
         jti TEXT
      );",
+    // v5: what the venue knows of each pass (`mqtt.venue`), by the code's keyed address; the
+    // conflicts it found; a venue record to publish is a row of `mqtt_events` naming it.
+    "CREATE TABLE venue_passes (
+        address TEXT PRIMARY KEY,
+        record TEXT NOT NULL,
+        verified_at_ms INTEGER,
+        active_ms INTEGER NOT NULL
+     );
+     CREATE INDEX venue_passes_verified ON venue_passes(verified_at_ms);
+     CREATE INDEX venue_passes_active ON venue_passes(active_ms);
+     CREATE TABLE venue_conflicts (
+        first TEXT NOT NULL,
+        second TEXT NOT NULL,
+        address TEXT NOT NULL,
+        code_masked TEXT,
+        first_door TEXT NOT NULL,
+        second_door TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        PRIMARY KEY (first, second)
+     );
+     ALTER TABLE mqtt_events ADD COLUMN venue TEXT;
+     CREATE INDEX mqtt_events_venue ON mqtt_events(venue) WHERE venue IS NOT NULL;",
 ];
 
 #[derive(Debug)]
@@ -141,6 +163,9 @@ pub struct Store {
     pub(crate) events: Option<u64>,
     /// Events were written since the last look (the MQTT task's wake-up).
     pub(crate) new_events: bool,
+    /// The venue's shared memory (`mqtt.venue`): what this door learns and admits is written
+    /// into it in the same transaction.
+    pub(crate) venue: Option<venue::VenueCtx>,
 }
 
 #[derive(Clone, Copy)]
@@ -156,11 +181,13 @@ mod events;
 mod handle;
 mod outbox;
 mod queue;
+mod venue;
 
 pub use events::{override_of, DoorOverride, EventRow, OverrideMode};
 pub use handle::StoreHandle;
 pub use outbox::{Counts, PendingRow};
 pub use queue::ListedRow;
+pub use venue::{log_conflicts, VenueConflict, VenueConflictRow, VenueCtx, VenueMerge};
 
 /// The WAL file beside the store file `db`.
 pub(crate) fn wal_path(db: &Path) -> PathBuf {
@@ -187,6 +214,7 @@ impl Store {
             full_sync: true,
             events: None,
             new_events: false,
+            venue: None,
         };
         store.setup()?;
         Ok(store)
@@ -246,6 +274,7 @@ impl Store {
             full_sync: true,
             events: None,
             new_events: false,
+            venue: None,
         })
     }
 
@@ -420,7 +449,12 @@ impl Store {
         // decided instead).
         let final_row = !matches!(conflict, Conflict::Ignore);
         if final_row {
-            events::queue_scan_event(&tx, self.events, &s.scan_id.to_string())?;
+            events::queue_scan_event(
+                &tx,
+                self.events,
+                self.venue.as_ref(),
+                &s.scan_id.to_string(),
+            )?;
         }
         tx.commit()?;
         if final_row {
@@ -450,7 +484,13 @@ impl Store {
             ],
         )?;
         tx.execute("DELETE FROM offline_uses WHERE code = ?1", [code])?;
+        if let Some(ctx) = &self.venue {
+            venue::note_lookup(&tx, ctx, code, facts, now_ms)?;
+        }
         tx.commit()?;
+        if self.venue.is_some() {
+            self.after_events();
+        }
         Ok(())
     }
 
@@ -546,6 +586,7 @@ impl Store {
             .execute("DELETE FROM mqtt_events WHERE at_ms < ?1", [cutoff])?;
         self.conn
             .execute("DELETE FROM command_ids WHERE exp_ms < ?1", [now_ms])?;
+        self.venue_prune(cutoff, now_ms)?;
         Ok(scans)
     }
 }

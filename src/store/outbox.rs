@@ -52,7 +52,7 @@ impl Store {
             "UPDATE scans SET outbox = 'sent', event_id = ?2, done_at_ms = ?3, last_error = NULL WHERE scan_id = ?1",
             params![scan_id, event_id, now_ms()],
         )?;
-        super::events::queue_scan_event(&tx, self.events, scan_id)?;
+        super::events::queue_scan_event(&tx, self.events, self.venue.as_ref(), scan_id)?;
         tx.commit()?;
         self.after_events();
         Ok(())
@@ -67,7 +67,7 @@ impl Store {
             "UPDATE scans SET verdict = 'reject', reason = 'refused', outbox = NULL, last_error = ?2, done_at_ms = ?3 WHERE scan_id = ?1",
             params![scan_id, error, now_ms()],
         )?;
-        super::events::queue_scan_event(&tx, self.events, scan_id)?;
+        super::events::queue_scan_event(&tx, self.events, self.venue.as_ref(), scan_id)?;
         tx.commit()?;
         self.after_events();
         Ok(())

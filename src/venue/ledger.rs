@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::decision::Direction;
+use crate::decision::{Direction, PassFacts};
 
 /// A lookup's result as a door's pass cache keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -32,12 +32,66 @@ pub struct Lookup {
     pub expires_ms: Option<i64>,
     #[serde(default)]
     pub voided: bool,
+    /// The project's `scanConfig` (reward points).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scan_config: Option<String>,
     /// The holder's parameters, when a door's greeting needs them (sealed like the rest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parameters: Option<String>,
+    /// When the API last said this (a scan's lookup or a background refresh).
     pub verified_at_ms: i64,
-    /// The door that looked it up.
+    /// When a door last looked the pass up for a scan: what resets the offline uses (a
+    /// background refresh does not: it admits nobody).
+    pub looked_up_ms: i64,
+    /// The door that said it last.
     pub door: String,
+}
+
+impl Lookup {
+    /// A scan's lookup at `door` (`None`: the API knows no such pass).
+    pub fn of_scan(facts: Option<&PassFacts>, now_ms: i64, door: &str) -> Lookup {
+        let mut l = Lookup::refreshed(facts, now_ms, door);
+        l.looked_up_ms = now_ms;
+        l
+    }
+
+    /// A background refresh's answer: the facts anew, the last scan's lookup time kept by
+    /// [`merge`].
+    pub fn refreshed(facts: Option<&PassFacts>, now_ms: i64, door: &str) -> Lookup {
+        Lookup {
+            found: facts.is_some(),
+            pass_id: facts.map(|f| f.id.clone()),
+            template_id: facts.map(|f| f.template_id.clone()),
+            project_id: facts.and_then(|f| f.project_id.clone()),
+            expires_ms: facts
+                .and_then(|f| f.expires)
+                .map(|t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
+            voided: facts.is_some_and(|f| f.voided),
+            scan_config: facts.and_then(|f| f.scan_config.clone()),
+            parameters: facts.and_then(|f| f.parameters.clone()),
+            verified_at_ms: now_ms,
+            looked_up_ms: i64::MIN,
+            door: door.to_owned(),
+        }
+    }
+
+    /// The facts the offline decision holds against its rules (`None`: no such pass).
+    pub fn facts(&self) -> Option<PassFacts> {
+        if !self.found {
+            return None;
+        }
+        Some(PassFacts {
+            id: self.pass_id.clone().unwrap_or_default(),
+            template_id: self.template_id.clone().unwrap_or_default(),
+            project_id: self.project_id.clone(),
+            expires: self.expires_ms.and_then(|ms| {
+                time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
+            }),
+            voided: self.voided,
+            scan_config: self.scan_config.clone(),
+            parameters: self.parameters.clone(),
+        })
+    }
 }
 
 /// One admission at one door.
@@ -51,6 +105,9 @@ pub struct Admission {
     pub direction: Direction,
     /// Decided online (the server's own record; never counted as an offline use).
     pub online: bool,
+    /// The code as logs show it (masked), for the conflict's log line at every door.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 /// The venue's view of one pass.
@@ -65,13 +122,16 @@ pub struct PassRecord {
 /// Two views of a pass made one.
 pub fn merge(a: &PassRecord, b: &PassRecord) -> PassRecord {
     let lookup = match (&a.lookup, &b.lookup) {
-        (Some(x), Some(y)) => Some(
-            if (y.verified_at_ms, &y.door) > (x.verified_at_ms, &x.door) {
+        (Some(x), Some(y)) => {
+            // The newest facts, and the newest scan's lookup of either.
+            let mut l = if (y.verified_at_ms, &y.door) > (x.verified_at_ms, &x.door) {
                 y.clone()
             } else {
                 x.clone()
-            },
-        ),
+            };
+            l.looked_up_ms = x.looked_up_ms.max(y.looked_up_ms);
+            Some(l)
+        }
         (x, y) => x.clone().or_else(|| y.clone()),
     };
     let mut admissions: Vec<Admission> = a.admissions.clone();
@@ -84,12 +144,12 @@ pub fn merge(a: &PassRecord, b: &PassRecord) -> PassRecord {
     PassRecord { lookup, admissions }
 }
 
-/// From when offline entries count: the last lookup anywhere or the last exit anywhere.
+/// From when offline entries count: the last scan's lookup anywhere or the last exit anywhere.
 pub fn reset_point(r: &PassRecord) -> i64 {
     let lookup = r
         .lookup
         .as_ref()
-        .map(|l| l.verified_at_ms)
+        .map(|l| l.looked_up_ms)
         .unwrap_or(i64::MIN);
     let exit = r
         .admissions
@@ -116,7 +176,8 @@ pub fn uses(r: &PassRecord) -> u32 {
 }
 
 /// The entries past `max` since the reset point, each with the earlier entry it collides with
-/// (the first of them: the one that used the pass up).
+/// (the one that used the pass up), when the two were made at different doors: a door never
+/// goes past `max` knowingly, so only doors that did not know of each other make a conflict.
 pub fn conflicts(r: &PassRecord, max: u32) -> Vec<(Admission, Admission)> {
     let c = counted(r);
     let max = max.max(1) as usize;
@@ -125,6 +186,7 @@ pub fn conflicts(r: &PassRecord, max: u32) -> Vec<(Admission, Admission)> {
     }
     c[max..]
         .iter()
+        .filter(|late| late.door != c[max - 1].door)
         .map(|late| (c[max - 1].clone(), (*late).clone()))
         .collect()
 }
@@ -144,6 +206,23 @@ pub fn trim(r: &PassRecord) -> PassRecord {
     }
 }
 
+/// The newest scan the record tells of (a scan's lookup, an admission; not a background
+/// refresh, which keeps the facts fresh, not the pass in the cache): the venue keeps a record
+/// until `offline.cache_ttl` after it, and the broker's copy expires then.
+pub fn last_activity(r: &PassRecord) -> i64 {
+    let lookup = r
+        .lookup
+        .as_ref()
+        .map(|l| l.looked_up_ms)
+        .unwrap_or(i64::MIN);
+    r.admissions
+        .iter()
+        .map(|a| a.at_ms)
+        .max()
+        .unwrap_or(i64::MIN)
+        .max(lookup)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,8 +235,10 @@ mod tests {
             project_id: Some("proj-main".into()),
             expires_ms: None,
             voided: false,
+            scan_config: None,
             parameters: None,
             verified_at_ms: at,
+            looked_up_ms: at,
             door: door.into(),
         }
     }
@@ -170,6 +251,7 @@ mod tests {
             reader: "main".into(),
             direction: dir,
             online,
+            code: None,
         }
     }
 
@@ -252,6 +334,33 @@ mod tests {
             conflicts(&met, 2).is_empty(),
             "within max_offline_uses: no conflict"
         );
+    }
+
+    #[test]
+    fn a_refresh_renews_the_facts_but_resets_no_use() {
+        let scanned = PassRecord {
+            lookup: Some(lookup(100, "a")),
+            admissions: vec![adm("s1", 130, "b", Direction::Entry, false)],
+        };
+        let mut facts = scanned.lookup.as_ref().unwrap().facts().unwrap();
+        facts.voided = true;
+        let refreshed = PassRecord {
+            lookup: Some(Lookup::refreshed(Some(&facts), 200, "c")),
+            admissions: vec![],
+        };
+        let met = merge(&scanned, &refreshed);
+        assert_eq!(met, merge(&refreshed, &scanned));
+        let l = met.lookup.as_ref().unwrap();
+        assert!(l.voided, "the newest facts win");
+        assert_eq!((l.verified_at_ms, l.looked_up_ms), (200, 100));
+        assert_eq!(
+            uses(&met),
+            1,
+            "a refresh admits nobody: the use still counts"
+        );
+        assert_eq!(last_activity(&met), 130, "a refresh is no activity");
+        let gone = Lookup::of_scan(None, 300, "a");
+        assert!(gone.facts().is_none() && gone.looked_up_ms == 300);
     }
 
     #[test]
