@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use tiketo_sim::{Sim, SimOptions};
 
+pub mod broker;
+
 pub const TOKEN: &str = "test-workspace-token-5f2c9a";
 
 /// Every code the seed knows, to check that none of them is ever logged in full.
@@ -46,6 +48,8 @@ pub struct Opts {
     pub readers: String,
     /// More lines for the `[outputs]` table (`@DIR@` is filled in).
     pub outputs_extra: String,
+    /// `device.name`.
+    pub device: &'static str,
 }
 
 impl Default for Opts {
@@ -60,6 +64,7 @@ impl Default for Opts {
             rules: "projects = [\"proj-main\", \"proj-loyalty\"]",
             readers: String::new(),
             outputs_extra: String::new(),
+            device: "test-door",
         }
     }
 }
@@ -173,7 +178,7 @@ impl Harness {
         let o = &self.opts;
         format!(
             r#"[device]
-name = "test-door"
+name = "{device}"
 state_dir = "{dir}/state"
 
 [api]
@@ -203,6 +208,7 @@ status = {{ pin = 24 }}
 {tail}
 "#,
             dir = self.dir.path().display(),
+            device = o.device,
             url = self.sim.url(),
             budget = o.budget_ms,
             rules = o.rules,

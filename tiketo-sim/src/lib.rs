@@ -508,6 +508,14 @@ impl Sim {
         self.state.lock().field_delay = d;
     }
 
+    /// Voids (or un-voids) the pass with this code from now on (an operator voided it).
+    pub fn set_voided(&self, code: &str, voided: bool) {
+        let mut m = self.state.lock();
+        for p in m.seed.passes.iter_mut().filter(|p| p.code == code) {
+            p.voided = voided;
+        }
+    }
+
     /// Revokes every device token issued so far (they get 401 from now on).
     pub fn revoke_device_tokens(&self) {
         let mut m = self.state.lock();
