@@ -199,6 +199,45 @@ pub fn status(cfg: &Config, as_json: bool) -> ExitCode {
                 .unwrap_or_default()
         );
     }
+    if let Some(venue) = &st.venue {
+        println!(
+            "venue:         {} ({} passes; doors there: {}{})",
+            venue.topic,
+            st.venue_passes,
+            if venue.doors.is_empty() {
+                "none".to_owned()
+            } else {
+                venue.doors.join(", ")
+            },
+            if venue.refreshing {
+                "; this door refreshes"
+            } else {
+                ""
+            }
+        );
+        if venue.foreign_key {
+            println!("VENUE KEY:     messages sealed with another venue key were ignored (doctor shows which key id this door has)");
+        }
+        if st.venue_conflicts > 0 {
+            let last = st
+                .recent_conflicts
+                .first()
+                .map(|c| {
+                    format!(
+                        "; last: {} at {} and {} {}",
+                        c.code,
+                        c.first_door,
+                        c.second_door,
+                        ago(c.at_ms)
+                    )
+                })
+                .unwrap_or_default();
+            println!(
+                "VENUE:         {} conflict(s): a pass admitted offline at two doors{last}",
+                st.venue_conflicts
+            );
+        }
+    }
     if let Some(e) = s("auth_error") {
         println!("AUTH ERROR:    {e}");
     }

@@ -25,6 +25,12 @@
 //!   true]`: against a mosquitto on loopback: the scan overhead with `[mqtt]` on and off in
 //!   alternating rounds, the events at a subscriber, signed command -> relay on, resident memory
 //!   on and off, and a backlog of N stored events drained.
+//! - `venue [--doors 10] [--rate 20] [--secs 60] [--scans 300] [--rounds 2]`: one venue of
+//!   N daemons on one mosquitto on loopback, scans at `rate`/s across them (each a pass no
+//!   door saw before): propagation (a scan's code written at one door -> its admission in the
+//!   venue's record at a subscriber, as every other door receives it), every door converged,
+//!   the broker's CPU and memory, a late joiner's time to the venue's whole memory, and the
+//!   scan overhead with the venue on and off in alternating rounds.
 //! - `busy [--path online|offline] [--scans 10000] [--backlog 30000] [--cli-every-ms 250]`: the
 //!   tail under the background work of a door at work: a `/metrics` scrape every second,
 //!   `status` and `queue list` run from another process in a loop (a pause of
@@ -196,6 +202,8 @@ fn stage_fields(line: &str) -> std::collections::HashMap<String, f64> {
 }
 
 struct RigOpts<'a> {
+    /// `device.name` (and so the MQTT client id).
+    device: &'a str,
     policy: &'a str,
     budget_ms: u64,
     url: String,
@@ -247,8 +255,9 @@ impl Rig {
         std::fs::write(
             &cfg,
             format!(
-                "[device]\nname = \"bench-door\"\nstate_dir = \"{state}\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{dir}/token\"\ntimeout_ms = {budget}\n{extra}\n{reader}[rules]\nprojects = [\"proj-main\"]\n[offline]\npolicy = \"{policy}\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"-\"\nrelay = {{ pin = 17, pulse_ms = 2 }}\n",
+                "[device]\nname = \"{device}\"\nstate_dir = \"{state}\"\n[api]\nurl = \"{url}\"\ntoken_file = \"{dir}/token\"\ntimeout_ms = {budget}\n{extra}\n{reader}[rules]\nprojects = [\"proj-main\"]\n[offline]\npolicy = \"{policy}\"\n[outputs]\nbackend = \"sim\"\nsim_log = \"-\"\nrelay = {{ pin = 17, pulse_ms = 2 }}\n",
                 state = state.display(),
+                device = o.device,
                 url = o.url,
                 dir = dir.path().display(),
                 budget = o.budget_ms,
@@ -391,6 +400,7 @@ fn online_rig_with(sim: &Sim, hid: bool) -> Rig {
     Rig::daemon(
         sim,
         RigOpts {
+            device: "bench-door",
             hid,
             policy: "reject",
             budget_ms: 5000,
@@ -673,6 +683,7 @@ fn tls(rt: &tokio::runtime::Runtime) {
     let ca = dir.path().join("ca.pem");
     std::fs::write(&ca, sim.ca_pem().unwrap()).unwrap();
     let opts = RigOpts {
+        device: "bench-door",
         hid: false,
         policy: "reject",
         budget_ms: 5000,
@@ -705,6 +716,7 @@ fn tls(rt: &tokio::runtime::Runtime) {
 /// A daemon whose offline policy admits every code (each one a durable pending row).
 fn offline_rig(sim: &Sim) -> Rig {
     let opts = RigOpts {
+        device: "bench-door",
         hid: false,
         policy: "accept",
         budget_ms: 800,
@@ -744,6 +756,7 @@ fn drain(rt: &tokio::runtime::Runtime) {
     let mut rig = Rig::daemon(
         &sim,
         RigOpts {
+            device: "bench-door",
             hid: false,
             policy: "accept",
             budget_ms: 5000,
@@ -978,6 +991,7 @@ fn ready(rt: &tokio::runtime::Runtime) {
         let sd = state_dir.clone();
         let t0 = Instant::now();
         let opts = RigOpts {
+            device: "bench-door",
             hid: false,
             policy: "accept",
             budget_ms: 800,
@@ -1076,6 +1090,7 @@ fn busy(rt: &tokio::runtime::Runtime) {
     let mut rig = Rig::daemon(
         &sim,
         RigOpts {
+            device: "bench-door",
             hid: false,
             policy: if online { "reject" } else { "accept" },
             budget_ms: if online { 5000 } else { 800 },
@@ -1172,6 +1187,7 @@ fn main() {
         "ready" => ready(&rt),
         "busy" => busy(&rt),
         "mqtt" => mqtt(&rt),
+        "venue" => venue(&rt),
         other => panic!("unknown --mode {other}"),
     }
 }
@@ -1310,6 +1326,7 @@ fn mqtt(rt: &tokio::runtime::Runtime) {
         Rig::daemon(
             &sim,
             RigOpts {
+                device: "bench-door",
                 hid: false,
                 policy: "reject",
                 budget_ms: 5000,
@@ -1422,6 +1439,7 @@ fn mqtt(rt: &tokio::runtime::Runtime) {
     let rig = Rig::daemon(
         &sim,
         RigOpts {
+            device: "bench-door",
             hid: false,
             policy: "reject",
             budget_ms: 5000,
@@ -1473,4 +1491,270 @@ fn mqtt(rt: &tokio::runtime::Runtime) {
         assert!(Instant::now() < end, "{left} events never deleted");
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// `--mode venue`: the figures of issue 21, against a mosquitto on loopback.
+fn venue(rt: &tokio::runtime::Runtime) {
+    use tiketo_gate::venue::ledger::PassRecord;
+    use tiketo_gate::venue::seal::VenueKey;
+    let doors = arg("--doors", 10) as usize;
+    let rate = arg("--rate", 20);
+    let secs = arg("--secs", 60);
+    let scans = arg("--scans", 300) as usize;
+    let rounds = arg("--rounds", 2) as usize;
+    let total = (rate * secs) as usize;
+    // A pass for every scan (none seen before): each scan is a lookup and an admission to share.
+    let mut seed = tiketo_sim::Seed::demo();
+    let template = seed.templates[0].id.clone();
+    for i in 0..total + 100 {
+        seed.passes.push(tiketo_sim::SeedPass {
+            code: format!("VENUE-{i:06}"),
+            id: format!("pass-venue-{i}"),
+            project: "proj-main".into(),
+            template: template.clone(),
+            expires: None,
+            voided: false,
+            entries: None,
+            scan_voided: false,
+            parameters: None,
+        });
+    }
+    let sim = rt
+        .block_on(Sim::start(SimOptions {
+            seed,
+            ..SimOptions::default()
+        }))
+        .unwrap();
+    let broker = Mosquitto::start();
+    let secret = "bench-venue-secret-0123456789abcdef-0123";
+    let key = VenueKey::from_text(secret).unwrap();
+    let key_dir = tempfile::tempdir().unwrap();
+    let key_file = key_dir.path().join("venue.key");
+    std::fs::write(&key_file, secret).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let prefix = "tiketo-gate/venues/bench";
+    let table = |venue: bool| {
+        format!(
+            "\n[mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\n{}",
+            broker.port,
+            if venue {
+                format!(
+                    "venue = \"{prefix}\"\nvenue_key_file = \"{}\"\n",
+                    key_file.display()
+                )
+            } else {
+                String::new()
+            }
+        )
+    };
+    let names: Vec<String> = (0..=doors + 2).map(|i| format!("door-{i:02}")).collect();
+    let rig = |name: &str, venue: bool| {
+        Rig::daemon(
+            &sim,
+            RigOpts {
+                device: name,
+                hid: false,
+                policy: "cache",
+                budget_ms: 5000,
+                url: sim.url(),
+                api_extra: table(venue),
+                env: vec![],
+            },
+            |_| {},
+        )
+    };
+    // A subscriber with the key: when each code's admission first reaches it.
+    let seen: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Instant>>> =
+        Default::default();
+    let messages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let (seen, messages) = (seen.clone(), messages.clone());
+        let key = VenueKey::from_text(secret).unwrap();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let port = broker.port;
+        let filter = format!("{prefix}/p/+");
+        rt.spawn(async move {
+            let mut o = MqttOptions::new("bench-venue-watch", "127.0.0.1", port);
+            o.set_keep_alive(Duration::from_secs(10));
+            o.set_max_packet_size(Some(1 << 20));
+            let mut net = rumqttc::NetworkOptions::new();
+            net.set_tcp_nodelay(true);
+            o.set_network_options(net);
+            let (client, mut ev) = AsyncClient::new(o, 1024);
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        let _ = client
+                            .subscribe(filter.clone(), rumqttc::v5::mqttbytes::QoS::AtMostOnce)
+                            .await;
+                    }
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
+                        let _ = ready_tx.send(());
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        let at = Instant::now();
+                        messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        let Ok(plain) = key.open(&topic, &p.payload) else {
+                            continue;
+                        };
+                        let Ok(r) = serde_json::from_slice::<PassRecord>(&plain) else {
+                            continue;
+                        };
+                        if !r.admissions.is_empty() {
+                            let address = topic.rsplit('/').next().unwrap_or("").to_owned();
+                            seen.lock().unwrap().entry(address).or_insert(at);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        });
+        ready_rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed");
+    }
+    let mut rigs: Vec<Rig> = names[..doors].iter().map(|n| rig(n, true)).collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let broker_cpu = |pid: u32| -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let f: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+    };
+    let ticks = 100.0; // USER_HZ
+    let cpu0 = broker_cpu(broker.child.id());
+    println!(
+        "venue: {doors} daemons on one mosquitto (loopback), {rate} scans/s across them for {secs} s ({total} scans, each a pass no door saw before)"
+    );
+    let mut written: Vec<(String, Instant)> = Vec::with_capacity(total);
+    let t_start = Instant::now();
+    for i in 0..total {
+        let due = t_start + Duration::from_secs_f64(i as f64 / rate as f64);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let code = format!("VENUE-{i:06}");
+        let r = &mut rigs[i % doors];
+        r.master
+            .write_all(format!("{code}\r\n").as_bytes())
+            .unwrap();
+        written.push((key.address(&code), Instant::now()));
+        while r.rx.try_recv().is_ok() {}
+    }
+    let run = t_start.elapsed();
+    // Every admission on the broker, and every door converged on every record.
+    let end = Instant::now() + Duration::from_secs(60);
+    while seen.lock().unwrap().len() < total && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cpu1 = broker_cpu(broker.child.id());
+    let seen = seen.lock().unwrap().clone();
+    let mut prop: Vec<f64> = written
+        .iter()
+        .filter_map(|(a, t)| seen.get(a).map(|s| (*s - *t).as_secs_f64() * 1000.0))
+        .collect();
+    println!(
+        "admissions seen on the broker: {} of {total}; {} venue messages in all at the subscriber",
+        prop.len(),
+        messages.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    prop.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{}",
+        tail_summary(
+            "propagation (code written at a door -> its admission at a subscriber)",
+            prop
+        )
+    );
+    let stores: Vec<Store> = rigs
+        .iter()
+        .map(|r| Store::open_existing(&Store::path_in(&r.dir.path().join("state")), false).unwrap())
+        .collect();
+    let converge_start = Instant::now();
+    let converged = loop {
+        let differing = written
+            .iter()
+            .filter(|(a, _)| {
+                let first = stores[0].venue_record_at(a).unwrap();
+                first.is_none()
+                    || stores[1..]
+                        .iter()
+                        .any(|s| s.venue_record_at(a).unwrap() != first)
+            })
+            .count();
+        if differing == 0 || converge_start.elapsed() > Duration::from_secs(60) {
+            break differing;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    println!(
+        "converged: {} of {total} records identical at all {doors} doors ({:.1} s after the last scan)",
+        total - converged,
+        converge_start.elapsed().as_secs_f64()
+    );
+    println!(
+        "broker (mosquitto): {:.2} s CPU over the {:.0} s run ({:.1} % of one core); resident {} kB (peak {} kB); scan pace {:.1}/s",
+        (cpu1 - cpu0) as f64 / ticks,
+        run.as_secs_f64(),
+        (cpu1 - cpu0) as f64 / ticks / run.as_secs_f64() * 100.0,
+        proc_status(broker.child.id(), "VmRSS:"),
+        proc_status(broker.child.id(), "VmHWM:"),
+        total as f64 / run.as_secs_f64()
+    );
+    let door_rss: Vec<u64> = rigs
+        .iter()
+        .map(|r| proc_status(r.pid(), "VmRSS:"))
+        .collect();
+    println!(
+        "doors' resident memory: {}-{} kB",
+        door_rss.iter().min().unwrap(),
+        door_rss.iter().max().unwrap()
+    );
+    // A late joiner: a door started with an empty store learns the venue from the broker.
+    let t0 = Instant::now();
+    let late = rig(&names[doors], true);
+    let late_store = Store::path_in(&late.dir.path().join("state"));
+    let known_at = loop {
+        let n = Store::open_existing(&late_store, false)
+            .and_then(|s| s.venue_known())
+            .unwrap_or(0);
+        if n >= total as i64 {
+            break Some(t0.elapsed());
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            println!("late joiner: only {n} of {total} records after 120 s");
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(t) = known_at {
+        println!(
+            "late joiner: all {total} records in its store {:.2} s after its daemon was spawned (the rig's 0.8 s start wait included)",
+            t.as_secs_f64()
+        );
+    }
+    drop(late);
+    drop(stores);
+    drop(rigs);
+    // Scan overhead with the venue on and off, alternating rounds.
+    let mut on = rig(&names[doors + 1], true);
+    let mut off = rig(&names[doors + 2], false);
+    let (mut over_on, mut over_off) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        over_on.extend(measure(&mut on, &sim, scans).2);
+        over_off.extend(measure(&mut off, &sim, scans).2);
+    }
+    println!("{}", tail_summary("daemon overhead, venue on ", over_on));
+    println!("{}", tail_summary("daemon overhead, venue off", over_off));
 }
