@@ -122,11 +122,19 @@ async fn lookups_and_admissions_at_one_door_hold_offline_at_the_others() {
     // Door A looks the pass up online; B and C never did.
     assert_eq!(verdict(&scan(&mut a, "VALID-0001")).0, "accept");
     for h in [&b, &c] {
-        wait_record(h, "VALID-0001", "A's lookup reaches the others", |r| {
-            r.lookup
-                .as_ref()
-                .is_some_and(|l| l.found && l.door == "front-door")
-        });
+        wait_record(
+            h,
+            "VALID-0001",
+            "A's lookup and online entry reach the others",
+            |r| {
+                r.lookup
+                    .as_ref()
+                    .is_some_and(|l| l.found && l.door == "front-door")
+                    && r.admissions
+                        .iter()
+                        .any(|x| x.online && x.door == "front-door")
+            },
+        );
     }
     // The API goes away for every door.
     for h in [&mut a, &mut b, &mut c] {

@@ -89,6 +89,9 @@ pub enum Tidy {
         code: String,
         pass: PassFacts,
         exit: bool,
+        /// When the scan was made (its lookup's time: the venue's record keeps the online
+        /// entry made with it).
+        scanned_at_ms: i64,
     },
 }
 
@@ -118,6 +121,11 @@ pub struct Outcome {
     pub scan_id: Option<Uuid>,
     pub event_id: Option<String>,
     pub detail: Option<String>,
+}
+
+/// A time in unix ms.
+fn ms(t: time::OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The store, as the commit step uses it.
@@ -150,7 +158,7 @@ impl CommitStore for StoreHandle {
             Row::Rejected { row, cache } => {
                 s.insert_scan(&row, UseChange::None)?;
                 match cache {
-                    Some(pass) => s.cache_put(&row.code, pass.as_ref(), crate::clock::now_ms()),
+                    Some(pass) => s.cache_put(&row.code, pass.as_ref(), ms(row.scanned_at)),
                     None => Ok(()),
                 }
             }
@@ -174,13 +182,14 @@ impl CommitStore for StoreHandle {
                 code,
                 pass,
                 exit,
+                scanned_at_ms,
             } => {
                 s.mark_sent_live(&scan_id, &event_id)?;
                 if exit {
                     // The guest is out: the next offline entry is not a second one.
                     s.reset_offline_uses(&code)?;
                 }
-                s.cache_put(&code, Some(&pass), crate::clock::now_ms())
+                s.cache_put(&code, Some(&pass), scanned_at_ms)
             }
         })
         .await
@@ -576,6 +585,7 @@ mod tests {
                 parameters: None,
             },
             exit: false,
+            scanned_at_ms: 0,
         };
         let (out, steps, shared) = run(
             commit_of(Mode::Online, Decision::WrittenAhead(Ok(())), Some(tidy)),

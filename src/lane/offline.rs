@@ -50,7 +50,9 @@ impl OfflineInput {
     pub fn decide_in(self, s: &mut Store) -> crate::store::Result<OfflineVerdict> {
         let now = crate::clock::now_ms();
         if let Some(f) = &self.fresh {
-            s.cache_put(&self.base.code, Some(f), now)?;
+            // At the scan's time: its lookup's.
+            let at = (self.base.scanned_at.unix_timestamp_nanos() / 1_000_000) as i64;
+            s.cache_put(&self.base.code, Some(f), at.min(now))?;
         }
         // What this door knows, and what the venue knows (`mqtt.venue`): the newer of the two.
         let venue = match self.offline.policy {

@@ -211,6 +211,7 @@ pub async fn decide(
                 code: base.code.clone(),
                 pass,
                 exit: s.direction == Direction::Exit,
+                scanned_at_ms: (base.scanned_at.unix_timestamp_nanos() / 1_000_000) as i64,
             });
             c.event_id = Some(event_id);
             c
