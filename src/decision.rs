@@ -226,7 +226,7 @@ pub fn decide_offline(
 }
 
 /// Which way a reader lets people through. Goes into `ScanEventInput.data` as `direction`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub enum Direction {
     #[default]
     Entry,

@@ -676,3 +676,41 @@ fn mqtt_is_off_without_a_url_and_checked_with_one() {
         ),
     ]);
 }
+
+#[test]
+fn a_venue_needs_its_key_a_topic_of_its_own_and_a_broker() {
+    let c = parse_str(
+        "[device]\nname = \"front-door\"\n[offline]\nrefresh_per_minute = 30\n[mqtt]\nurl = \"mqtt://b\"\nvenue = \"tiketo-gate/venues/main-hall\"\nvenue_key_file = \"/etc/tiketo-gate/venue.key\"\n",
+    )
+    .unwrap();
+    let v = c.mqtt.as_ref().unwrap().venue.as_ref().unwrap();
+    assert_eq!(v.topic, "tiketo-gate/venues/main-hall");
+    assert_eq!(c.offline.refresh_per_minute, 30);
+    assert_eq!(parse_str("").unwrap().offline.refresh_per_minute, 10);
+    expect_errors(&[
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nvenue = \"v/hall\"\n",
+            &["mqtt.venue_key_file: missing: a venue needs its key"],
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nvenue_key_file = \"/k\"\n",
+            &["mqtt.venue: missing: venue_key_file needs the venue's topic"],
+        ),
+        (
+            "[device]\nname = \"d1\"\n[mqtt]\nurl = \"mqtt://b\"\nvenue = \"tiketo-gate\"\nvenue_key_file = \"/k\"\n",
+            &["mqtt.venue: must not be the door's own topic or hold it"],
+        ),
+        (
+            "[mqtt]\nurl = \"mqtt://b\"\nvenue = \"v/#\"\nvenue_key_file = \"/k\"\n",
+            &["test.toml:3: mqtt.venue: \"v/#\": no wildcards"],
+        ),
+        (
+            "[mqtt]\nvenue = \"v\"\nvenue_key_file = \"/k\"\n",
+            &["mqtt.url: missing: [mqtt] is off without it"],
+        ),
+        (
+            "[offline]\nrefresh_per_minute = 601\n",
+            &["test.toml:2: offline.refresh_per_minute"],
+        ),
+    ]);
+}

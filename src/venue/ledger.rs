@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{Direction, PassFacts};
 
 /// A lookup's result as a door's pass cache keeps it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Lookup {
     /// The API knew the pass.
     pub found: bool,
@@ -95,7 +95,7 @@ impl Lookup {
 }
 
 /// One admission at one door.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Admission {
     #[serde(rename = "scanId")]
     pub scan_id: String,
@@ -119,12 +119,17 @@ pub struct PassRecord {
     pub admissions: Vec<Admission>,
 }
 
-/// Two views of a pass made one.
+/// Two views of a pass made one: commutative, associative and idempotent, so doors that meet
+/// in any order, any number of times, end with the same record. Two different admissions with
+/// one `scanId`, or two lookups of the same time and door, never come from honest doors; a total
+/// order picks one all the same, so that even then every door's merge agrees (and no two doors
+/// republish at each other forever).
 pub fn merge(a: &PassRecord, b: &PassRecord) -> PassRecord {
     let lookup = match (&a.lookup, &b.lookup) {
         (Some(x), Some(y)) => {
             // The newest facts, and the newest scan's lookup of either.
-            let mut l = if (y.verified_at_ms, &y.door) > (x.verified_at_ms, &x.door) {
+            let key = |l: &Lookup| (l.verified_at_ms, l.door.clone(), l.clone());
+            let mut l = if key(y) > key(x) {
                 y.clone()
             } else {
                 x.clone()
@@ -132,14 +137,13 @@ pub fn merge(a: &PassRecord, b: &PassRecord) -> PassRecord {
             l.looked_up_ms = x.looked_up_ms.max(y.looked_up_ms);
             Some(l)
         }
-        (x, y) => x.clone().or_else(|| y.clone()),
+        (Some(x), None) | (None, Some(x)) => Some(x.clone()),
+        (None, None) => None,
     };
-    let mut admissions: Vec<Admission> = a.admissions.clone();
-    for adm in &b.admissions {
-        if !admissions.iter().any(|x| x.scan_id == adm.scan_id) {
-            admissions.push(adm.clone());
-        }
-    }
+    let mut admissions: Vec<Admission> =
+        a.admissions.iter().chain(&b.admissions).cloned().collect();
+    admissions.sort_by(|x, y| (&x.scan_id, x).cmp(&(&y.scan_id, y)));
+    admissions.dedup_by(|later, first| later.scan_id == first.scan_id);
     admissions.sort_by(|x, y| (x.at_ms, &x.scan_id).cmp(&(y.at_ms, &y.scan_id)));
     PassRecord { lookup, admissions }
 }
