@@ -57,6 +57,15 @@ pub struct OutcomeOnly {
     pub outcome: String,
 }
 
+/// One more in `family` for `outcome`.
+pub fn count_outcome(family: &Family<OutcomeOnly, Counter>, outcome: &str) {
+    family
+        .get_or_create(&OutcomeOnly {
+            outcome: outcome.into(),
+        })
+        .inc();
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub scans: Family<ScanLabels, Counter>,

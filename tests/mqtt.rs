@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{field, wait_until, Harness, Opts};
+use common::{doctor_line, field, wait_until, Harness, Opts};
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
@@ -737,19 +737,6 @@ async fn home_assistant_sees_a_lock_and_its_open_is_obeyed_only_when_allowed() {
 }
 
 /// doctor's `mqtt broker` line, from `doctor --json`.
-fn doctor_line(h: &Harness, name: &str) -> serde_json::Value {
-    let out = h.cli(&["doctor", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
-    v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .cloned()
-        .unwrap_or_else(|| panic!("no {name} line in {v}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_tries_the_broker_as_the_door_and_names_a_wrong_password_or_a_denied_topic() {
     let broker = Broker::start();

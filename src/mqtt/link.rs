@@ -691,13 +691,8 @@ impl Link {
         let Some(v) = self.venue.as_mut() else {
             return false;
         };
-        let m = crate::metrics::metrics();
         let count = |outcome: &str| {
-            m.venue_messages
-                .get_or_create(&crate::metrics::OutcomeOnly {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            crate::metrics::count_outcome(&crate::metrics::metrics().venue_messages, outcome)
         };
         match v.topics.incoming(topic, payload) {
             Incoming::NotVenue => return false,

@@ -64,13 +64,8 @@ pub async fn run(
         let Some((address, project, id)) = due.into_iter().next() else {
             continue;
         };
-        let m = crate::metrics::metrics();
         let count = |outcome: &str| {
-            m.venue_refreshes
-                .get_or_create(&crate::metrics::OutcomeOnly {
-                    outcome: outcome.into(),
-                })
-                .inc();
+            crate::metrics::count_outcome(&crate::metrics::metrics().venue_refreshes, outcome)
         };
         let answer = tokio::select! {
             a = client.pass(&project, &id) => a,

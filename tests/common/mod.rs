@@ -650,3 +650,17 @@ pub fn dates_around_today() -> String {
         .map(|d| format!("\"{}\"", d.unwrap()))
         .join(", ")
 }
+
+/// The `doctor --json` check named `name`.
+pub fn doctor_line(h: &Harness, name: &str) -> serde_json::Value {
+    let out = h.cli(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)));
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no {name} line in {v}"))
+}
