@@ -298,7 +298,7 @@ impl Link {
                     Ok(Event::Incoming(Packet::Publish(p))) => self.on_message(p).await,
                     Ok(Event::Incoming(Packet::SubAck(ack))) => {
                         if ack.return_codes.iter().any(|c| !matches!(c, SubscribeReasonCode::Success(_))) {
-                            tracing::error!(codes = ?ack.return_codes, "mqtt: the broker refused a subscription (its ACL?): commands may not arrive");
+                            tracing::error!(codes = ?ack.return_codes, "mqtt: the broker refused a subscription (its ACL?): commands (or, with mqtt.venue, the venue's records) may not arrive");
                         } else {
                             // From here on a command reaches the door.
                             tracing::info!("mqtt subscribed");
