@@ -82,6 +82,15 @@ pub fn state_json(s: &Status, counts: Option<&Counts>) -> Value {
     if let Some(d) = door {
         v["door"] = Value::String(d);
     }
+    if let Some(venue) = &s.venue {
+        // What changes rarely (not the count of passes, which moves with every scan).
+        v["venue"] = json!({
+            "doors": venue.doors,
+            "refreshing": venue.refreshing,
+            "foreign_key": venue.foreign_key,
+            "conflicts": s.venue_conflicts,
+        });
+    }
     v
 }
 
@@ -143,5 +152,24 @@ mod tests {
         assert_eq!(v["door"], "held_open");
         assert!(v["pending"].is_null());
         assert_eq!(Topics::new("v/d").state, "v/d/state");
+    }
+
+    #[test]
+    fn the_state_says_the_venue_when_there_is_one() {
+        let mut s = status();
+        assert!(state_json(&s, None).get("venue").is_none());
+        s.venue = Some(crate::state::VenueState {
+            topic: "v/hall".into(),
+            doors: vec!["a".into(), "b".into()],
+            refreshing: false,
+            foreign_key: false,
+        });
+        s.venue_conflicts = 2;
+        s.venue_passes = 500;
+        let v = state_json(&s, None);
+        assert_eq!(
+            v["venue"],
+            json!({"doors": ["a", "b"], "refreshing": false, "foreign_key": false, "conflicts": 2})
+        );
     }
 }
