@@ -107,6 +107,8 @@ impl Status {
                 .filter(|v| *v > 0)
                 .unwrap_or(0))
         };
+        // A store an older daemon made has no such tables: nothing of a venue there.
+        let conflicts = store.venue_conflicts(5).unwrap_or_default();
         Ok(Status {
             mode: meta("mode")?.unwrap_or_else(|| "unknown".into()),
             mode_since_ms: num("mode_since_ms")?,
@@ -131,9 +133,8 @@ impl Status {
             venue: meta("venue")?
                 .and_then(|s| serde_json::from_str(&s).ok())
                 .flatten(),
-            // A store an older daemon made has no such tables: nothing of a venue there.
-            venue_conflicts: store.venue_conflicts(5).map(|c| c.0).unwrap_or(0),
-            recent_conflicts: store.venue_conflicts(5).map(|c| c.1).unwrap_or_default(),
+            venue_conflicts: conflicts.0,
+            recent_conflicts: conflicts.1,
             venue_passes: store.venue_known().unwrap_or(0),
             at_ms: num("status_at_ms")?,
         })

@@ -630,6 +630,18 @@ impl Link {
         let (topic, body, expiry) =
             v.topics
                 .sealed_record(address, record.as_ref(), crate::clock::now_ms());
+        self.publish_retained_expiring(topic, body, expiry, Some(seq))
+    }
+
+    /// A retained QoS 1 message the broker drops after `expiry` seconds (`None`: kept),
+    /// remembered in the window's order like [`Link::publish`]'s.
+    fn publish_retained_expiring(
+        &mut self,
+        topic: String,
+        body: Vec<u8>,
+        expiry: Option<u32>,
+        seq: Option<i64>,
+    ) -> bool {
         let props = PublishProperties {
             message_expiry_interval: expiry,
             ..Default::default()
@@ -639,7 +651,7 @@ impl Link {
             .try_publish_with_properties(topic, QoS::AtLeastOnce, true, body, props)
             .is_ok();
         if ok {
-            self.window.handed(Some(seq));
+            self.window.handed(seq);
         }
         ok
     }
@@ -653,17 +665,7 @@ impl Link {
         let now = crate::clock::now_ms();
         let Some(v) = self.venue.as_mut() else { return };
         let (topic, body) = v.topics.presence(api, now);
-        let props = PublishProperties {
-            message_expiry_interval: Some(PRESENCE_EXPIRY_S),
-            ..Default::default()
-        };
-        if self
-            .client
-            .try_publish_with_properties(topic, QoS::AtLeastOnce, true, body, props)
-            .is_ok()
-        {
-            self.window.handed(None);
-        }
+        self.publish_retained_expiring(topic, body, Some(PRESENCE_EXPIRY_S), None);
         self.venue_status(api, now);
     }
 

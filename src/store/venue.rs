@@ -243,12 +243,12 @@ impl Store {
             None => incoming.clone(),
         };
         let merged = ledger::trim(&merged);
-        if old.as_ref() == Some(&merged) && ledger::trim(incoming) == merged {
-            // Nothing new either way (the usual case: a door's own message back, or one
-            // heard twice).
+        // This door knows more than the message: the merged record goes out again.
+        let republish = ledger::trim(incoming) != merged;
+        if old.as_ref() == Some(&merged) && !republish {
+            // Nothing new either way (the usual case: a record heard twice).
             return Ok(VenueMerge::default());
         }
-        let republish = ledger::trim(incoming) != merged;
         let conflicts = write(&tx, &ctx, address, &merged, republish)?;
         tx.commit()?;
         if republish {

@@ -1250,26 +1250,28 @@ impl Drop for Mosquitto {
     }
 }
 
-/// A subscriber counting the messages on `topic` (with when the last one came).
-fn count_messages(
+/// A subscriber on `topic` (QoS 1, no Nagle delay, messages up to 1 MiB) that hands each
+/// message to `on`, with when it came; returns once the broker took the subscription.
+fn subscribe(
     rt: &tokio::runtime::Runtime,
     port: u16,
+    id: &str,
     topic: &str,
-) -> std::sync::Arc<std::sync::Mutex<(usize, Option<Instant>)>> {
+    mut on: impl FnMut(Instant, rumqttc::v5::mqttbytes::v5::Publish) + Send + 'static,
+) {
     use rumqttc::v5::mqttbytes::v5::Packet;
     use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let seen = std::sync::Arc::new(std::sync::Mutex::new((0usize, None)));
-    let s2 = seen.clone();
     let topic = topic.to_owned();
+    let id = format!("{id}-{}", std::process::id());
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
-        let mut o = MqttOptions::new(
-            format!("bench-sub-{}", std::process::id()),
-            "127.0.0.1",
-            port,
-        );
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
         o.set_keep_alive(Duration::from_secs(10));
-        let (client, mut ev) = AsyncClient::new(o, 64);
+        o.set_max_packet_size(Some(1 << 20));
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        o.set_network_options(net);
+        let (client, mut ev) = AsyncClient::new(o, 1024);
         loop {
             match ev.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
@@ -1280,11 +1282,7 @@ fn count_messages(
                 Ok(Event::Incoming(Packet::SubAck(_))) => {
                     let _ = ready_tx.send(());
                 }
-                Ok(Event::Incoming(Packet::Publish(_))) => {
-                    let mut g = s2.lock().unwrap();
-                    g.0 += 1;
-                    g.1 = Some(Instant::now());
-                }
+                Ok(Event::Incoming(Packet::Publish(p))) => on(Instant::now(), p),
                 Ok(_) => {}
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
@@ -1293,6 +1291,21 @@ fn count_messages(
     ready_rx
         .recv_timeout(Duration::from_secs(10))
         .expect("subscribed");
+}
+
+/// A subscriber counting the messages on `topic` (with when the last one came).
+fn count_messages(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    topic: &str,
+) -> std::sync::Arc<std::sync::Mutex<(usize, Option<Instant>)>> {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((0usize, None)));
+    let s2 = seen.clone();
+    subscribe(rt, port, "bench-sub", topic, move |at, _| {
+        let mut g = s2.lock().unwrap();
+        g.0 += 1;
+        g.1 = Some(at);
+    });
     seen
 }
 
@@ -1571,54 +1584,29 @@ fn venue(rt: &tokio::runtime::Runtime) {
         Default::default();
     let messages = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     {
-        use rumqttc::v5::mqttbytes::v5::Packet;
-        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
         let (seen, messages) = (seen.clone(), messages.clone());
         let key = VenueKey::from_text(secret).unwrap();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let port = broker.port;
         let filter = format!("{prefix}/p/+");
-        rt.spawn(async move {
-            let mut o = MqttOptions::new("bench-venue-watch", "127.0.0.1", port);
-            o.set_keep_alive(Duration::from_secs(10));
-            o.set_max_packet_size(Some(1 << 20));
-            let mut net = rumqttc::NetworkOptions::new();
-            net.set_tcp_nodelay(true);
-            o.set_network_options(net);
-            let (client, mut ev) = AsyncClient::new(o, 1024);
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        let _ = client
-                            .subscribe(filter.clone(), rumqttc::v5::mqttbytes::QoS::AtMostOnce)
-                            .await;
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        let _ = ready_tx.send(());
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
-                        let at = Instant::now();
-                        messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                        let Ok(plain) = key.open(&topic, &p.payload) else {
-                            continue;
-                        };
-                        let Ok(r) = serde_json::from_slice::<PassRecord>(&plain) else {
-                            continue;
-                        };
-                        if !r.admissions.is_empty() {
-                            let address = topic.rsplit('/').next().unwrap_or("").to_owned();
-                            seen.lock().unwrap().entry(address).or_insert(at);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        subscribe(
+            rt,
+            broker.port,
+            "bench-venue-watch",
+            &filter,
+            move |at, p| {
+                messages.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let Ok(plain) = key.open(&topic, &p.payload) else {
+                    return;
+                };
+                let Ok(r) = serde_json::from_slice::<PassRecord>(&plain) else {
+                    return;
+                };
+                if !r.admissions.is_empty() {
+                    let address = topic.rsplit('/').next().unwrap_or("").to_owned();
+                    seen.lock().unwrap().entry(address).or_insert(at);
                 }
-            }
-        });
-        ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("subscribed");
+            },
+        );
     }
     let mut rigs: Vec<Rig> = names[..doors].iter().map(|n| rig(n, true)).collect();
     std::thread::sleep(Duration::from_millis(500));
