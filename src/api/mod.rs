@@ -320,7 +320,7 @@ impl Client {
         }
         let http = builder
             .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+            .map_err(|e| format!("cannot build the HTTP client: {}", with_sources(&e)))?;
         Ok(Client { http, url })
     }
 
@@ -569,6 +569,18 @@ impl Client {
     }
 }
 
+/// An error and its sources, `: `-joined: reqwest's own message is only its kind ("builder
+/// error"), the reason is in its sources (no CA certificates, a bad proxy, a refused connect).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
 fn transport_error(e: reqwest::Error) -> ApiError {
     // reqwest's message names the URL, never the headers.
     let what = if e.is_timeout() {
@@ -578,12 +590,7 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     } else {
         "transport error"
     };
-    let mut detail = format!("{what}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        detail.push_str(&format!(": {s}"));
-        source = s.source();
-    }
+    let detail = format!("{what}: {}", with_sources(&e));
     ApiError::new(
         ErrorClass::Retryable { retry_after: None },
         None,
@@ -716,6 +723,28 @@ pub fn scan_data(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_error_is_told_with_its_sources() {
+        let e = Wrapped(std::io::Error::other("no CA certificates found"));
+        assert_eq!(
+            super::with_sources(&e),
+            "builder error: no CA certificates found"
+        );
+
+        #[derive(Debug)]
+        struct Wrapped(std::io::Error);
+        impl std::fmt::Display for Wrapped {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("builder error")
+            }
+        }
+        impl std::error::Error for Wrapped {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+    }
+
     #[test]
     fn host_port_is_what_a_resolver_takes() {
         let hp = |u: &str| super::host_port(&u.parse().unwrap());
